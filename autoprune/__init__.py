@@ -1,0 +1,70 @@
+"""autoprune: query-conditioned visual-token reduction for hybrid (attention + Mamba) VLMs.
+
+``import autoprune`` needs only torch (and transformers' model classes when a model
+is reduced); the search, the reports and the GPU profiler import their heavy
+dependencies when they are used.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AutopruneError,
+    BudgetError,
+    ConfigError,
+    ModelMismatchError,
+    MonotonicityError,
+    ReductionInputError,
+    ScheduleError,
+    ScheduleFormatError,
+    ScheduleValueError,
+    StorageError,
+    UnknownGPUError,
+    UnsupportedModelError,
+)
+from .schedule import ModelSignature, Schedule, ScorerConfig, Target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Schedule",
+    "ScorerConfig",
+    "ModelSignature",
+    "Target",
+    "reduce",
+    "ReductionHandle",
+    "get_adapter",
+    "model_signature",
+    "AutopruneError",
+    "BudgetError",
+    "ConfigError",
+    "ModelMismatchError",
+    "MonotonicityError",
+    "ReductionInputError",
+    "ScheduleError",
+    "ScheduleFormatError",
+    "ScheduleValueError",
+    "StorageError",
+    "UnknownGPUError",
+    "UnsupportedModelError",
+]
+
+
+def __getattr__(name):
+    # The runtime imports the adapters (and through them transformers) only when used.
+    if name in ("reduce", "ReductionHandle"):
+        from . import runtime
+
+        return getattr(runtime, name)
+    if name == "get_adapter":
+        from .adapters import get_adapter
+
+        return get_adapter
+    raise AttributeError(f"module 'autoprune' has no attribute {name!r}")
+
+
+def model_signature(model) -> ModelSignature:
+    """The :class:`ModelSignature` (family, layer kinds, fingerprint) of a supported model."""
+    from .adapters import get_adapter
+
+    return get_adapter(model).signature()

@@ -1,0 +1,19 @@
+"""Model families plug in here, keyed by ``config.model_type``.
+
+An adapter tells the runtime where a family's decoder stack is, what kind each
+layer is, and how to read the inputs of evidence from a layer's own modules.
+"""
+
+from __future__ import annotations
+
+from .base import AttentionParts, HybridAdapter, Mamba2Parts, fingerprint, get_adapter, register_adapter
+from . import bamba, nemotron_h  # noqa: F401  (registration side effect)
+
+__all__ = [
+    "AttentionParts",
+    "HybridAdapter",
+    "Mamba2Parts",
+    "fingerprint",
+    "get_adapter",
+    "register_adapter",
+]

@@ -1,0 +1,46 @@
+"""transformers Bamba (``bamba``): mixer + MLP in every layer, RoPE on attention."""
+
+from __future__ import annotations
+
+from .base import AttentionParts, HybridAdapter, Mamba2Parts, register_adapter
+
+
+def _rotary(q, k, cos, sin):
+    from transformers.models.bamba.modeling_bamba import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb(q, k, cos, sin)
+
+
+@register_adapter("bamba")
+class BambaAdapter(HybridAdapter):
+    decoder_classes = ("BambaModel",)
+    shape_fields = (
+        "hidden_size", "num_attention_heads", "num_key_value_heads", "mamba_n_heads", "mamba_d_head",
+        "mamba_n_groups", "mamba_d_state", "mamba_d_conv", "mamba_expand", "intermediate_size", "vocab_size",
+    )
+    per_token_kwargs = ("attention_mask", "position_ids", "position_embeddings")
+
+    @property
+    def layers(self):
+        return list(self.decoder.layers)
+
+    @property
+    def layer_kinds(self) -> str:
+        return "".join("M" if layer.block_type == "linear_attention" else "*" for layer in self.decoder.layers)
+
+    def attention_parts(self, layer_idx):
+        attn = self.decoder.layers[layer_idx].self_attn
+        return AttentionParts(
+            module=attn, q_proj=attn.q_proj, k_proj=attn.k_proj,
+            num_heads=self.config.num_attention_heads, num_kv_heads=self.config.num_key_value_heads,
+            head_dim=attn.head_dim, scaling=attn.scaling, rotary=_rotary,
+        )
+
+    def mamba2_parts(self, layer_idx):
+        m = self.decoder.layers[layer_idx].mamba
+        return Mamba2Parts(
+            module=m, in_proj=m.in_proj, conv_weight=m.conv1d.weight, conv_bias=m.conv1d.bias,
+            activation=m.act, intermediate_size=m.intermediate_size, n_groups=m.n_groups,
+            state_size=m.ssm_state_size, num_heads=m.num_heads, dt_bias=m.dt_bias, A_log=m.A_log,
+            dt_limit=tuple(m.time_step_limit),
+        )

@@ -1,0 +1,140 @@
+"""Adapter interface and registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from ..schedule import ModelSignature
+
+_REGISTRY: dict[str, type[HybridAdapter]] = {}
+
+
+def register_adapter(model_type: str):
+    """Class decorator: ``@register_adapter("nemotron_h")``."""
+
+    def deco(cls: type[HybridAdapter]) -> type[HybridAdapter]:
+        cls.model_type = model_type
+        _REGISTRY[model_type] = cls
+        return cls
+
+    return deco
+
+
+def registered_families() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_adapter(model: nn.Module) -> HybridAdapter:
+    """Find the hybrid decoder stack inside ``model`` (itself, a ``*ForCausalLM`` or a VLM wrapper)."""
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        cls = _REGISTRY.get(getattr(cfg, "model_type", None))
+        if cls is not None and type(module).__name__ in cls.decoder_classes:
+            return cls(module)
+    kinds = sorted({getattr(getattr(m, "config", None), "model_type", None) for m in model.modules()} - {None})
+    raise UnsupportedModelError(
+        f"no autoprune adapter for {type(model).__name__} (model types seen: {kinds or 'none'}); "
+        f"supported: {registered_families()}"
+    )
+
+
+def fingerprint(family: str, layer_kinds: str, config, fields: tuple[str, ...]) -> str:
+    """``sha256:`` of the architecture: family, layer kinds and the shape fields of the config.
+
+    Weights are not hashed: a schedule applies to any checkpoint of one architecture.
+    """
+    shape = {f: getattr(config, f, None) for f in fields}
+    blob = json.dumps({"family": family, "layer_kinds": layer_kinds, "shape": shape}, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AttentionParts:
+    """What evidence needs from an attention layer (its own modules and shape)."""
+
+    module: nn.Module
+    q_proj: nn.Module
+    k_proj: nn.Module
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scaling: float
+    # (q, k, cos, sin) -> (q, k) for RoPE families; None where keys carry no positions.
+    rotary: Callable | None = None
+
+
+@dataclass(frozen=True)
+class Mamba2Parts:
+    """What evidence needs from a Mamba2 mixer: ``in_proj`` output splits as [z, xBC, dt]."""
+
+    module: nn.Module
+    in_proj: nn.Module
+    conv_weight: torch.Tensor  # (conv_dim, 1, K)
+    conv_bias: torch.Tensor | None
+    activation: Callable
+    intermediate_size: int
+    n_groups: int
+    state_size: int
+    num_heads: int
+    dt_bias: torch.Tensor
+    A_log: torch.Tensor
+    dt_limit: tuple[float, float]
+
+
+class HybridAdapter:
+    """Base class. Subclasses name their decoder classes and describe each layer."""
+
+    model_type: ClassVar[str] = ""
+    decoder_classes: ClassVar[tuple[str, ...]] = ()
+    shape_fields: ClassVar[tuple[str, ...]] = ()
+    # Layer kwargs that carry one entry per token and must follow the kept tokens.
+    per_token_kwargs: ClassVar[tuple[str, ...]] = ("attention_mask", "position_ids")
+
+    def __init__(self, decoder: nn.Module):
+        self.decoder = decoder
+        self.config = decoder.config
+        if getattr(self.config, "_attn_implementation", None) == "flex_attention":
+            raise UnsupportedModelError(
+                "flex attention masks (BlockMask) cannot be sliced per token; load the model with "
+                "attn_implementation='sdpa', 'eager' or 'flash_attention_2'"
+            )
+
+    # -- required by subclasses
+    @property
+    def layers(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    @property
+    def layer_kinds(self) -> str:
+        raise NotImplementedError
+
+    def attention_parts(self, layer_idx: int) -> AttentionParts:
+        raise NotImplementedError
+
+    def mamba2_parts(self, layer_idx: int) -> Mamba2Parts:
+        raise NotImplementedError
+
+    # -- shared
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def signature(self) -> ModelSignature:
+        kinds = self.layer_kinds
+        return ModelSignature(
+            family=self.model_type,
+            layer_kinds=kinds,
+            fingerprint=fingerprint(self.model_type, kinds, self.config, self.shape_fields),
+        )
+
+    def kind(self, layer_idx: int) -> str:
+        """``attention``, ``mamba``, ``mlp`` or ``moe``."""
+        return {"*": "attention", "M": "mamba", "-": "mlp", "E": "moe"}[self.layer_kinds[layer_idx]]

@@ -1,0 +1,1 @@
+"""Compatibility shims for third-party packages (each documented with its reason)."""

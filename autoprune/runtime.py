@@ -1,0 +1,497 @@
+"""Apply a :class:`~autoprune.schedule.Schedule` during prefill.
+
+::
+
+    with autoprune.reduce(model, schedule, visual_mask=mask):
+        out = model.generate(inputs_embeds=embeds, max_new_tokens=16)
+
+The model is changed only through removable hooks:
+
+- a pre-hook on each decoder layer removes visual tokens where the schedule drops,
+  and slices every per-token input of the layer (masks, position ids, RoPE cos/sin)
+  to the tokens still present; kept tokens keep their original positions;
+- forward hooks on the evidence layers' own projections (``q_proj``/``k_proj`` of
+  attention, ``in_proj`` of Mamba2) capture what the language-aware score needs;
+- a pre-hook on the decoder stack starts a prefill and, during decoding after a
+  reduced prefill, maps the full-length attention mask and positions onto the
+  cache, which holds only the kept tokens.
+
+Removing the handle removes every hook; the model's parameters are never touched.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import scoring
+from .adapters import HybridAdapter, get_adapter
+from .errors import ReductionInputError
+from .schedule import Schedule
+
+__all__ = ["reduce", "ReductionHandle", "ReductionPlan", "plan_reduction"]
+
+
+@dataclass(frozen=True)
+class ReductionPlan:
+    """What happens at each layer for a sample with ``num_visual`` visual tokens."""
+
+    num_visual: int
+    counts: tuple[int, ...]  # visual tokens entering each layer
+    prune_layers: tuple[int, ...]
+    evidence_layers: dict  # layer -> "attention" | "mamba" (state updates)
+
+    @property
+    def mean_keep(self) -> float:
+        return sum(self.counts) / (len(self.counts) * max(1, self.num_visual))
+
+
+def plan_reduction(schedule: Schedule, layer_kinds: str, num_visual: int) -> ReductionPlan:
+    """Token counts, prune points and evidence layers; raises if a prune point has no evidence."""
+    counts = schedule.tokens_per_layer(num_visual)
+    prunes = schedule.prune_layers(num_visual)
+    sc = schedule.scorer
+    evidence: dict[int, str] = {}
+    if sc.selector == "language":
+        wanted = {"*": ("attention", sc.w_attn), "M": ("mamba", sc.w_mamba)}
+        for p in prunes:
+            if p == 0:
+                continue  # only a query-agnostic prefilter can act before layer 0
+            found = 0
+            for j in range(p - 1, -1, -1):
+                kind = wanted.get(layer_kinds[j])
+                if kind and kind[1] > 0:
+                    evidence[j] = kind[0]
+                    found += 1
+                    if found == sc.evidence_window:
+                        break
+            if found == 0:
+                raise ReductionInputError(
+                    f"the schedule removes tokens at layer {p} but no layer before it gives evidence "
+                    f"(layer kinds {layer_kinds[:p]!r}, w_attn={sc.w_attn}, w_mamba={sc.w_mamba})"
+                )
+    return ReductionPlan(num_visual, tuple(counts), tuple(prunes), dict(sorted(evidence.items())))
+
+
+def _first_true(flag: torch.Tensor, m: int) -> torch.Tensor:
+    """Column indices of the first ``m`` True entries per row, ascending, without a host sync."""
+    return torch.sort((~flag).to(torch.int8), dim=1, stable=True).indices[:, :m]
+
+
+class _Prefill:
+    """State of one reduced prefill: which original tokens are present, and their importance."""
+
+    def __init__(self, handle: ReductionHandle, batch: int, token_valid: torch.Tensor | None, device):
+        self.h = handle
+        L = handle.length
+        self.pos = torch.arange(L, device=device)[None].expand(batch, -1).contiguous()
+        self.is_vis = handle.visual_mask.to(device)
+        self.is_query = handle.query_mask.to(device)
+        self.valid = None if token_valid is None else token_valid.to(device)
+        self.state = scoring.ImportanceState(batch, handle.num_visual, momentum=handle.schedule.scorer.state_momentum,
+                                             device=device)
+        self.n_vis = handle.num_visual
+        q_counts = handle.query_mask.sum(dim=1)
+        self.n_query = int(q_counts.max())
+        self.q_valid = None
+        if not bool((q_counts == self.n_query).all()):
+            self.q_valid = (torch.arange(self.n_query)[None] < q_counts[:, None]).to(device)
+        self.version = 0
+        self.active = True
+        self._slices: dict = {}
+        self._index: tuple | None = None
+        self.selections: dict[int, torch.Tensor] = {}
+        self.evidence: dict[int, dict] = {}
+        self.pending_q: dict[int, torch.Tensor] = {}
+        self.pending_rope: dict[int, tuple] = {}
+
+    @property
+    def reduced(self) -> bool:
+        return self.pos.shape[1] < self.h.length
+
+    def indices(self):
+        """Current-sequence indices of query rows (padded + valid) and of visual tokens."""
+        if self._index is None or self._index[0] != self.version:
+            q_idx = _first_true(self.is_query, self.n_query)
+            if self.q_valid is not None:  # rows with fewer query tokens repeat their first one, masked out
+                q_idx = torch.where(self.q_valid, q_idx, q_idx[:, :1])
+            v_idx = _first_true(self.is_vis, self.n_vis)
+            self._index = (self.version, q_idx, self.q_valid, v_idx)
+        return self._index[1:]
+
+    def prune(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        n_keep = self.h.plan.counts[layer]
+        sc = self.h.schedule.scorer
+        _, _, v_idx = self.indices()
+        b, n_vis = v_idx.shape
+        if layer == 0 or sc.selector == "uniform_stride":
+            pick = scoring.select_uniform_stride(b, n_vis, n_keep, device=hidden.device)
+            self.state.gather(pick)
+        elif sc.selector == "random":
+            pick = scoring.select_random(b, n_vis, n_keep, seed=sc.seed * 1_000_003 + layer, device=hidden.device)
+            self.state.gather(pick)
+        else:
+            pick = self.state.keep(n_keep)
+        chosen = torch.gather(v_idx, 1, pick)
+        self.selections[layer] = torch.gather(self.pos, 1, chosen)
+        keep = (~self.is_vis).scatter(1, chosen, True)
+        cur = _first_true(keep, self.pos.shape[1] - n_vis + n_keep)
+        hidden = torch.gather(hidden, 1, cur[..., None].expand(-1, -1, hidden.shape[-1]))
+        self.pos = torch.gather(self.pos, 1, cur)
+        self.is_vis = torch.gather(self.is_vis, 1, cur)
+        self.is_query = torch.gather(self.is_query, 1, cur)
+        if self.valid is not None:
+            self.valid = torch.gather(self.valid, 1, cur)
+        self.n_vis = n_keep
+        self.version += 1
+        self._slices.clear()
+        return hidden
+
+    def slice_kwarg(self, name: str, value):
+        if value is None or not self.reduced:
+            return value
+        key = (name, id(value))
+        if key in self._slices:
+            return self._slices[key]
+        out = self._slice(name, value)
+        self._slices[key] = out
+        return out
+
+    def _slice(self, name, value):
+        pos = self.pos
+        b, n = pos.shape
+        if isinstance(value, tuple):  # RoPE (cos, sin): (b|1, L, d)
+            return tuple(self._slice(name, v) for v in value)
+        if isinstance(value, dict):
+            raise ReductionInputError(f"{name} given as a dict of precomputed masks is not supported while reducing")
+        if not isinstance(value, torch.Tensor):
+            raise ReductionInputError(f"cannot slice {name} of type {type(value).__name__} per token")
+        L = self.h.length
+        if value.dim() == 4:  # (b|1, heads|1, q, kv) additive or boolean mask
+            if value.shape[-1] != L or value.shape[-2] != L:
+                raise ReductionInputError(f"{name} has shape {tuple(value.shape)}, expected (..., {L}, {L})")
+            v = value.expand(b, *value.shape[1:]) if value.shape[0] == 1 and b > 1 else value
+            rows = pos[:, None, :, None].expand(-1, v.shape[1], -1, L)
+            v = torch.gather(v, 2, rows)
+            cols = pos[:, None, None, :].expand(-1, v.shape[1], n, -1)
+            return torch.gather(v, 3, cols)
+        if value.dim() in (2, 3) and value.shape[1] == L:  # (b|1, L) masks/positions or (b|1, L, d)
+            v = value.expand(b, *value.shape[1:]) if value.shape[0] == 1 and b > 1 else value
+            idx = pos if v.dim() == 2 else pos[..., None].expand(-1, -1, v.shape[-1])
+            return torch.gather(v, 1, idx)
+        raise ReductionInputError(f"{name} has shape {tuple(value.shape)}; expected one entry per token (L={L})")
+
+
+class ReductionHandle:
+    """Hooks that apply ``schedule`` to ``model``; use as a context manager or call ``remove()``.
+
+    ``visual_mask (b, L) bool``: True at visual tokens, the same count in every row.
+    ``query_mask (b, L) bool``: the rows whose attention decides importance; default:
+    every token after the row's last visual token. Query tokens must follow all visual
+    tokens (they do in ``[prefix][video][question]`` prompts).
+
+    After each prefill, ``last`` holds what happened: ``pos`` (original positions of
+    the tokens that reached the last layer, i.e. those in the cache),
+    ``selections`` (visual positions kept at each prune layer) and, with
+    ``record_evidence=True``, the normalised evidence of every mixer layer.
+    """
+
+    def __init__(self, model: nn.Module, schedule: Schedule, visual_mask: torch.Tensor,
+                 query_mask: torch.Tensor | None = None, *, use_kernels: bool | None = None,
+                 record_evidence: bool = False, adapter: HybridAdapter | None = None):
+        self.model = model
+        self.adapter = adapter or get_adapter(model)
+        self.schedule = schedule
+        schedule.check_model(self.adapter.signature())
+        self.use_kernels = use_kernels
+        self.record_evidence = record_evidence
+        self.visual_mask, self.query_mask = self._check_masks(visual_mask, query_mask)
+        self.batch, self.length = self.visual_mask.shape
+        self.num_visual = int(self.visual_mask[0].sum())
+        self.plan = plan_reduction(schedule, self.adapter.layer_kinds, self.num_visual)
+        self._prefill: _Prefill | None = None
+        self.last: _Prefill | None = None
+        self._cache_ref = None
+        self._hooks: list = []
+        try:
+            self._install()
+        except BaseException:
+            self.remove()
+            raise
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def _check_masks(visual_mask, query_mask):
+        if not isinstance(visual_mask, torch.Tensor):
+            raise ReductionInputError(f"visual_mask must be a torch.Tensor, got {type(visual_mask).__name__}")
+        vm = visual_mask
+        if vm.dim() == 1:
+            vm = vm[None]
+        if vm.dim() != 2:
+            raise ReductionInputError(f"visual_mask must be (batch, seq_len), got shape {tuple(visual_mask.shape)}")
+        vm = vm.detach().bool().cpu()
+        counts = vm.sum(dim=1)
+        if int(counts.min()) == 0:
+            raise ReductionInputError("visual_mask has a row without visual tokens")
+        if not bool((counts == counts[0]).all()):
+            raise ReductionInputError(
+                f"every row must have the same number of visual tokens, got {counts.tolist()}"
+            )
+        L = vm.shape[1]
+        last_vis = (torch.arange(L)[None] * vm).amax(dim=1)
+        if query_mask is None:
+            qm = torch.arange(L)[None] > last_vis[:, None]
+        else:
+            qm = query_mask[None] if query_mask.dim() == 1 else query_mask
+            if qm.shape != vm.shape:
+                raise ReductionInputError(
+                    f"query_mask has shape {tuple(query_mask.shape)}, visual_mask {tuple(vm.shape)}"
+                )
+            qm = qm.detach().bool().cpu()
+            if bool((qm & vm).any()):
+                raise ReductionInputError("query_mask and visual_mask overlap: a token cannot be both")
+            first_q = torch.where(qm, torch.arange(L)[None], torch.full_like(qm, L, dtype=torch.long)).amin(dim=1)
+            if bool((first_q <= last_vis).any()):
+                raise ReductionInputError("query tokens must come after the last visual token of their row")
+        if not bool(qm.any(dim=1).all()):
+            raise ReductionInputError(
+                "a row has no query tokens: the text after the last visual token is what scores the video"
+            )
+        return vm, qm
+
+    # ------------------------------------------------------------------- hooks
+    def _install(self):
+        dec = self.adapter.decoder
+        self._hooks.append(dec.register_forward_pre_hook(self._decoder_pre, with_kwargs=True))
+        self._hooks.append(dec.register_forward_hook(self._decoder_post, with_kwargs=True))
+        for i, layer in enumerate(self.adapter.layers):
+            self._hooks.append(layer.register_forward_pre_hook(self._layer_pre(i), with_kwargs=True))
+        kinds = self.adapter.layer_kinds
+        evidence_layers = dict(self.plan.evidence_layers)
+        if self.record_evidence:
+            evidence_layers.update({j: ("attention" if k == "*" else "mamba")
+                                    for j, k in enumerate(kinds) if k in "*M" and j not in evidence_layers})
+        for j, kind in evidence_layers.items():
+            if kind == "attention":
+                parts = self.adapter.attention_parts(j)
+                self._hooks.append(parts.module.register_forward_pre_hook(self._attn_pre(j), with_kwargs=True))
+                self._hooks.append(parts.q_proj.register_forward_hook(self._q_hook(j)))
+                self._hooks.append(parts.k_proj.register_forward_hook(self._k_hook(j, parts)))
+            else:
+                parts = self.adapter.mamba2_parts(j)
+                self._hooks.append(parts.in_proj.register_forward_hook(self._in_proj_hook(j, parts)))
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self._prefill = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+    @property
+    def kept_positions(self) -> torch.Tensor | None:
+        return None if self.last is None else self.last.pos
+
+    # decoder: start a prefill, or remap masks/positions while decoding ----------
+    def _decoder_pre(self, module, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        if x is None:
+            x = kwargs.get("input_ids", args[0] if args else None)
+        if x is None:
+            return None
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if cache is not None else 0
+        b, L = x.shape[0], x.shape[1]
+        if past == 0:
+            if (b, L) != (self.batch, self.length):
+                raise ReductionInputError(
+                    f"the model was called with batch {b} and length {L}; visual_mask is for batch "
+                    f"{self.batch} and length {self.length}"
+                )
+            am = kwargs.get("attention_mask")
+            token_valid = None
+            if isinstance(am, torch.Tensor) and am.dim() == 2:
+                token_valid = am.bool()
+                if bool(token_valid.all()):
+                    token_valid = None
+                elif bool((~token_valid & self.visual_mask.to(am.device)).any()):
+                    raise ReductionInputError("attention_mask masks out a visual token")
+            self._prefill = _Prefill(self, b, token_valid, x.device)
+            return None
+        last = self.last
+        if last is None or self._cache_ref is None or self._cache_ref() is not cache:
+            return None  # not a cache this handle reduced: leave the call alone
+        n_kept = last.pos.shape[1]
+        am = kwargs.get("attention_mask")
+        if isinstance(am, dict):
+            raise ReductionInputError("precomputed mask dicts (static caches) are not supported after a reduced prefill")
+        if isinstance(am, torch.Tensor) and am.dim() == 2:
+            if am.shape[1] != self.length + (past - n_kept) + L:
+                raise ReductionInputError(
+                    f"attention_mask has {am.shape[1]} columns; after a prefill of {self.length} tokens reduced "
+                    f"to {n_kept} and {past - n_kept} decoded, expected {self.length + past - n_kept + L}"
+                )
+            kept = torch.gather(am[:, : self.length], 1, last.pos.to(am.device))
+            kwargs["attention_mask"] = torch.cat([kept, am[:, self.length:]], dim=1)
+        if kwargs.get("position_ids") is None:
+            start = self.length + (past - n_kept)
+            kwargs["position_ids"] = torch.arange(start, start + L, device=x.device)[None].expand(b, -1)
+        return args, kwargs
+
+    def _decoder_post(self, module, args, kwargs, output):
+        pf = self._prefill
+        if pf is not None and pf.active:
+            pf.active = False
+            self.last = pf
+            self._prefill = None
+            cache = getattr(output, "cache", None)
+            if cache is None:
+                cache = getattr(output, "past_key_values", None)
+            self._cache_ref = None if cache is None else weakref.ref(cache)
+        return None
+
+    def _layer_pre(self, i: int):
+        names = self.adapter.per_token_kwargs
+
+        def hook(module, args, kwargs):
+            pf = self._prefill
+            if pf is None or not pf.active:
+                return None
+            if args:
+                hidden = args[0]
+            else:
+                hidden = kwargs["hidden_states"]
+            if i in self.plan.prune_layers:
+                with torch.no_grad():
+                    hidden = pf.prune(i, hidden)
+            if pf.reduced:
+                for name in names:
+                    if name in kwargs:
+                        kwargs[name] = pf.slice_kwarg(name, kwargs[name])
+            if args:
+                args = (hidden,) + tuple(args[1:])
+            else:
+                kwargs["hidden_states"] = hidden
+            return args, kwargs
+
+        return hook
+
+    # evidence ---------------------------------------------------------------
+    def _record(self, pf: _Prefill, layer: int, kind: str, ev: torch.Tensor):
+        if self.record_evidence:
+            _, _, v_idx = pf.indices()
+            pf.evidence[layer] = {"kind": kind, "evidence": scoring.normalise(ev.float()).cpu(),
+                                  "positions": torch.gather(pf.pos, 1, v_idx).cpu()}
+        kind_w = self.plan.evidence_layers.get(layer)
+        if kind_w is not None:
+            sc = self.schedule.scorer
+            w = sc.w_attn if kind_w == "attention" else sc.w_mamba
+            pf.state.update(ev, w)
+
+    def _attn_pre(self, j):
+        def hook(module, args, kwargs):
+            pf = self._prefill
+            if pf is not None and pf.active:
+                pf.pending_rope[j] = kwargs.get("position_embeddings")
+            return None
+        return hook
+
+    def _q_hook(self, j):
+        def hook(module, args, out):
+            pf = self._prefill
+            if pf is not None and pf.active:
+                q_idx, _, _ = pf.indices()
+                pf.pending_q[j] = torch.gather(out.detach(), 1, q_idx[..., None].expand(-1, -1, out.shape[-1]))
+            return None
+        return hook
+
+    def _k_hook(self, j, parts):
+        def hook(module, args, out):
+            pf = self._prefill
+            if pf is None or not pf.active or j not in pf.pending_q:
+                return None
+            with torch.no_grad():
+                q_idx, q_valid, v_idx = pf.indices()
+                q = pf.pending_q.pop(j)
+                b, Qn = q.shape[:2]
+                k = out.detach()
+                n = k.shape[1]
+                q = q.view(b, Qn, parts.num_heads, parts.head_dim).transpose(1, 2)
+                k = k.view(b, n, parts.num_kv_heads, parts.head_dim).transpose(1, 2)
+                rope = pf.pending_rope.pop(j, None)
+                if parts.rotary is not None:
+                    if rope is None:
+                        raise ReductionInputError(f"layer {j}: attention with RoPE was called without cos/sin")
+                    cos, sin = rope
+                    cos = cos.expand(b, *cos.shape[1:]) if cos.shape[0] == 1 else cos
+                    sin = sin.expand(b, *sin.shape[1:]) if sin.shape[0] == 1 else sin
+                    gi = q_idx[..., None].expand(-1, -1, cos.shape[-1])
+                    q, _ = parts.rotary(q, q, torch.gather(cos, 1, gi), torch.gather(sin, 1, gi))
+                    _, k = parts.rotary(k, k, cos, sin)
+                ev = scoring.attention_evidence(
+                    q, k, q_idx, v_idx, scaling=parts.scaling, head_agg=self.schedule.scorer.head_agg,
+                    key_valid=pf.valid, query_valid=q_valid, use_kernels=self.use_kernels,
+                )
+                self._record(pf, j, "attention", ev)
+            return None
+        return hook
+
+    def _in_proj_hook(self, j, parts):
+        def hook(module, args, out):
+            pf = self._prefill
+            if pf is None or not pf.active:
+                return None
+            with torch.no_grad():
+                B, C, dt, A = mamba2_inputs(parts, out.detach(), pf.valid)
+                q_idx, q_valid, v_idx = pf.indices()
+                ev = scoring.mamba2_evidence(
+                    B, C, dt, A, q_idx, v_idx, decay=self.schedule.scorer.mamba_decay,
+                    head_agg=self.schedule.scorer.head_agg, query_valid=q_valid, use_kernels=self.use_kernels,
+                )
+                self._record(pf, j, "mamba", ev)
+            return None
+        return hook
+
+
+def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None):
+    """B, C (post conv + activation), dt (post softplus + clip) and A from ``in_proj``'s output.
+
+    The conv is recomputed on the B/C channels only (``2·G·N`` of them), so this also
+    works where a fused kernel bypasses the mixer's conv module.
+    """
+    I, G, N, H = parts.intermediate_size, parts.n_groups, parts.state_size, parts.num_heads
+    b, n, _ = zxbcdt.shape
+    conv_dim = I + 2 * G * N
+    f = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
+    w = parts.conv_weight[I:conv_dim]
+    bias = None if parts.conv_bias is None else parts.conv_bias[I:conv_dim]
+    bc = zxbcdt[..., 2 * I : 2 * I + 2 * G * N].transpose(1, 2)
+    K = w.shape[-1]
+    out = F.conv1d(bc.to(w.dtype), w, bias, padding=K - 1, groups=2 * G * N)[..., :n]
+    out = parts.activation(out).transpose(1, 2).to(f)
+    if valid is not None:
+        out = out * valid[..., None].to(f)
+    B = out[..., : G * N].reshape(b, n, G, N)
+    C = out[..., G * N :].reshape(b, n, G, N)
+    dt = F.softplus(zxbcdt[..., I + conv_dim :].to(f) + parts.dt_bias.to(f))
+    lo, hi = parts.dt_limit
+    if lo > 0.0 or hi != float("inf"):
+        dt = dt.clamp(min=lo, max=hi)
+    A = -torch.exp(parts.A_log.to(f))
+    return B, C, dt, A
+
+
+def reduce(model: nn.Module, schedule: Schedule, visual_mask: torch.Tensor, query_mask: torch.Tensor | None = None,
+           **kw) -> ReductionHandle:
+    """Apply ``schedule`` to ``model`` until the returned handle is removed (or its ``with`` ends)."""
+    return ReductionHandle(model, schedule, visual_mask, query_mask, **kw)

@@ -1,0 +1,1 @@
+"""Triton kernels, installed as ``autoprune.kernels``; each sits beside its torch reference ``*_ref``."""
