@@ -1,0 +1,1 @@
+"""Built-in tiny hybrid video VLM and procedural long-video QA (the embedded default)."""

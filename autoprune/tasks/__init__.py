@@ -1,0 +1,1 @@
+"""Evaluation tasks: labelled multiple-choice accuracy and fidelity to the unreduced model."""
