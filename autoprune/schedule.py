@@ -275,6 +275,10 @@ class Schedule:
                     f"keep increases from layer {i - 1} ({keep[i - 1]!r}) to layer {i} ({keep[i]!r}): "
                     "schedules must be low-to-high monotone (a removed token never comes back)"
                 )
+        for name in ("metrics", "provenance"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, Mapping):
+                raise ScheduleValueError(f"{name} must be a JSON object or null, got {type(v).__name__}")
         object.__setattr__(self, "metrics", None if self.metrics is None else _json_value(self.metrics, "metrics"))
         object.__setattr__(
             self, "provenance", None if self.provenance is None else _json_value(self.provenance, "provenance")
@@ -378,9 +382,12 @@ class Schedule:
         sig = ModelSignature.from_dict(d["model"])
         if ("keep" in d) == ("stages" in d):
             raise ScheduleFormatError("give exactly one of 'keep' (per layer) or 'stages' (change points)")
-        keep = d["keep"] if "keep" in d else stages_to_keep(d["stages"], sig.num_layers)
-        if not isinstance(keep, list):
-            raise ScheduleFormatError(f"keep must be a JSON list, got {type(keep).__name__}")
+        if "keep" in d:
+            keep = d["keep"]
+            if not isinstance(keep, list):
+                raise ScheduleFormatError(f"keep must be a JSON list, got {type(keep).__name__}")
+        else:
+            keep = stages_to_keep(d["stages"], sig.num_layers)
         sched = cls(
             keep=tuple(keep),
             model=sig,

@@ -68,7 +68,8 @@ def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_i
     ``deletions[i]`` (plus all non-visual ones, given by the caller in that set) remain.
 
     ``deletions[i]``: (b, n_i) original positions that *enter* layer ``i``. Positions
-    stay original (RoPE families); no cache, no masks (no padding).
+    stay original (RoPE families); no cache, no padding; attention layers get a causal
+    mask built for the shortened sequence.
     """
     dec = decoder(model)
     emb = dec.embeddings if hasattr(dec, "embeddings") else dec.embed_tokens
@@ -81,7 +82,11 @@ def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_i
             cur = torch.searchsorted(pos.contiguous(), keep.contiguous())
             h = torch.gather(h, 1, cur[..., None].expand(-1, -1, h.shape[-1]))
             pos = keep
-        kw = dict(attention_mask=None, position_ids=pos)
+        mask = None
+        if layer.block_type == "full_attention":  # a fresh causal mask for the shorter sequence
+            n = h.shape[1]
+            mask = torch.full((n, n), torch.finfo(h.dtype).min, dtype=h.dtype).triu(1)[None, None]
+        kw = dict(attention_mask=mask, position_ids=pos)
         if hasattr(dec, "rotary_emb"):
             kw["position_embeddings"] = dec.rotary_emb(h, position_ids=pos)
         out = layer(h, **kw)
