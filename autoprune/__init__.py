@@ -22,6 +22,13 @@ from .errors import (
     UnsupportedModelError,
 )
 from .schedule import ModelSignature, Schedule, ScorerConfig, Target
+from .compat import mamba_ssm_shim as _mamba_ssm_shim
+
+# mamba-ssm 2.3.2.post1 cannot be imported without its Mamba1 CUDA extension; the
+# shim does what upstream's later fix does (see its docstring). It must run before
+# transformers imports a NemotronH/Bamba modeling module, which picks its Mamba
+# kernels once, at import. It does nothing where mamba-ssm is absent or complete.
+_mamba_ssm_shim.install()
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,80 @@
+"""On a GPU with mamba-ssm's Triton kernels: evidence capture and reduction still hold.
+
+Skipped without CUDA. On the device: ``. scripts/device_env.sh && python3 -P -m pytest -q tests/test_gpu_runtime.py``.
+"""
+
+import pytest
+import torch
+
+import autoprune
+from autoprune.adapters import get_adapter
+from tiny_models import oracle_forward, tiny_bamba, tiny_nemotron_h
+
+pytestmark = pytest.mark.gpu
+L, V0, V1 = 300, 10, 266  # longer than the Triton chunk size
+
+
+def _kernel_module(fn):
+    for cell in fn.__closure__ or ():
+        obj = cell.cell_contents
+        if callable(obj) and getattr(obj, "__module__", "").startswith("mamba_ssm"):
+            return obj.__module__
+    return None
+
+
+def test_transformers_uses_the_mamba_ssm_triton_scan():
+    pytest.importorskip("mamba_ssm")
+    from transformers.models.nemotron_h import modeling_nemotron_h as mod
+
+    assert _kernel_module(mod.mamba2_chunk_scan) is not None
+
+
+def _setup(family):
+    model = {"nemotron_h": tiny_nemotron_h, "bamba": tiny_bamba}[family]().cuda()
+    ad = get_adapter(model)
+    n = ad.num_layers
+    sched = autoprune.Schedule(keep=tuple([1.0, 1.0] + [0.5] * 2 + [0.25] * (n - 4)), model=ad.signature(),
+                               min_tokens=2, scorer=autoprune.ScorerConfig(mamba_decay=True))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 64, (2, L), generator=g).cuda()
+    vm = torch.zeros(2, L, dtype=torch.bool)
+    vm[:, V0:V1] = True
+    return model, sched, ids, vm
+
+
+@pytest.mark.parametrize("family", ["nemotron_h", "bamba"])
+@torch.no_grad()
+def test_reduced_prefill_on_gpu_equals_the_deletion_oracle(family):
+    model, sched, ids, vm = _setup(family)
+    with autoprune.reduce(model, sched, visual_mask=vm) as h:
+        out = model(input_ids=ids).logits
+    nonvis = torch.arange(L, device="cuda")[None].expand(2, -1)[~vm.cuda()].view(2, -1)
+    dels = {p: torch.sort(torch.cat([nonvis, s], 1), 1).values for p, s in h.last.selections.items()}
+    ref, _ = oracle_forward(model, ids, dels)
+    assert (out - ref).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("family", ["nemotron_h", "bamba"])
+@torch.no_grad()
+def test_evidence_captured_under_the_triton_path_matches_the_cpu_torch_path(family):
+    model, sched, ids, vm = _setup(family)
+    ident = sched.replace(keep=(1.0,) * len(sched.keep))
+    with autoprune.reduce(model, ident, visual_mask=vm, record_evidence=True, use_kernels=False) as h:
+        model(input_ids=ids)
+    gpu = h.last.evidence
+    cpu_model = model.cpu()
+    with autoprune.reduce(cpu_model, ident, visual_mask=vm, record_evidence=True) as h2:
+        cpu_model(input_ids=ids.cpu())
+    for layer, rec in h2.last.evidence.items():
+        torch.testing.assert_close(gpu[layer]["evidence"], rec["evidence"], atol=2e-5, rtol=2e-3)
+
+
+@torch.no_grad()
+def test_generation_after_a_reduced_prefill_runs_on_gpu_in_bf16():
+    model, sched, ids, vm = _setup("nemotron_h")
+    model = model.to(torch.bfloat16)
+    model.generation_config.pad_token_id = 0
+    with autoprune.reduce(model, sched, visual_mask=vm):
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
+                             use_cache=True)
+    assert out.shape == (2, L + 4)
