@@ -70,16 +70,34 @@ def interleaved(fa, fb, *, device: str, warmup: int, repeats: int) -> tuple[dict
     return stats(ta), stats(tb)
 
 
-def low_to_high(num_layers: int, target_mean: float, num_visual: int, min_tokens: int) -> tuple[float, ...]:
-    """keep_i = (1 − i/L)^γ with γ found by bisection so that the mean token keep hits the target."""
-    lo, hi = 0.0, 50.0
+def _solve(make, target_mean: float, num_visual: int, min_tokens: int) -> tuple[float, ...]:
+    """Bisection on the one parameter of ``make(p) -> keep`` (mean keep decreasing in p)."""
+    lo, hi = 0.0, 1.0
     for _ in range(60):
-        g = (lo + hi) / 2
-        keep = tuple(max(1e-6, (1 - i / num_layers) ** g) for i in range(num_layers))
+        p = (lo + hi) / 2
+        keep = make(p)
         s = Schedule(keep=keep, min_tokens=min_tokens)
-        mean = sum(s.tokens_per_layer(num_visual)) / (num_layers * num_visual)
-        lo, hi = (g, hi) if mean > target_mean else (lo, g)
-    return keep
+        mean = sum(s.tokens_per_layer(num_visual)) / (len(keep) * num_visual)
+        lo, hi = (p, hi) if mean > target_mean else (lo, p)
+    return make((lo + hi) / 2)
+
+
+def low_to_high(num_layers: int, target_mean: float, num_visual: int, min_tokens: int,
+                cuts=(0.1, 0.25, 0.45, 0.7)) -> tuple[float, ...]:
+    """Staged low-to-high: keep 1 until the first cut, then r, r², r³, r⁴ (r solved for the mean)."""
+    layers = [max(1, round(c * num_layers)) for c in cuts]
+
+    def make(p):
+        r = 1 - p
+        return tuple(max(1e-6, r ** sum(i >= c for c in layers)) for i in range(num_layers))
+
+    return _solve(make, target_mean, num_visual, min_tokens)
+
+
+def per_layer_decay(num_layers: int, target_mean: float, num_visual: int, min_tokens: int) -> tuple[float, ...]:
+    """keep_i = (1 − i/L)^γ: a prune point at nearly every layer (stresses the scoring cost)."""
+    return _solve(lambda p: tuple(max(1e-6, (1 - i / num_layers) ** (p * 50)) for i in range(num_layers)),
+                  target_mean, num_visual, min_tokens)
 
 
 def build(device: str):
@@ -122,7 +140,10 @@ def main(argv=None) -> int:
     schedules = {
         "identity": Schedule.identity(n, model=sig),
         "uniform-25%": Schedule(keep=(1.0,) + (0.25,) * (n - 1), model=sig, min_tokens=min_tokens),
-        "low-to-high mean-25%": Schedule(keep=low_to_high(n, 0.25, V, min_tokens), model=sig, min_tokens=min_tokens),
+        "low-to-high mean-25% (4 stages)": Schedule(keep=low_to_high(n, 0.25, V, min_tokens), model=sig,
+                                                    min_tokens=min_tokens),
+        "per-layer decay mean-25%": Schedule(keep=per_layer_decay(n, 0.25, V, min_tokens), model=sig,
+                                             min_tokens=min_tokens),
     }
     base_flops = prefill_flops(shape, layout)
 
