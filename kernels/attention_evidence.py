@@ -31,8 +31,6 @@ exponentials are ``exp2`` of logits prescaled by ``scaling · log2(e)``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -62,7 +60,9 @@ _LOG2E = 1.4426950408889634
 
 
 # ----------------------------------------------------------------------------- kernels
-@triton.jit
+# Sizes and index strides are not specialised (one compile serves every sequence length);
+# the head dim and the activation strides are, so that loads along d stay vectorised.
+@triton.jit(do_not_specialize=["Q", "L", "REP", "N_ROW_BLOCKS", "N_KV", "KEYS_PER_SPLIT", "N_SPLIT", "s_ib", "s_iq"])
 def _attention_evidence_lse_kernel(
     q_ptr, k_ptr, qidx_ptr, m_ptr, l_ptr,
     Q, L, D, REP, N_ROW_BLOCKS, N_KV, KEYS_PER_SPLIT, N_SPLIT,
@@ -84,7 +84,7 @@ def _attention_evidence_lse_kernel(
     pid = tl.program_id(0)
     split = tl.program_id(1)
     rb = pid % N_ROW_BLOCKS
-    bk = pid // N_ROW_BLOCKS
+    bk = (pid // N_ROW_BLOCKS).to(tl.int64)  # int64: b·stride overflows int32 at L = 65k, b ≥ 32
     kvh = bk % N_KV
     b = bk // N_KV
 
@@ -130,7 +130,7 @@ def _attention_evidence_lse_kernel(
     tl.store(l_ptr + dst, l_i, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N_ROWS", "N_SPLIT"])
 def _attention_evidence_lse_combine_kernel(
     m_ptr, l_ptr, lse_ptr, N_ROWS, N_SPLIT,
     NEG_INIT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -154,7 +154,8 @@ def _attention_evidence_lse_combine_kernel(
     tl.store(lse_ptr + rows, lse, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "Q", "V", "REP", "KV_PER_SPLIT", "s_ib", "s_iq", "s_vb", "s_vv",
+                               "s_mb", "s_mq", "s_os", "s_ob"])
 def _attention_evidence_colsum_kernel(
     q_ptr, k_ptr, qidx_ptr, vidx_ptr, valid_ptr, lse_ptr, out_ptr,
     H, Q, V, D, REP, KV_PER_SPLIT,
@@ -176,7 +177,7 @@ def _attention_evidence_colsum_kernel(
     ``out_scale · Σ_h col_h`` (mean; ``out_scale = 1/H``) or ``max_h col_h`` (max).
     """
     pid_v = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(1).to(tl.int64)  # int64: b·stride overflows int32 at L = 65k, b ≥ 32
     hsplit = tl.program_id(2)
 
     vcols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -240,13 +241,18 @@ def _attention_evidence(
     head_splits: int | None = None,
     num_warps_lse: int | None = None,
     num_warps_col: int | None = None,
-    num_stages: int | None = None,
+    num_stages_lse: int | None = None,
+    num_stages_col: int | None = None,
 ) -> torch.Tensor:
     """Launch the three kernels; ``out (b, V)`` fp32, written in full (allocated if None).
 
     Tuning knobs (None = default): block sizes, ``key_splits`` (splits of the key axis in
     pass 1), ``head_splits`` (kv-head splits in pass 3, must divide Hkv), warps, stages,
     ``precision`` of fp32 dots (``"ieee"``, ``"tf32x3"``, ``"tf32"``).
+
+    Defaults were chosen from ptxas's resource report for sm_90a (Triton 3.9, no GPU run yet):
+    the largest tiles that compile without register spills. fp32 "ieee" dots run on the FMA
+    units and hold both operand tiles in registers, hence the small fp32 tiles.
     """
     agg_max = check_head_agg(head_agg)
     if q.dim() != 4 or k.dim() != 4:
@@ -286,7 +292,7 @@ def _attention_evidence(
 
     # Pass 1: softmax statistics with the key axis split.
     rows_per_kv = rep * Qn
-    block_m = block_m or (128 if is16 else 64)
+    block_m = block_m or (128 if is16 else 32)
     block_m = min(block_m, pow2_at_least(rows_per_kv))
     block_n = block_n or 64
     n_row_blocks = triton.cdiv(rows_per_kv, block_m)
@@ -305,7 +311,7 @@ def _attention_evidence(
         qk_scale,
         NEG_INIT=NEG_BIG, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         PRECISION=precision, UPCAST=upcast,
-        num_warps=num_warps_lse or (8 if block_m >= 128 else 4), num_stages=num_stages or 3,
+        num_warps=num_warps_lse or 8, num_stages=num_stages_lse or (3 if is16 else 2),
     )
 
     # Pass 2: merge the splits.
@@ -314,15 +320,14 @@ def _attention_evidence(
     block_r = 64
     _attention_evidence_lse_combine_kernel[(triton.cdiv(n_rows, block_r),)](
         m_part, l_part, lse, n_rows, n_split,
-        NEG_INIT=NEG_BIG, BLOCK_R=block_r, BLOCK_S=min(64, pow2_at_least(n_split, 2)),
+        NEG_INIT=NEG_BIG, BLOCK_R=block_r, BLOCK_S=16,  # fixed: one compile for every split count
         num_warps=4,
     )
 
     # Pass 3: column mass at the visual tokens, heads aggregated in registers.
-    block_q = block_q or 64
-    block_q = min(block_q, pow2_at_least(Qn))
+    block_q = min(block_q or 64, pow2_at_least(Qn))
     # Every visual block re-reads all H·Q query rows (from L2): wider blocks, fewer re-reads.
-    block_v = block_v or (128 if is16 else 64)
+    block_v = block_v or (128 if is16 else 32)
     n_vblocks = triton.cdiv(V, block_v)
     if head_splits is None:
         head_splits = largest_divisor_at_most(Hkv, triton.cdiv(target, b * n_vblocks))
@@ -340,7 +345,7 @@ def _attention_evidence(
         HAS_VALID=valid is not None, AGG_MAX=agg_max,
         BLOCK_Q=block_q, BLOCK_V=block_v, BLOCK_D=block_d,
         PRECISION=precision, UPCAST=upcast,
-        num_warps=num_warps_col or 4, num_stages=num_stages or 3,
+        num_warps=num_warps_col or 8, num_stages=num_stages_col or (3 if is16 else 1),
     )
     if head_splits > 1:
         if agg_max:

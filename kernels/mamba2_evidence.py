@@ -90,7 +90,9 @@ def _chunk_positions(q0, c, L, N_CHUNKS, CHUNK: tl.constexpr):
     return pos, ok
 
 
-@triton.jit
+# Sizes and index strides are not specialised (one compile serves every sequence length);
+# N, H and the activation strides are, so that loads along them stay vectorised.
+@triton.jit(do_not_specialize=["Q", "L", "N_CHUNKS", "s_ib", "s_iq"])
 def _mamba2_evidence_chunk_sum_kernel(
     dt_ptr, A_ptr, qidx_ptr, sums_ptr,
     Q, L, H, N_CHUNKS,
@@ -100,7 +102,7 @@ def _mamba2_evidence_chunk_sum_kernel(
 ):
     """``sums[b, c, h] = Σ_{x ∈ chunk c} Δ^h_x A_h`` for the chunks laid out from ``q0``."""
     c = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(1).to(tl.int64)  # b·stride can overflow int32 at L = 65k
     hh = tl.program_id(2) * BLOCK_HS + tl.arange(0, BLOCK_HS)
     h_ok = hh < H
     q0 = _q0_of_batch(qidx_ptr, b, s_ib, s_iq, Q, L, BLOCK_QI)
@@ -111,7 +113,7 @@ def _mamba2_evidence_chunk_sum_kernel(
     tl.store(sums_ptr + (b * 2 * N_CHUNKS + c) * H + hh, tl.sum(x, axis=0), mask=h_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q", "L", "N_CHUNKS", "s_ib", "s_iq"])
 def _mamba2_evidence_logdecay_kernel(
     dt_ptr, A_ptr, qidx_ptr, sums_ptr, lg_ptr,
     Q, L, H, N_CHUNKS,
@@ -122,7 +124,7 @@ def _mamba2_evidence_logdecay_kernel(
 ):
     """``λ[b, x, h]``: log-decay between ``x`` and ``q0`` (≤ 0), for the positions of chunk ``c``."""
     c = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(1).to(tl.int64)  # b·stride can overflow int32 at L = 65k
     hh = tl.program_id(2) * BLOCK_HS + tl.arange(0, BLOCK_HS)
     h_ok = hh < H
     q0 = _q0_of_batch(qidx_ptr, b, s_ib, s_iq, Q, L, BLOCK_QI)
@@ -148,7 +150,8 @@ def _mamba2_evidence_logdecay_kernel(
              mask=ok[:, None] & h_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Q", "V", "HPG", "G_PER_SPLIT", "s_ib", "s_iq", "s_vb", "s_vv", "s_mb", "s_mq",
+                               "s_os", "s_ob"])
 def _mamba2_evidence_kernel(
     B_ptr, C_ptr, dt_ptr, lg_ptr, qidx_ptr, vidx_ptr, valid_ptr, out_ptr,
     Q, V, N, HPG, G_PER_SPLIT,
@@ -167,7 +170,7 @@ def _mamba2_evidence_kernel(
 ):
     """Evidence of ``BLOCK_V`` visual tokens, aggregated over the heads of ``G_PER_SPLIT`` groups."""
     pid_v = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(1).to(tl.int64)  # b·stride can overflow int32 at L = 65k
     gsplit = tl.program_id(2)
 
     vcols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -254,11 +257,10 @@ def _mamba2_logdecay(dt, A, query_index, *, chunk: int | None = None, out: torch
     """
     b, L, H = dt.shape
     Qn = query_index.shape[1]
-    chunk = chunk or 512
-    chunk = min(chunk, pow2_at_least(L, 16))
+    chunk = min(chunk or 256, pow2_at_least(L, 16))
     n_chunks = triton.cdiv(L, chunk)
-    block_hs = min(pow2_at_least(H, 1), 32)
-    block_qi = min(pow2_at_least(Qn, 16), 128)
+    block_hs = min(pow2_at_least(H, 1), 16)
+    block_qi = 64  # fixed (loops over longer Q): one compile for every Q
     grid = (2 * n_chunks, b, triton.cdiv(H, block_hs))
     sums = torch.empty(b, 2 * n_chunks, H, dtype=torch.float32, device=dt.device)
     _mamba2_evidence_chunk_sum_kernel[grid](
@@ -270,7 +272,7 @@ def _mamba2_logdecay(dt, A, query_index, *, chunk: int | None = None, out: torch
     _mamba2_evidence_logdecay_kernel[grid](
         dt, A, query_index, sums, lg, Qn, L, H, n_chunks,
         *dt.stride(), *query_index.stride(), *lg.stride(),
-        CHUNK=chunk, BLOCK_HS=block_hs, BLOCK_QI=block_qi, BLOCK_C=min(64, pow2_at_least(n_chunks, 2)),
+        CHUNK=chunk, BLOCK_HS=block_hs, BLOCK_QI=block_qi, BLOCK_C=32,
         num_warps=4,
     )
     return lg
@@ -303,6 +305,10 @@ def _mamba2_evidence(
     Tuning knobs (None = default): ``precision`` of fp32 ``C·B`` dots, ``wp_precision`` of the
     ``W·P`` dot, block sizes, ``chunk`` of the decay scan, ``group_splits`` (must divide G),
     warps, stages.
+
+    Defaults were chosen from ptxas's resource report for sm_90a (Triton 3.9, no GPU run yet):
+    the largest tiles that compile without register spills. fp32 "ieee" dots run on the FMA
+    units and hold both operand tiles in registers, hence the small fp32 tiles.
     """
     agg_max = check_head_agg(head_agg)
     if B.dim() != 4 or C.shape != B.shape:
@@ -342,8 +348,8 @@ def _mamba2_evidence(
     upcast = upcast_dots(B.dtype)
     lg = _mamba2_logdecay(dt, A, query_index, chunk=chunk) if decay else dt  # dt: never read as λ
 
-    block_q = min(block_q or 64, pow2_at_least(Qn))
-    block_v = block_v or 64
+    block_q = min(block_q or (64 if is16 else 32), pow2_at_least(Qn))
+    block_v = block_v or (64 if is16 else 32)
     block_h = min(block_h or 64, pow2_at_least(hpg))
     block_n = pow2_at_least(N)
     n_vblocks = triton.cdiv(V, block_v)
@@ -363,7 +369,7 @@ def _mamba2_evidence(
         DECAY=bool(decay), HAS_VALID=valid is not None, AGG_MAX=agg_max,
         BLOCK_Q=block_q, BLOCK_V=block_v, BLOCK_N=block_n, BLOCK_H=block_h,
         PREC_CB=precision, PREC_WP=wp_precision, UPCAST=upcast,
-        num_warps=num_warps or 4, num_stages=num_stages or 2,
+        num_warps=num_warps or 8, num_stages=num_stages or 2,
     )
     if group_splits > 1:
         if agg_max:

@@ -141,7 +141,7 @@ def test_log_decay_is_minus_the_decay_distance_to_q0(chunk):
     assert lg is poison and torch.isfinite(lg).all()
     cum = torch.cumsum(dt.double() * A.double(), dim=1)  # (b, L, H)
     q0 = qi.min(dim=1).values
-    want = -(cum - cum[torch.arange(2), q0][:, None, :]).abs()
+    want = -(cum - cum[torch.arange(2, device=DEVICE), q0][:, None, :]).abs()
     torch.testing.assert_close(lg.double(), want, rtol=1e-5, atol=1e-5)
     assert (lg <= 0).all()
 
