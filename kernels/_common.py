@@ -1,0 +1,106 @@
+"""Helpers shared by the evidence kernels' launchers (no Triton code here)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from autoprune.errors import ReductionInputError
+
+# Dtypes the kernels take as operands; anything else (float64 in particular) goes to the
+# torch reference, which computes in float64 when given float64.
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+# Finite stand-in for -inf as the initial running maximum of an online softmax: a row that
+# sees no key in a block then keeps exp2(-inf - (-1e30)) = 0 and a rescale factor of 1, where
+# -inf - (-inf) would give NaN.
+NEG_BIG = -1.0e30
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def upcast_dots(dtype: torch.dtype) -> bool:
+    """Whether to cast 16-bit dot operands to fp32 inside the kernel.
+
+    Triton 3.9's interpreter returns garbage for a ``tl.dot`` of bfloat16 operands (it stores
+    bf16 as uint16 and multiplies those). A product of two bf16/fp16 numbers is exact in fp32,
+    so upcasting computes the same function as the tensor-core path (16-bit products, fp32
+    accumulation); on a GPU the operands stay 16-bit.
+    """
+    return interpreting() and dtype != torch.float32
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def num_programs_target(device: torch.device) -> int:
+    """How many programs fill the device: about four per multiprocessor on a GPU.
+
+    Under the interpreter every program is a Python loop, so a handful is the right size.
+    """
+    if device.type == "cuda":
+        return 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return 4
+
+
+def pow2_at_least(n: int, lo: int = 16) -> int:
+    """Next power of two ``>= max(n, lo)`` (tl.arange needs a power of two, tl.dot >= 16)."""
+    n = max(int(n), lo)
+    return 1 << (n - 1).bit_length()
+
+
+def largest_divisor_at_most(n: int, cap: int) -> int:
+    cap = max(1, min(n, cap))
+    for s in range(cap, 0, -1):
+        if n % s == 0:
+            return s
+    return 1
+
+
+def check_head_agg(head_agg: str) -> bool:
+    """Returns True for ``"max"``, False for ``"mean"``; raises on anything else."""
+    if head_agg not in ("mean", "max"):
+        raise ReductionInputError(f"head_agg must be 'mean' or 'max', got {head_agg!r}")
+    return head_agg == "max"
+
+
+def check_index(name: str, idx: torch.Tensor, batch: int, device: torch.device) -> None:
+    if idx.dim() != 2 or idx.shape[0] != batch:
+        raise ReductionInputError(f"{name} must have shape (batch={batch}, n), got {tuple(idx.shape)}")
+    if idx.dtype not in (torch.int64, torch.int32):
+        raise ReductionInputError(f"{name} must be int64 or int32, got {idx.dtype}")
+    if idx.device != device:
+        raise ReductionInputError(f"{name} is on {idx.device}, the activations on {device}")
+
+
+def valid_as_uint8(query_valid: torch.Tensor | None, batch: int, n_query: int, device: torch.device):
+    """``query_valid (b, Q)`` as a uint8 tensor the kernel can load (a view for bool), or None."""
+    if query_valid is None:
+        return None
+    if tuple(query_valid.shape) != (batch, n_query):
+        raise ReductionInputError(
+            f"query_valid must have shape {(batch, n_query)}, got {tuple(query_valid.shape)}"
+        )
+    if query_valid.device != device:
+        raise ReductionInputError(f"query_valid is on {query_valid.device}, the activations on {device}")
+    if query_valid.dtype == torch.bool:
+        return query_valid.view(torch.uint8)
+    return (query_valid != 0).view(torch.uint8)
+
+
+def prepare_out(out: torch.Tensor | None, batch: int, n_visual: int, device: torch.device) -> torch.Tensor:
+    if out is None:
+        return torch.empty(batch, n_visual, dtype=torch.float32, device=device)
+    if tuple(out.shape) != (batch, n_visual) or out.dtype != torch.float32 or out.device != device:
+        raise ReductionInputError(
+            f"out must be float32 of shape {(batch, n_visual)} on {device}, "
+            f"got {out.dtype} {tuple(out.shape)} on {out.device}"
+        )
+    return out
