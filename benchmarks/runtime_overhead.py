@@ -151,9 +151,9 @@ def main(argv=None) -> int:
         with torch.no_grad():
             model(inputs_embeds=x, logits_to_keep=1)
 
-    def run_with(sched):
+    def run_with(sched, use_kernels=None):
         def fn():
-            with torch.no_grad(), autoprune.reduce(model, sched, visual_mask=vm, use_kernels=False):
+            with torch.no_grad(), autoprune.reduce(model, sched, visual_mask=vm, use_kernels=use_kernels):
                 model(inputs_embeds=x, logits_to_keep=1)
         return fn
 
@@ -165,14 +165,18 @@ def main(argv=None) -> int:
     rows.append({"config": "unreduced (no hooks)", **plain, "mean_keep": 1.0, "speedup": 1.0, "ideal_speedup": 1.0})
     peak = None
     for name, sched in schedules.items():
-        variants = [(name, sched)]
+        variants = [(name, sched, None)]
         if not sched.is_identity:
+            if dev == "cuda":
+                variants[0] = (name + " [Triton scores]", sched, None)
+                variants.append((name + " [torch scores]", sched, False))
             variants.append((name + " [stride, no scoring]",
-                             sched.replace(scorer=ScorerConfig(selector="uniform_stride"))))
-        for label, s in variants:
+                             sched.replace(scorer=ScorerConfig(selector="uniform_stride")), None))
+        for label, s, kern in variants:
             if dev == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            t = ident_t if s is schedules["identity"] else timer(run_with(s), device=dev, warmup=warm, repeats=repeats)
+            t = ident_t if s is schedules["identity"] else timer(run_with(s, kern), device=dev, warmup=warm,
+                                                                  repeats=repeats)
             counts = s.tokens_per_layer(V)
             ideal = base_flops / prefill_flops(shape, layout, counts)
             if dev == "cuda":
