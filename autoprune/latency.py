@@ -115,11 +115,24 @@ def overhead_bytes(shape: ModelShape, what: str, tokens: int, query: int = 64) -
     raise ConfigError(f"unknown overhead {what!r}")
 
 
-def roofline_ms(flops: float, nbytes: float, peak_tflops: float, bandwidth_gbs: float, eff: KindEfficiency) -> float:
-    """``o + max(F / (P·e_c), B / (W·e_m))`` in ms (P in TFLOP/s, W in GB/s)."""
+COMBINES = ("max", "sum")
+
+
+def roofline_ms(flops: float, nbytes: float, peak_tflops: float, bandwidth_gbs: float, eff: KindEfficiency,
+                combine: str = "max") -> float:
+    """``o + max(F / (P·e_c), B / (W·e_m))`` in ms (P in TFLOP/s, W in GB/s).
+
+    ``combine="sum"`` adds the two terms instead: a layer is several kernels, some bound by
+    arithmetic (GEMMs, scans), some by memory (norms, convs, activations), and their
+    times add up; ``max`` is the classic roofline of one kernel. The benchmark compares both.
+    """
     t_c = flops / (peak_tflops * 1e12 * eff.compute) if flops > 0 else 0.0
     t_m = nbytes / (bandwidth_gbs * 1e9 * eff.memory) if nbytes > 0 else 0.0
-    return eff.overhead_ms + 1e3 * max(t_c, t_m)
+    if combine == "max":
+        return eff.overhead_ms + 1e3 * max(t_c, t_m)
+    if combine == "sum":
+        return eff.overhead_ms + 1e3 * (t_c + t_m)
+    raise ConfigError(f"combine must be one of {COMBINES}, got {combine!r}")
 
 
 @dataclass(frozen=True)
@@ -181,8 +194,11 @@ class Calibration:
     kinds: Mapping[str, KindEfficiency]
     fit_error: Mapping[str, float] = field(default_factory=dict)
     overheads: Mapping[str, Series] = field(default_factory=dict)
+    combine: str = "max"
 
     def __post_init__(self):
+        if self.combine not in COMBINES:
+            raise ConfigError(f"Calibration.combine must be one of {COMBINES}, got {self.combine!r}")
         bad = sorted(set(self.kinds) - set(KIND_NAMES))
         if bad:
             raise ConfigError(f"Calibration.kinds has unknown layer kind letter(s) {bad}")
@@ -194,11 +210,11 @@ class Calibration:
 
     def to_dict(self) -> dict:
         return {"source_gpu": self.source_gpu, "source_bandwidth_gbs": self.source_bandwidth_gbs,
-                "shape": self.shape, "kinds": {k: v.to_dict() for k, v in self.kinds.items()},
+                "shape": self.shape, "combine": self.combine, "kinds": {k: v.to_dict() for k, v in self.kinds.items()},
                 "fit_error": dict(self.fit_error)}
 
 
-def _fit_kind(flops, nbytes, times, peak_tflops, bw_gbs, prior: KindEfficiency):
+def _fit_kind(flops, nbytes, times, peak_tflops, bw_gbs, prior: KindEfficiency, combine: str = "max"):
     """Least squares in log time over (e_c, e_m, o) on a coarse-to-fine grid (numpy).
 
     A small pull towards ``prior`` breaks ties where the data do not identify a factor
@@ -215,10 +231,11 @@ def _fit_kind(flops, nbytes, times, peak_tflops, bw_gbs, prior: KindEfficiency):
     em = np.geomspace(lo_e, hi_e, 72)
     o = np.concatenate([[0.0], np.geomspace(1e-4, 0.95 * T.min(), 31)])
     lam = 1e-3
+    join = np.maximum if combine == "max" else np.add
 
     def search(ec, em, o):
-        pred = o[None, None, :, None] + np.maximum(F[None, None, None, :] / ec[:, None, None, None],
-                                                   B[None, None, None, :] / em[None, :, None, None])
+        pred = o[None, None, :, None] + join(F[None, None, None, :] / ec[:, None, None, None],
+                                             B[None, None, None, :] / em[None, :, None, None])
         loss = ((np.log(pred) - logT) ** 2).sum(axis=-1)
         loss = loss + lam * ((np.log(ec / prior.compute)[:, None, None]) ** 2
                              + (np.log(em / prior.memory)[None, :, None]) ** 2)
@@ -231,18 +248,21 @@ def _fit_kind(flops, nbytes, times, peak_tflops, bw_gbs, prior: KindEfficiency):
                       np.clip(np.geomspace(m / 1.15, m * 1.15, 31), lo_e, hi_e),
                       np.unique(np.clip(np.linspace(oo * 0.5, oo * 1.5 + 1e-4, 31), 0, 0.95 * T.min())))
     eff = KindEfficiency(compute=float(c), memory=float(m), overhead_ms=float(oo))
-    pred = oo + np.maximum(F / c, B / m)
+    pred = oo + join(F / c, B / m)
     err = float(np.median(np.abs(pred - T) / T))
     return eff, err
 
 
 def calibrate(table: ProfileTable, source: GpuSpec | str | None = None, *,
-              registry: Registry | None = None) -> Calibration:
+              registry: Registry | None = None, combine: str = "max") -> Calibration:
     """Fit per-kind roofline factors ``(e_c, e_m, o)`` to ``table`` using its GPU's spec peaks.
 
     The fit minimises ``Σ_n (log t_pred(n) − log t_meas(n))²`` (relative error at every
-    size counts the same, small and large). ``source`` defaults to the table's GPU.
+    size counts the same, small and large). ``source`` defaults to the table's GPU;
+    ``combine`` is how the two roofline terms join (see :func:`roofline_ms`).
     """
+    if combine not in COMBINES:
+        raise ConfigError(f"combine must be one of {COMBINES}, got {combine!r}")
     if table.is_cpu:
         raise ConfigError(f"{table.origin}: a CPU table cannot calibrate a GPU roofline")
     spec = source if isinstance(source, GpuSpec) else resolve(source or table.gpu, registry)
@@ -258,14 +278,14 @@ def calibrate(table: ProfileTable, source: GpuSpec | str | None = None, *,
         fl = [layer_flops(table.shape, letter, n) for n in s.tokens]
         by = [layer_bytes(table.shape, letter, n) for n in s.tokens]
         kinds[letter], errs[letter] = _fit_kind(fl, by, s.ms, peak, spec.memory_bandwidth_gbs,
-                                                DEFAULT_EFFICIENCY[letter])
+                                                DEFAULT_EFFICIENCY[letter], combine)
     overheads = dict(table.scoring)
     if table.gather is not None:
         overheads["gather"] = table.gather
     if table.head is not None:
         overheads["head"] = table.head
     return Calibration(source_gpu=spec.id, source_bandwidth_gbs=spec.memory_bandwidth_gbs, shape=table.shape.name,
-                       kinds=kinds, fit_error=errs, overheads=overheads)
+                       kinds=kinds, fit_error=errs, overheads=overheads, combine=combine)
 
 
 # ----------------------------------------------------------------- the model
@@ -375,9 +395,11 @@ class LatencyModel:
         """``(ms, extrapolated)`` of one layer of ``kind`` (letter) over ``tokens`` tokens."""
         if self.table is not None:
             return self.table.layer(kind).at(tokens)
-        eff = self.calibration.kinds[kind] if self.calibration is not None else DEFAULT_EFFICIENCY[kind]
+        cal = self.calibration
+        eff = cal.kinds[kind] if cal is not None else DEFAULT_EFFICIENCY[kind]
         return roofline_ms(layer_flops(self.shape, kind, tokens), layer_bytes(self.shape, kind, tokens),
-                           self.spec.peak_tflops(self.shape.dtype), self.spec.memory_bandwidth_gbs, eff), False
+                           self.spec.peak_tflops(self.shape.dtype), self.spec.memory_bandwidth_gbs, eff,
+                           cal.combine if cal is not None else "max"), False
 
     def overhead_ms(self, what: str, tokens: int) -> tuple[float, bool]:
         """``(ms, extrapolated)`` of ``attention``/``mamba``/``mamba_decay`` scoring, ``gather`` or ``head``."""

@@ -297,6 +297,13 @@ def profile_shape(
     kernels when ``autoprune.kernels`` provides them and the device is CUDA).
     ``timer_kw`` goes to :func:`autoprune.profiling.time_fn`.
     """
+    # Before transformers imports NemotronH's modeling module, which picks its Mamba
+    # kernels once: without the shim an installed mamba-ssm 2.3.2 fails to import and
+    # transformers silently takes the torch path (out of memory at long sequences on a GPU).
+    from .compat import mamba_ssm_shim
+
+    mamba_ssm_shim.install()
+
     import torch
 
     from . import scoring as sc
@@ -330,6 +337,12 @@ def profile_shape(
     clock = clock or default_clock(dev)
     tkw = {"warmup_ms": 25.0, "rep_ms": 100.0, "min_reps": 5, "max_reps": 200, "retries": 2}
     tkw.update(timer_kw or {})
+    if dev.type == "cuda" and "M" in wanted:
+        status = mamba_kernel_status()
+        if "torch" in status.get("mamba2_chunk_scan", status.get("mamba_chunk_scan_combined", "")):
+            log("WARNING: transformers runs NemotronH's Mamba2 scan with its torch reference on this GPU "
+                "(mamba-ssm missing or not importable): long sequences will run out of memory and the table "
+                "will not describe the fast path")
     t_start = time.monotonic()
     skipped: list[dict] = []
     fallback_log = _FallbackLog()
@@ -360,21 +373,22 @@ def profile_shape(
                 skipped.extend({"what": what, "tokens": m, "reason": "larger than a point predicted out of memory"}
                                for m in points[pos + 1:])
                 break
-            fn = None
+            oom = None
             try:
                 fn, rot = setup(n, pos)
                 stats = time_fn(fn, rotations=rot, clock=clock, monitor=monitor, device=dev, **tkw)
+                del fn
             except Exception as e:
                 if not _is_oom(e):
                     raise
-                fn = None
+                oom = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            if oom is not None:
+                # Outside the except block: the traceback (and the inputs its frames hold) is gone.
                 _free_memory()
-                skipped.append({"what": what, "tokens": n, "reason": f"out of memory: {str(e).splitlines()[0][:160]}"})
+                skipped.append({"what": what, "tokens": n, "reason": f"out of memory: {oom}"})
                 skipped.extend({"what": what, "tokens": m, "reason": "larger than a point that ran out of memory"}
                                for m in points[pos + 1:])
                 break
-            finally:
-                del fn
             col.add(n, stats)
             log(f"  {what:<12} n={n:>7}  {stats.median:9.3f} ms  spread {stats.spread:5.1%}"
                 + (f"  [{', '.join(stats.flags)}]" if stats.flags else ""))

@@ -16,7 +16,8 @@ What it does, in one process:
    (``table``), from a roofline calibrated on this GPU's own table (``roof-self``: how
    well the roofline form fits), and with ``--predict-from OTHER.json`` from a roofline
    calibrated on *another* GPU's table (the cross-GPU check, e.g. calibrate on H100,
-   measure on H200). Reports median and p90 of |pred − meas| / meas for latency and
+   measure on H200; ``cross-sum`` is the same with the two roofline terms added instead
+   of maxed). Reports median and p90 of |pred − meas| / meas for latency and
    for speedup over the baseline.
 
 Prints a short table last and writes everything to
@@ -204,6 +205,10 @@ def main(argv=None) -> int:
           f"triton {env['triton']}, mamba_ssm {env['mamba_ssm']}; scoring {'triton' if use_kernels else 'torch'}",
           flush=True)
     print(f"mamba kernels: {env['mamba_kernels']}", flush=True)
+    if dev.type == "cuda":
+        # The card's state before we start (clocks, reasons): a slowed-down card is visible here.
+        env["gpu_state_at_start"] = GpuMonitor(energy=False).snapshot().to_dict()
+        print(f"gpu state: {env['gpu_state_at_start']}", flush=True)
     phases = {}
 
     # 1. the measured table of this GPU --------------------------------------
@@ -236,10 +241,11 @@ def main(argv=None) -> int:
         print(f"warning: the table's scoring was measured with {table.scoring_impl}, this run uses "
               f"{'triton' if use_kernels else 'torch'}", flush=True)
     self_cal = None if spec.is_cpu else calibrate(table, spec)
-    cross_cal = None
+    cross_cal = cross_sum = None
     if args.predict_from:
         other = ProfileTable.load(args.predict_from)
         cross_cal = calibrate(other, registry.get(other.gpu))
+        cross_sum = calibrate(other, registry.get(other.gpu), combine="sum")
         print(f"cross-GPU: roofline calibrated on {other.gpu} (fit error per kind "
               f"{ {k: round(v, 3) for k, v in cross_cal.fit_error.items()} }) predicts {spec.id}", flush=True)
 
@@ -254,7 +260,8 @@ def main(argv=None) -> int:
     schedules = random_schedules(shape.num_layers, args.schedules, seed=args.seed, mean_keep=(lo, hi))
     results = {"gpu": spec.id, "device_name": env.get("device_name"), "shape": shape.name, "environment": env,
                "table": table.origin, "self_calibration": None if self_cal is None else self_cal.to_dict(),
-               "cross_calibration": None if cross_cal is None else cross_cal.to_dict(), "sizes": []}
+               "cross_calibration": None if cross_cal is None else cross_cal.to_dict(),
+               "cross_calibration_sum": None if cross_sum is None else cross_sum.to_dict(), "sizes": []}
     sizes = [int(v) for v in args.visual.split(",")]
     name = f"latency_model-{spec.id}-{shape.name}-V{'_'.join(str(v) for v in sizes)}.json"
     results["phases"] = phases
@@ -278,6 +285,7 @@ def main(argv=None) -> int:
             models["roof-self"] = LatencyModel(shape, layout, spec, calibration=self_cal)
         if cross_cal is not None:
             models["roof-cross"] = LatencyModel(shape, layout, spec, calibration=cross_cal)
+            models["cross-sum"] = LatencyModel(shape, layout, spec, calibration=cross_sum)
         base = ml.baseline()
         base_pred = {k: m.baseline_ms() for k, m in models.items()}
         print(f"\nV={V} (L={L}): baseline {base.median:.1f} ms (spread {base.spread:.1%}"

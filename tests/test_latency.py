@@ -80,6 +80,13 @@ def test_roofline_arithmetic_by_hand():
     assert roofline_ms(1e11, 1e10, 100.0, 1000.0, eff) == pytest.approx(20.1)
 
 
+def test_roofline_sum_form_adds_the_terms():
+    eff = KindEfficiency(compute=0.5, memory=0.5, overhead_ms=0.1)
+    assert roofline_ms(1e12, 1e9, 100.0, 1000.0, eff, combine="sum") == pytest.approx(22.1)
+    with pytest.raises(ConfigError, match="combine"):
+        roofline_ms(1.0, 1.0, 1.0, 1.0, eff, combine="min")
+
+
 def test_layer_bytes_of_an_mlp_by_hand():
     s, n = TINY_BF16, 100
     h, I, b = s.hidden_size, s.mlp_intermediate_size, 2
@@ -134,6 +141,19 @@ def test_calibration_transfers_to_another_gpu():
     for k in "M*-":
         for n in (700, 5000, 40000):
             assert pred.layer_ms(k, n)[0] == pytest.approx(ref.layer_ms(k, n)[0], rel=0.05)
+
+
+def test_sum_calibration_recovers_factors_of_sum_data():
+    spec = resolve("h100")
+    tokens = (128, 512, 2048, 8192, 32768)
+    eff = KindEfficiency(0.5, 0.6, 0.02)
+    t = linear_table(NEMOTRON_H_8B)
+    layers = {name: Series(tokens, [roofline_ms(layer_flops(NEMOTRON_H_8B, k, n), layer_bytes(NEMOTRON_H_8B, k, n),
+                                                spec.bf16_tflops, spec.memory_bandwidth_gbs, eff, "sum")
+                                    for n in tokens])
+              for k, name in (("M", "mamba"), ("*", "attention"), ("-", "mlp"))}
+    cal = calibrate(dataclasses.replace(t, layers=layers), combine="sum")
+    assert cal.combine == "sum" and max(cal.fit_error.values()) < 0.01
 
 
 def test_overheads_transfer_by_bandwidth_ratio():

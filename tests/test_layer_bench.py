@@ -109,3 +109,30 @@ def test_measured_latency_on_the_cpu_is_a_cpu_measurement():
     est = ml.estimate(Schedule(keep=(1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25)))
     assert est.source == "cpu-measured" and est.gpu == "cpu"
     assert est.latency_ms > 0 and est.energy_j is None
+
+
+def test_out_of_memory_points_are_skipped_and_larger_ones_not_tried(monkeypatch):
+    import autoprune.layer_bench as lb
+
+    calls = []
+    real = lb.build_block
+
+    def block_that_fails_big(shape, kind, device, dtype):
+        block, cfg = real(shape, kind, device, dtype)
+        fwd = block.forward
+
+        def forward(x, *a, **kw):
+            calls.append(x.shape[1])
+            if x.shape[1] >= 96:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 99 GiB")
+            return fwd(x, *a, **kw)
+
+        block.forward = forward
+        return block, cfg
+
+    monkeypatch.setattr(lb, "build_block", block_that_fails_big)
+    t = profile_shape(TINY, device="cpu", tokens=[64, 96, 128], kinds="-", prefix_tokens=8, query_tokens=8,
+                      scoring=False, gather=False, head=False, timer_kw=QUICK)
+    assert t.layers["mlp"].tokens == (64,)
+    assert [(s["tokens"], s["reason"][:13]) for s in t.skipped] == [(96, "out of memory"), (128, "larger than a")]
+    assert 128 not in calls
