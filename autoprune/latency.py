@@ -331,6 +331,7 @@ class LatencyModel:
         self.table: ProfileTable | None = None
         self.calibration: Calibration | None = None
         self._notes: list[str] = []
+        self._estimated: set[str] = set()  # overheads taken from the byte count, not a measurement
         if isinstance(table, (str, Path)):
             table = ProfileTable.load(table)
         if table is None and calibration is None:
@@ -416,6 +417,7 @@ class LatencyModel:
             return ms * scale, ex
         if self.spec.is_cpu:
             raise ConfigError(f"{self.table.origin if self.table else 'CPU'}: no measurement of {what!r} overhead")
+        self._estimated.add(what)
         nbytes = overhead_bytes(self.shape, what, tokens, self.layout.query)
         return roofline_ms(0.0, nbytes, 1.0, self.spec.memory_bandwidth_gbs, DEFAULT_OVERHEAD_EFFICIENCY), False
 
@@ -478,6 +480,8 @@ class LatencyModel:
         flags = list(self._notes)
         if b.extrapolated or base.extrapolated:
             flags.append("extrapolated")
+        if self.source != "roofline-uncalibrated":
+            flags.extend(f"unmeasured-{what}" for what in sorted(self._estimated))
         return LatencyEstimate(latency_ms=b.total_ms, baseline_ms=base.total_ms, source=self.source, gpu=self.gpu,
                                flags=tuple(flags))
 

@@ -542,7 +542,12 @@ class GpuMonitor:
                              clock_event_reasons=tuple(sorted(self._reasons_now())))
 
     def energy_window(self, run: Callable[[int], None], per_call_ms: float) -> MonitorSample:
-        """Run ``run(k)`` in chunks until ``min_window_s`` has passed (at least one call)."""
+        """Run ``run(k)`` in chunks until ``min_window_s`` has passed (at least one call).
+
+        Without NVML nothing is run (there would be nothing to read): the sample says why.
+        """
+        if not self._open():
+            return MonitorSample(available=False, note=self._note)
         per_call_s = max(per_call_ms, 1e-6) / 1e3
         with self as mon:
             while True:

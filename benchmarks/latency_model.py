@@ -240,7 +240,15 @@ def main(argv=None) -> int:
     if table.scoring_impl and table.scoring_impl != ("triton" if use_kernels else "torch"):
         print(f"warning: the table's scoring was measured with {table.scoring_impl}, this run uses "
               f"{'triton' if use_kernels else 'torch'}", flush=True)
-    self_cal = None if spec.is_cpu else calibrate(table, spec)
+    self_cal = None
+    if not spec.is_cpu:
+        try:
+            self_cal = calibrate(table, spec)
+            print(f"roofline fit on this GPU's table: median error per kind "
+                  f"{ {k: round(v, 3) for k, v in self_cal.fit_error.items()} }; factors "
+                  f"{ {k: v.to_dict() for k, v in self_cal.kinds.items()} }", flush=True)
+        except Exception as e:  # an incomplete table still gives the table-based comparison
+            print(f"warning: no roofline self-calibration: {e}", flush=True)
     cross_cal = cross_sum = None
     if args.predict_from:
         other = ProfileTable.load(args.predict_from)
@@ -302,8 +310,9 @@ def main(argv=None) -> int:
                 st = ml.measure(s)
             except Exception as e:  # a failed schedule is recorded and the run goes on
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            if "error" in row:
                 print(f"  #{i:02d} failed: {row['error']}", flush=True)
-                if "out of memory" in str(e).lower():
+                if dev.type == "cuda":
                     torch.cuda.empty_cache()
                 rows.append(row)
                 continue

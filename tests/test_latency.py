@@ -257,6 +257,13 @@ def test_schedules_for_other_models_are_refused():
         m.estimate(Schedule.identity(8))
 
 
+def test_overheads_missing_from_a_gpu_table_are_estimated_and_flagged():
+    t = dataclasses.replace(linear_table(TINY_BF16), scoring={}, gather=None)
+    m = LatencyModel(TINY_BF16, LAYOUT, "h100", table=t)
+    flags = m.estimate(Schedule(keep=(1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25))).flags
+    assert "unmeasured-gather" in flags and "unmeasured-mamba" in flags
+
+
 def test_extrapolation_is_flagged():
     m = LatencyModel(TINY_BF16, TokenLayout(32, 10000, 64), "h100", table=linear_table(TINY_BF16))
     assert "extrapolated" in m.estimate(Schedule.identity(7)).flags
