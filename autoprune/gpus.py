@@ -123,7 +123,8 @@ class GpuSpec:
             try:
                 re.compile(pat)
             except re.error as e:
-                raise ConfigError(f"{where}: nvml_names pattern {pat!r} is not a valid regular expression: {e}")
+                raise ConfigError(f"{where}: nvml_names pattern {pat!r} is not a valid regular expression: "
+                                  f"{e}") from None
         if self.kind == "gpu" and not self.nvml_names:
             raise ConfigError(f"{where}: nvml_names must list at least one pattern (used by --gpu auto)")
         bad = sorted(set(self.unverified) - set(NUMERIC_FIELDS))

@@ -372,7 +372,8 @@ class LatencyModel:
         missing = table.missing_kinds()
         if missing:
             raise ConfigError(f"{table.origin} has no measurements for layer kind(s) {missing} "
-                              f"(skipped: {[dict(x) for x in table.skipped][:4]}); measure them with `autoprune profile`")
+                              f"(skipped: {[dict(x) for x in table.skipped][:4]}); "
+                              "measure them with `autoprune profile`")
         if table.shape != self.shape:
             raise ConfigError(
                 f"{table.origin} was measured for shape {table.shape.name!r} with other dimensions than shape "

@@ -28,6 +28,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
@@ -120,7 +121,8 @@ def mamba_kernel_status() -> dict[str, str]:
         if cells.get("is_new_implementation") is False:
             out[name] = "torch reference (fallback)"
         else:
-            out[name] = f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__qualname__', getattr(impl, '__name__', '?'))}"
+            qual = getattr(impl, "__qualname__", getattr(impl, "__name__", "?"))
+            out[name] = f"{getattr(impl, '__module__', '?')}.{qual}"
     if hasattr(m, "is_fast_path_available"):
         out["is_fast_path_available"] = str(m.is_fast_path_available)
     return out
@@ -235,6 +237,160 @@ def _mamba_parts(mixer):
     )
 
 
+# ------------------------------------------------------- what is measured
+@dataclass(frozen=True)
+class _Ctx:
+    """What the measurement set-ups share: device, dtype, shape, token layout, scoring path."""
+
+    torch: Any
+    dev: Any
+    dtype: Any
+    shape: ModelShape
+    prefix: int
+    query: int
+    use_kernels: bool
+
+    def inputs(self, n: int, width: int, count: int) -> list:
+        """``count`` random ``(1, n, width)`` tensors (never zeros: they can run faster than data)."""
+        return [self.torch.randn(1, n, width, device=self.dev, dtype=self.dtype) for _ in range(count)]
+
+    def rotations(self, bytes_per_set: int) -> int:
+        from .profiling import rotation_count
+
+        return rotation_count(bytes_per_set) if self.dev.type == "cuda" else 1
+
+    def indices(self, n: int):
+        """Query rows (the last ``query`` tokens) and visual tokens (after the prefix) of an ``n``-token sequence."""
+        torch = self.torch
+        V = n - self.prefix - self.query
+        q_idx = torch.arange(n - self.query, n, device=self.dev)[None]
+        v_idx = torch.arange(self.prefix, self.prefix + V, device=self.dev)[None]
+        return V, q_idx, v_idx
+
+
+def _layer_setup(ctx: _Ctx, block):
+    """One decoder block over ``n`` tokens (prefill)."""
+    torch, h = ctx.torch, ctx.shape.hidden_size
+
+    def setup(n, pos):
+        rot = ctx.rotations(n * h * ctx.shape.dtype_bytes)
+        xs = ctx.inputs(n, h, rot)
+
+        def fn(i):
+            with torch.inference_mode():
+                return block(xs[i])
+        return fn, rot
+    return setup
+
+
+def _attention_scoring_setup(ctx: _Ctx, config):
+    """What the runtime's q/k hooks do at an attention evidence layer with ``n`` tokens present."""
+    from . import scoring as sc
+
+    torch = ctx.torch
+    Hq, Hk, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    Q = ctx.query
+
+    def setup(n, pos):
+        V, q_idx, v_idx = ctx.indices(n)
+        rot = ctx.rotations(n * (Hq + Hk) * d * ctx.shape.dtype_bytes)
+        qo, ko = ctx.inputs(n, Hq * d, rot), ctx.inputs(n, Hk * d, rot)
+        state = sc.ImportanceState(1, V, momentum=0.5, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                q = torch.gather(qo[i], 1, q_idx[..., None].expand(-1, -1, Hq * d))
+                q = q.view(1, Q, Hq, d).transpose(1, 2)
+                k = ko[i].view(1, n, Hk, d).transpose(1, 2)
+                ev = sc.attention_evidence(q, k, q_idx, v_idx, scaling=d ** -0.5, head_agg="mean",
+                                           use_kernels=ctx.use_kernels)
+                state.update(ev, 1.0)
+        return fn, rot
+    return setup, lambda n: 6 * Q * n * Hq * 4 + 4 * n * Hq * d
+
+
+def _mamba_scoring_setup(ctx: _Ctx, block, decay: bool):
+    """What the runtime's ``in_proj`` hook does at a Mamba2 evidence layer with ``n`` tokens present."""
+    from . import scoring as sc
+    from .runtime import mamba2_inputs
+
+    torch, shape = ctx.torch, ctx.shape
+    parts = _mamba_parts(block.mixer)
+    width = block.mixer.in_proj.out_features
+    G, N, H = shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads
+
+    def setup(n, pos):
+        V, q_idx, v_idx = ctx.indices(n)
+        rot = ctx.rotations(n * width * shape.dtype_bytes)
+        zs = ctx.inputs(n, width, rot)
+        state = sc.ImportanceState(1, V, momentum=0.5, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                B, C, dt, A = mamba2_inputs(parts, zs[i])
+                ev = sc.mamba2_evidence(B, C, dt, A, q_idx, v_idx, decay=decay, head_agg="mean",
+                                        use_kernels=ctx.use_kernels)
+                state.update(ev, 1.0)
+        return fn, rot
+    return setup, lambda n: n * (width * 2 + 2 * G * N * 16 + H * 16 + 4 * G * ctx.query * 4)
+
+
+def _gather_setup(ctx: _Ctx):
+    """What ``_Prefill.prune`` does at a prune layer (keeping half the visual tokens present),
+    plus the index refresh that follows it."""
+    from . import scoring as sc
+    from .runtime import _first_true
+
+    torch, h, Q = ctx.torch, ctx.shape.hidden_size, ctx.query
+
+    def setup(n, pos):
+        V = n - ctx.prefix - Q
+        k = max(1, V // 2)
+        rot = ctx.rotations(n * h * ctx.shape.dtype_bytes)
+        hs = ctx.inputs(n, h, rot)
+        is_vis = torch.zeros(1, n, dtype=torch.bool, device=ctx.dev)
+        is_vis[:, ctx.prefix:ctx.prefix + V] = True
+        is_q = torch.zeros_like(is_vis)
+        is_q[:, n - Q:] = True
+        pos_ids = torch.arange(n, device=ctx.dev)[None]
+        scores = torch.rand(1, V, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                v_idx = _first_true(is_vis, V)
+                pick = sc.select_topk(scores, k)
+                chosen = torch.gather(v_idx, 1, pick)
+                keep = (~is_vis).scatter(1, chosen, True)
+                cur = _first_true(keep, n - V + k)
+                out = torch.gather(hs[i], 1, cur[..., None].expand(-1, -1, h))
+                torch.gather(pos_ids, 1, cur)
+                _first_true(torch.gather(is_q, 1, cur), Q)
+                _first_true(torch.gather(is_vis, 1, cur), k)
+                return out
+        return fn, rot
+    return setup, lambda n: n * h * ctx.shape.dtype_bytes * 3 + n * 64
+
+
+def _head_setup(ctx: _Ctx):
+    """Final norm over all ``n`` tokens, LM head on the last one (what ``logits_to_keep=1`` runs)."""
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHRMSNorm
+
+    torch, h = ctx.torch, ctx.shape.hidden_size
+    with torch.device(ctx.dev):
+        norm = NemotronHRMSNorm(h).to(ctx.dtype)
+        lm_head = torch.nn.Linear(h, ctx.shape.vocab_size, bias=False).to(ctx.dtype)
+
+    def setup(n, pos):
+        rot = ctx.rotations(n * h * ctx.shape.dtype_bytes)
+        xs = ctx.inputs(n, h, rot)
+
+        def fn(i):
+            with torch.inference_mode():
+                return lm_head(norm(xs[i])[:, -1:]).float()
+        return fn, rot
+    return setup, lambda n: n * h * 4 * 3
+
+
 # ------------------------------------------------------------------- profiler
 class _Collector:
     def __init__(self):
@@ -306,9 +462,7 @@ def profile_shape(
 
     import torch
 
-    from . import scoring as sc
-    from .profiling import default_clock, rotation_count, time_fn
-    from .runtime import _first_true, mamba2_inputs
+    from .profiling import default_clock, time_fn
 
     log = log or (lambda s: None)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -373,21 +527,22 @@ def profile_shape(
                 skipped.extend({"what": what, "tokens": m, "reason": "larger than a point predicted out of memory"}
                                for m in points[pos + 1:])
                 break
-            oom = None
+            failed = None
             try:
                 fn, rot = setup(n, pos)
                 stats = time_fn(fn, rotations=rot, clock=clock, monitor=monitor, device=dev, **tkw)
                 del fn
-            except Exception as e:
-                if not _is_oom(e):
-                    raise
-                oom = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            if oom is not None:
+            except Exception as e:  # recorded with its reason; the other series go on
+                msg = str(e).splitlines()[0][:160] if str(e) else ""
+                failed = f"out of memory: {msg}" if _is_oom(e) else f"error: {type(e).__name__}: {msg}"
+            if failed is not None:
                 # Outside the except block: the traceback (and the inputs its frames hold) is gone.
                 _free_memory()
-                skipped.append({"what": what, "tokens": n, "reason": f"out of memory: {oom}"})
-                skipped.extend({"what": what, "tokens": m, "reason": "larger than a point that ran out of memory"}
+                skipped.append({"what": what, "tokens": n, "reason": failed})
+                after = "ran out of memory" if failed.startswith("out of") else "failed"
+                skipped.extend({"what": what, "tokens": m, "reason": f"larger than a point that {after}"}
                                for m in points[pos + 1:])
+                log(f"  {what:<12} n={n:>7}  {failed}")
                 break
             col.add(n, stats)
             log(f"  {what:<12} n={n:>7}  {stats.median:9.3f} ms  spread {stats.spread:5.1%}"
@@ -395,12 +550,8 @@ def profile_shape(
         _free_memory()
         return col.series(f"{what}")
 
-    def inputs(n: int, width: int, count: int, dt=dtype):
-        return [torch.randn(1, n, width, device=dev, dtype=dt) for _ in range(count)]
-
-    def rot_for(bytes_per_set: int) -> int:
-        return rotation_count(bytes_per_set) if dev.type == "cuda" else 1
-
+    ctx = _Ctx(torch=torch, dev=dev, dtype=dtype, shape=shape, prefix=prefix_tokens, query=query_tokens,
+               use_kernels=bool(use_kernels))
     layers: dict[str, Series] = {}
     scoring_series: dict[str, Series] = {}
     gather_series = head_series = None
@@ -409,131 +560,31 @@ def profile_shape(
             name = KIND_NAMES[kind]
             log(f"[{name}] building one random-weight block of {shape.name}")
             block, config = build_block(shape, kind, dev, dtype)
-            h = shape.hidden_size
-
-            def setup_layer(n, pos, block=block):
-                rot = rot_for(n * h * shape.dtype_bytes)
-                xs = inputs(n, h, rot)
-
-                def fn(i):
-                    with torch.inference_mode():
-                        return block(xs[i])
-                return fn, rot
-
-            s = run_grid(name, grid, setup_layer, lambda n, k=kind: activation_bytes(shape, k, n))
+            s = run_grid(name, grid, _layer_setup(ctx, block), lambda n, k=kind: activation_bytes(shape, k, n))
             if s is not None:
                 layers[name] = s
+            pts = [n for n in grid if n > text]
             if scoring and kind == "*":
-                Hq, Hk, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-                pts = [n for n in grid if n > text]
-
-                def setup_attn(n, pos, Hq=Hq, Hk=Hk, d=d):
-                    V = n - text
-                    rot = rot_for(n * (Hq + Hk) * d * shape.dtype_bytes)
-                    qo, ko = inputs(n, Hq * d, rot), inputs(n, Hk * d, rot)
-                    q_idx = torch.arange(n - query_tokens, n, device=dev)[None]
-                    v_idx = torch.arange(prefix_tokens, prefix_tokens + V, device=dev)[None]
-                    state = sc.ImportanceState(1, V, momentum=0.5, device=dev)
-
-                    def fn(i):
-                        # What the runtime's q/k hooks do at an attention evidence layer.
-                        with torch.inference_mode():
-                            q = torch.gather(qo[i], 1, q_idx[..., None].expand(-1, -1, Hq * d))
-                            q = q.view(1, query_tokens, Hq, d).transpose(1, 2)
-                            k = ko[i].view(1, n, Hk, d).transpose(1, 2)
-                            ev = sc.attention_evidence(q, k, q_idx, v_idx, scaling=d ** -0.5, head_agg="mean",
-                                                       use_kernels=use_kernels)
-                            state.update(ev, 1.0)
-                    return fn, rot
-
-                s = run_grid("score:attn", pts, setup_attn, lambda n: 6 * query_tokens * n * Hq * 4 + 4 * n * Hq * d)
+                setup, need = _attention_scoring_setup(ctx, config)
+                s = run_grid("score:attn", pts, setup, need)
                 if s is not None:
                     scoring_series["attention"] = s
             if scoring and kind == "M":
-                parts = _mamba_parts(block.mixer)
-                width = block.mixer.in_proj.out_features
-                G, N, H = shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads
-                pts = [n for n in grid if n > text]
                 for decay in (False, True):
-                    def setup_mamba(n, pos, decay=decay):
-                        V = n - text
-                        rot = rot_for(n * width * shape.dtype_bytes)
-                        zs = inputs(n, width, rot)
-                        q_idx = torch.arange(n - query_tokens, n, device=dev)[None]
-                        v_idx = torch.arange(prefix_tokens, prefix_tokens + V, device=dev)[None]
-                        state = sc.ImportanceState(1, V, momentum=0.5, device=dev)
-
-                        def fn(i):
-                            # What the runtime's in_proj hook does at a Mamba2 evidence layer.
-                            with torch.inference_mode():
-                                B, C, dt, A = mamba2_inputs(parts, zs[i])
-                                ev = sc.mamba2_evidence(B, C, dt, A, q_idx, v_idx, decay=decay, head_agg="mean",
-                                                        use_kernels=use_kernels)
-                                state.update(ev, 1.0)
-                        return fn, rot
-
                     key = "mamba_decay" if decay else "mamba"
-                    s = run_grid(f"score:{key}", pts, setup_mamba,
-                                 lambda n: n * width * 2 + n * 2 * G * N * 16 + n * H * 16 + 4 * G * query_tokens * n * 4)
+                    setup, need = _mamba_scoring_setup(ctx, block, decay)
+                    s = run_grid(f"score:{key}", pts, setup, need)
                     if s is not None:
                         scoring_series[key] = s
             del block
             _free_memory()
-
         if gather:
-            h = shape.hidden_size
-            pts = [n for n in grid if n > text + 1]
-
-            def setup_gather(n, pos):
-                V = n - text
-                k = max(1, V // 2)
-                rot = rot_for(n * h * shape.dtype_bytes)
-                hs = inputs(n, h, rot)
-                is_vis = torch.zeros(1, n, dtype=torch.bool, device=dev)
-                is_vis[:, prefix_tokens:prefix_tokens + V] = True
-                is_q = torch.zeros_like(is_vis)
-                is_q[:, n - query_tokens:] = True
-                pos_ids = torch.arange(n, device=dev)[None]
-                scores = torch.rand(1, V, device=dev)
-
-                def fn(i):
-                    # What _Prefill.prune does at a prune layer, plus the index refresh that follows.
-                    with torch.inference_mode():
-                        v_idx = _first_true(is_vis, V)
-                        pick = sc.select_topk(scores, k)
-                        chosen = torch.gather(v_idx, 1, pick)
-                        keep = (~is_vis).scatter(1, chosen, True)
-                        cur = _first_true(keep, n - V + k)
-                        out = torch.gather(hs[i], 1, cur[..., None].expand(-1, -1, h))
-                        torch.gather(pos_ids, 1, cur)
-                        vis2 = torch.gather(is_vis, 1, cur)
-                        q2 = torch.gather(is_q, 1, cur)
-                        _first_true(q2, query_tokens)
-                        _first_true(vis2, k)
-                        return out
-                return fn, rot
-
-            gather_series = run_grid("gather", pts, setup_gather, lambda n: n * h * shape.dtype_bytes * 3 + n * 64)
-
+            setup, need = _gather_setup(ctx)
+            gather_series = run_grid("gather", [n for n in grid if n > text + 1], setup, need)
         if head:
-            from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHRMSNorm
-
-            h = shape.hidden_size
-            with torch.device(dev):
-                norm = NemotronHRMSNorm(h).to(dtype)
-                lm_head = torch.nn.Linear(h, shape.vocab_size, bias=False).to(dtype)
-
-            def setup_head(n, pos):
-                rot = rot_for(n * h * shape.dtype_bytes)
-                xs = inputs(n, h, rot)
-
-                def fn(i):
-                    with torch.inference_mode():
-                        return lm_head(norm(xs[i])[:, -1:]).float()
-                return fn, rot
-
-            head_series = run_grid("head", grid, setup_head, lambda n: n * h * 4 * 3)
-            del norm, lm_head
+            setup, need = _head_setup(ctx)
+            head_series = run_grid("head", grid, setup, need)
+            del setup
             _free_memory()
     finally:
         tf_logger.removeHandler(fallback_log)

@@ -209,8 +209,9 @@ def test_registry_loads_from_a_built_wheel(tmp_path):
     """``pip wheel`` the project, unpack it elsewhere and resolve from there (no source tree)."""
     src = tmp_path / "src"
     # Build from a clean copy so that build/ and egg-info of the worktree are not touched.
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".whl", "venv", ".venv",
-                                                             ".pytest_cache", "runs", "results"))
+    skip = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".whl", "venv", ".venv",
+                                  ".pytest_cache", "runs", "results")
+    shutil.copytree(REPO, src, ignore=skip)
     wheels = tmp_path / "wheels"
     base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(src)]
     # Without build isolation when the environment's setuptools is new enough (>= 77 for the

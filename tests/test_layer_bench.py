@@ -136,3 +136,22 @@ def test_out_of_memory_points_are_skipped_and_larger_ones_not_tried(monkeypatch)
     assert t.layers["mlp"].tokens == (64,)
     assert [(s["tokens"], s["reason"][:13]) for s in t.skipped] == [(96, "out of memory"), (128, "larger than a")]
     assert 128 not in calls
+
+
+def test_a_failing_point_is_recorded_and_the_other_series_go_on(monkeypatch):
+    import autoprune.layer_bench as lb
+
+    real = lb._gather_setup
+
+    def broken(ctx):
+        setup, need = real(ctx)
+
+        def bad_setup(n, pos):
+            raise RuntimeError("Triton compilation failed")
+        return bad_setup, need
+
+    monkeypatch.setattr(lb, "_gather_setup", broken)
+    t = profile_shape(TINY, device="cpu", tokens=[64, 128], kinds="-", prefix_tokens=8, query_tokens=8,
+                      scoring=False, head=True, timer_kw=QUICK)
+    assert t.gather is None and t.head is not None
+    assert t.skipped[0] == {"what": "gather", "tokens": 64, "reason": "error: RuntimeError: Triton compilation failed"}
