@@ -1,0 +1,603 @@
+"""Measure a model shape's per-layer latency table on the present device (``autoprune profile``).
+
+For each layer kind of a :class:`~autoprune.shapes.ModelShape` one transformers
+``NemotronHBlock`` with random weights is built (``shape.to_nemotron_h_config()``) and
+timed on a log-spaced token grid — prefill, queries = keys = ``n`` — followed by the
+reduction's own costs at the same sizes: the evidence of an attention layer and of a
+Mamba2 layer (the runtime's hook work: :func:`autoprune.runtime.mamba2_inputs`,
+:mod:`autoprune.scoring`, the importance-state update), the gather of kept tokens at a
+prune layer, and the head (final norm over all tokens + LM head on the last one). The
+result is a :class:`~autoprune.profile_table.ProfileTable` written atomically.
+
+Only prefill is measured: the schedule changes the prefill; decoding after it runs
+on the reduced cache (a 2-D queries × cache grid would be a separate table).
+
+Points that do not fit in memory are skipped and recorded (a point predicted to need
+more than the free memory is not attempted; a point that raises out-of-memory ends that
+kind's larger points). A ``time_budget_s`` likewise records what it left out (the
+smallest point of each series is always measured, so no kind is left without data).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata as _md
+import logging
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError
+from .profile_table import KIND_NAMES, ProfileTable, Series
+from .shapes import ModelShape
+
+__all__ = ["token_grid", "DEFAULT_GRID", "profile_shape", "environment_info", "mamba_kernel_status",
+           "activation_bytes", "build_block", "scoring_kernels_available"]
+
+
+def token_grid(lo: int = 128, hi: int = 131072, per_octave: int = 2, multiple: int = 8) -> list[int]:
+    """Log-spaced token counts from ``lo`` to ``hi`` (both included), ``per_octave`` per doubling,
+    rounded to a multiple of ``multiple``."""
+    if lo < 1 or hi < lo or per_octave < 1:
+        raise ConfigError(f"token_grid needs 1 <= lo <= hi and per_octave >= 1, got {lo}, {hi}, {per_octave}")
+    steps = round(math.log2(hi / lo) * per_octave)
+    out = []
+    for i in range(steps + 1):
+        n = lo * 2 ** (i / per_octave)
+        n = max(1, int(round(n / multiple)) * multiple) if n >= multiple else int(round(n))
+        out.append(n)
+    out[0], out[-1] = lo, hi
+    return sorted(set(out))
+
+
+DEFAULT_GRID = token_grid(128, 131072, 2)
+
+
+def activation_bytes(shape: ModelShape, kind: str, tokens: int) -> int:
+    """Generous estimate of a single layer's peak transient memory (bytes) at ``tokens`` tokens.
+
+    Used to skip grid points that cannot fit before trying them; torch-path intermediates
+    (fp32 norms, conv copies) are counted several times over on purpose.
+    """
+    n, h, b = tokens, shape.hidden_size, shape.dtype_bytes
+    io = 4 * n * h * b
+    if kind == "M":
+        I, G, N, H, P = (shape.mamba_intermediate, shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads,
+                         shape.mamba_head_dim)
+        proj, conv = 2 * I + 2 * G * N + H, I + 2 * G * N
+        states = 2 * math.ceil(n / max(1, shape.chunk_size)) * H * P * N * 4
+        return int(io + n * (proj * b * 2 + conv * b * 4 + I * 4 * 4) + states)
+    if kind == "*":
+        Hq, Hk, d = shape.num_attention_heads, shape.num_kv_heads, shape.head_dim
+        return int(io + n * ((Hq + 2 * Hk) * d * b * 3 + 2 * Hq * d * b * 3))
+    if kind == "-":
+        return int(io + 4 * n * shape.mlp_intermediate_size * b)
+    if kind == "E":
+        active = max(1, shape.moe_top_k) * shape.moe_intermediate_size + shape.moe_shared_intermediate_size
+        return int(io + 4 * n * active * b + n * 64)
+    raise ConfigError(f"unknown layer kind {kind!r}")
+
+
+# ---------------------------------------------------------------- environment
+def _version(dist: str) -> str | None:
+    try:
+        return _md.version(dist)
+    except _md.PackageNotFoundError:
+        return None
+
+
+def mamba_kernel_status() -> dict[str, str]:
+    """Which implementation transformers' NemotronH uses for each Mamba op, read from the module.
+
+    transformers >= 5.2x wraps each op with a hub-kernel/package/torch fallback chosen once at
+    import (its closure holds ``implementation`` and ``is_new_implementation``); older
+    versions bind module globals that are ``None`` when the package is missing.
+    """
+    try:
+        import transformers.models.nemotron_h.modeling_nemotron_h as m
+    except Exception as e:  # pragma: no cover
+        return {"error": f"cannot import NemotronH: {e}"}
+    out: dict[str, str] = {}
+    names = ("mamba2_chunk_scan", "causal_conv1d_fn", "mamba2_split_conv1d_scan_combined",
+             "mamba2_selective_state_update", "causal_conv1d_update", "mamba_chunk_scan_combined",
+             "mamba_split_conv1d_scan_combined", "selective_state_update")
+    for name in names:
+        if not hasattr(m, name):
+            continue
+        fn = getattr(m, name)
+        if fn is None:
+            out[name] = "missing (torch path)"
+            continue
+        cells = {}
+        code = getattr(fn, "__code__", None)
+        if code is not None and fn.__closure__:
+            cells = dict(zip(code.co_freevars, (c.cell_contents for c in fn.__closure__)))
+        impl = cells.get("implementation", fn)
+        if cells.get("is_new_implementation") is False:
+            out[name] = "torch reference (fallback)"
+        else:
+            qual = getattr(impl, "__qualname__", getattr(impl, "__name__", "?"))
+            out[name] = f"{getattr(impl, '__module__', '?')}.{qual}"
+    if hasattr(m, "is_fast_path_available"):
+        out["is_fast_path_available"] = str(m.is_fast_path_available)
+    return out
+
+
+def scoring_kernels_available() -> bool:
+    """True when ``autoprune.kernels`` provides the Triton evidence kernels the scoring dispatches to."""
+    try:
+        import autoprune.kernels as k
+    except ImportError:
+        return False
+    return all(hasattr(k, n) for n in ("attention_evidence", "mamba2_evidence"))
+
+
+def environment_info(device) -> dict[str, Any]:
+    import torch
+
+    dev = torch.device(device)
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "transformers": _version("transformers"), "triton": _version("triton"),
+        "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"), "causal_conv1d": _version("causal-conv1d"),
+        "nvidia_ml_py": _version("nvidia-ml-py"), "autoprune": __version__, "device": str(dev),
+    }
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        env.update({"device_name": props.name, "sm_count": props.multi_processor_count,
+                    "memory_total_bytes": props.total_memory,
+                    "l2_cache_bytes": getattr(props, "L2_cache_size", None),
+                    "capability": f"{props.major}.{props.minor}"})
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:
+                v = pynvml.nvmlSystemGetDriverVersion()
+                env["driver"] = v.decode() if isinstance(v, bytes) else v
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception as e:
+            env["driver"] = f"unknown (NVML: {type(e).__name__})"
+    else:
+        env["device_name"] = platform.processor() or platform.machine()
+        env["threads"] = torch.get_num_threads()
+    try:
+        from .compat import mamba_ssm_shim
+
+        env["mamba_ssm_shim"] = mamba_ssm_shim.is_installed()
+    except Exception:  # pragma: no cover
+        pass
+    env["mamba_kernels"] = mamba_kernel_status()
+    return env
+
+
+class _FallbackLog(logging.Handler):
+    """Collects transformers' "falling back to ... PyTorch implementation" warnings."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if "falling back" in msg.lower() or "fall back" in msg.lower():
+            if msg not in self.messages:
+                self.messages.append(msg)
+
+
+# ------------------------------------------------------------------- builders
+def build_block(shape: ModelShape, kind: str, device, dtype):
+    """One ``NemotronHBlock`` of ``kind`` (letter) with random weights, on ``device`` in ``dtype``."""
+    import torch
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHBlock
+
+    if kind not in shape.layer_kinds:
+        raise ConfigError(f"shape {shape.name!r} has no layer of kind {kind!r}")
+    overrides: dict[str, Any] = {}
+    if "E" in shape.layer_kinds:
+        overrides.update(moe_intermediate_size=shape.moe_intermediate_size, num_experts_per_tok=shape.moe_top_k,
+                         moe_shared_expert_intermediate_size=shape.moe_shared_intermediate_size)
+    config = shape.to_nemotron_h_config(**overrides)
+    config._attn_implementation = "sdpa"
+    idx = shape.layer_kinds.index(kind)
+    prev = torch.get_default_dtype()
+    torch.manual_seed(1234 + idx)
+    try:
+        # Created directly on the device in the target dtype: seconds, not minutes, for 8B widths.
+        torch.set_default_dtype(dtype if dtype.is_floating_point else prev)
+        with torch.device(device):
+            block = NemotronHBlock(config, layer_idx=idx)
+    finally:
+        torch.set_default_dtype(prev)
+    block = block.to(device=device, dtype=dtype).eval()
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            # The default init gives every Mamba head the same dt/A: spread them (as real weights are).
+            if name.endswith("dt_bias"):
+                p.copy_(torch.randn_like(p) * 0.5 - 1.0)
+            elif name.endswith("A_log"):
+                p.copy_(torch.rand_like(p) * 2.0 - 1.0)
+    return block, config
+
+
+def _mamba_parts(mixer):
+    from .adapters.base import Mamba2Parts
+
+    return Mamba2Parts(
+        module=mixer, in_proj=mixer.in_proj, conv_weight=mixer.conv1d.weight, conv_bias=mixer.conv1d.bias,
+        activation=mixer.act, intermediate_size=mixer.intermediate_size, n_groups=mixer.n_groups,
+        state_size=mixer.ssm_state_size, num_heads=mixer.num_heads, dt_bias=mixer.dt_bias, A_log=mixer.A_log,
+        dt_limit=tuple(mixer.time_step_limit),
+    )
+
+
+# ------------------------------------------------------- what is measured
+@dataclass(frozen=True)
+class _Ctx:
+    """What the measurement set-ups share: device, dtype, shape, token layout, scoring path."""
+
+    torch: Any
+    dev: Any
+    dtype: Any
+    shape: ModelShape
+    prefix: int
+    query: int
+    use_kernels: bool
+
+    def inputs(self, n: int, width: int, count: int) -> list:
+        """``count`` random ``(1, n, width)`` tensors (never zeros: they can run faster than data)."""
+        return [self.torch.randn(1, n, width, device=self.dev, dtype=self.dtype) for _ in range(count)]
+
+    def rotations(self, bytes_per_set: int) -> int:
+        from .profiling import rotation_count
+
+        return rotation_count(bytes_per_set) if self.dev.type == "cuda" else 1
+
+    def indices(self, n: int):
+        """Query rows (the last ``query`` tokens) and visual tokens (after the prefix) of an ``n``-token sequence."""
+        torch = self.torch
+        V = n - self.prefix - self.query
+        q_idx = torch.arange(n - self.query, n, device=self.dev)[None]
+        v_idx = torch.arange(self.prefix, self.prefix + V, device=self.dev)[None]
+        return V, q_idx, v_idx
+
+
+def _layer_setup(ctx: _Ctx, block):
+    """One decoder block over ``n`` tokens (prefill)."""
+    torch, h = ctx.torch, ctx.shape.hidden_size
+
+    def setup(n, pos):
+        rot = ctx.rotations(n * h * ctx.shape.dtype_bytes)
+        xs = ctx.inputs(n, h, rot)
+
+        def fn(i):
+            with torch.inference_mode():
+                return block(xs[i])
+        return fn, rot
+    return setup
+
+
+def _attention_scoring_setup(ctx: _Ctx, config):
+    """What the runtime's q/k hooks do at an attention evidence layer with ``n`` tokens present."""
+    from . import scoring as sc
+
+    torch = ctx.torch
+    Hq, Hk, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    Q = ctx.query
+
+    def setup(n, pos):
+        V, q_idx, v_idx = ctx.indices(n)
+        rot = ctx.rotations(n * (Hq + Hk) * d * ctx.shape.dtype_bytes)
+        qo, ko = ctx.inputs(n, Hq * d, rot), ctx.inputs(n, Hk * d, rot)
+        state = sc.ImportanceState(1, V, momentum=0.5, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                q = torch.gather(qo[i], 1, q_idx[..., None].expand(-1, -1, Hq * d))
+                q = q.view(1, Q, Hq, d).transpose(1, 2)
+                k = ko[i].view(1, n, Hk, d).transpose(1, 2)
+                ev = sc.attention_evidence(q, k, q_idx, v_idx, scaling=d ** -0.5, head_agg="mean",
+                                           use_kernels=ctx.use_kernels)
+                state.update(ev, 1.0)
+        return fn, rot
+    return setup, lambda n: 6 * Q * n * Hq * 4 + 4 * n * Hq * d
+
+
+def _mamba_scoring_setup(ctx: _Ctx, block, decay: bool):
+    """What the runtime's ``in_proj`` hook does at a Mamba2 evidence layer with ``n`` tokens present."""
+    from . import scoring as sc
+    from .runtime import mamba2_inputs
+
+    torch, shape = ctx.torch, ctx.shape
+    parts = _mamba_parts(block.mixer)
+    width = block.mixer.in_proj.out_features
+    G, N, H = shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads
+
+    def setup(n, pos):
+        V, q_idx, v_idx = ctx.indices(n)
+        rot = ctx.rotations(n * width * shape.dtype_bytes)
+        zs = ctx.inputs(n, width, rot)
+        state = sc.ImportanceState(1, V, momentum=0.5, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                B, C, dt, A = mamba2_inputs(parts, zs[i])
+                ev = sc.mamba2_evidence(B, C, dt, A, q_idx, v_idx, decay=decay, head_agg="mean",
+                                        use_kernels=ctx.use_kernels)
+                state.update(ev, 1.0)
+        return fn, rot
+    return setup, lambda n: n * (width * 2 + 2 * G * N * 16 + H * 16 + 4 * G * ctx.query * 4)
+
+
+def _gather_setup(ctx: _Ctx):
+    """What ``_Prefill.prune`` does at a prune layer (keeping half the visual tokens present),
+    plus the index refresh that follows it."""
+    from . import scoring as sc
+    from .runtime import _first_true
+
+    torch, h, Q = ctx.torch, ctx.shape.hidden_size, ctx.query
+
+    def setup(n, pos):
+        V = n - ctx.prefix - Q
+        k = max(1, V // 2)
+        rot = ctx.rotations(n * h * ctx.shape.dtype_bytes)
+        hs = ctx.inputs(n, h, rot)
+        is_vis = torch.zeros(1, n, dtype=torch.bool, device=ctx.dev)
+        is_vis[:, ctx.prefix:ctx.prefix + V] = True
+        is_q = torch.zeros_like(is_vis)
+        is_q[:, n - Q:] = True
+        pos_ids = torch.arange(n, device=ctx.dev)[None]
+        scores = torch.rand(1, V, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                v_idx = _first_true(is_vis, V)
+                pick = sc.select_topk(scores, k)
+                chosen = torch.gather(v_idx, 1, pick)
+                keep = (~is_vis).scatter(1, chosen, True)
+                cur = _first_true(keep, n - V + k)
+                out = torch.gather(hs[i], 1, cur[..., None].expand(-1, -1, h))
+                torch.gather(pos_ids, 1, cur)
+                _first_true(torch.gather(is_q, 1, cur), Q)
+                _first_true(torch.gather(is_vis, 1, cur), k)
+                return out
+        return fn, rot
+    return setup, lambda n: n * h * ctx.shape.dtype_bytes * 3 + n * 64
+
+
+def _head_setup(ctx: _Ctx):
+    """Final norm over all ``n`` tokens, LM head on the last one (what ``logits_to_keep=1`` runs)."""
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHRMSNorm
+
+    torch, h = ctx.torch, ctx.shape.hidden_size
+    with torch.device(ctx.dev):
+        norm = NemotronHRMSNorm(h).to(ctx.dtype)
+        lm_head = torch.nn.Linear(h, ctx.shape.vocab_size, bias=False).to(ctx.dtype)
+
+    def setup(n, pos):
+        rot = ctx.rotations(n * h * ctx.shape.dtype_bytes)
+        xs = ctx.inputs(n, h, rot)
+
+        def fn(i):
+            with torch.inference_mode():
+                return lm_head(norm(xs[i])[:, -1:]).float()
+        return fn, rot
+    return setup, lambda n: n * h * 4 * 3
+
+
+# ------------------------------------------------------------------- profiler
+class _Collector:
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.ms: list[float] = []
+        self.spread: list[float] = []
+        self.flags: list[list[str]] = []
+
+    def add(self, n, stats):
+        self.tokens.append(n)
+        self.ms.append(max(stats.median, 1e-6))
+        self.spread.append(stats.spread)
+        self.flags.append(list(stats.flags))
+
+    def series(self, where) -> Series | None:
+        if not self.tokens:
+            return None
+        return Series(tokens=self.tokens, ms=self.ms, spread=self.spread, flags=self.flags, where=where)
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+def _free_memory():
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def profile_shape(
+    shape: ModelShape,
+    *,
+    device=None,
+    gpu_id: str | None = None,
+    tokens: Sequence[int] | None = None,
+    kinds: Iterable[str] | None = None,
+    prefix_tokens: int = 32,
+    query_tokens: int = 64,
+    scoring: bool = True,
+    gather: bool = True,
+    head: bool = True,
+    timer_kw: dict | None = None,
+    clock=None,
+    monitor=None,
+    time_budget_s: float | None = None,
+    memory_fraction: float = 0.85,
+    use_kernels: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ProfileTable:
+    """Measure ``shape`` on ``device`` (default: CUDA if present, else CPU); see the module doc.
+
+    ``gpu_id`` is the registry id the table is filed under (default: detected; ``cpu`` on
+    the CPU). ``use_kernels`` is passed to the scoring functions (``None``: the Triton
+    kernels when ``autoprune.kernels`` provides them and the device is CUDA).
+    ``timer_kw`` goes to :func:`autoprune.profiling.time_fn`.
+    """
+    # Before transformers imports NemotronH's modeling module, which picks its Mamba
+    # kernels once: without the shim an installed mamba-ssm 2.3.2 fails to import and
+    # transformers silently takes the torch path (out of memory at long sequences on a GPU).
+    from .compat import mamba_ssm_shim
+
+    mamba_ssm_shim.install()
+
+    import torch
+
+    from .profiling import default_clock, time_fn
+
+    log = log or (lambda s: None)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    dtype = getattr(torch, shape.dtype)
+    if gpu_id is None:
+        if dev.type == "cpu":
+            gpu_id = "cpu"
+        else:
+            from .gpus import detect
+
+            gpu_id = detect().id
+    grid = sorted(set(int(t) for t in (tokens if tokens is not None else DEFAULT_GRID)))
+    if not grid or grid[0] < 1:
+        raise ConfigError(f"token grid must hold positive integers, got {tokens!r}")
+    text = prefix_tokens + query_tokens
+    if query_tokens < 1:
+        raise ConfigError("query_tokens must be >= 1: the query rows are what the scores are computed for")
+    wanted = list(dict.fromkeys(kinds if kinds is not None else shape.layer_kinds))
+    bad = [k for k in wanted if k not in shape.layer_kinds]
+    if bad:
+        raise ConfigError(f"shape {shape.name!r} has no layer kind(s) {bad} (layer kinds: {shape.layer_kinds!r})")
+    if use_kernels is None:
+        use_kernels = dev.type == "cuda" and scoring_kernels_available()
+    clock = clock or default_clock(dev)
+    tkw = {"warmup_ms": 25.0, "rep_ms": 100.0, "min_reps": 5, "max_reps": 200, "retries": 2}
+    tkw.update(timer_kw or {})
+    if dev.type == "cuda" and "M" in wanted:
+        status = mamba_kernel_status()
+        if "torch" in status.get("mamba2_chunk_scan", status.get("mamba_chunk_scan_combined", "")):
+            log("WARNING: transformers runs NemotronH's Mamba2 scan with its torch reference on this GPU "
+                "(mamba-ssm missing or not importable): long sequences will run out of memory and the table "
+                "will not describe the fast path")
+    t_start = time.monotonic()
+    skipped: list[dict] = []
+    fallback_log = _FallbackLog()
+    tf_logger = logging.getLogger("transformers")
+    tf_logger.addHandler(fallback_log)
+
+    def budget_left() -> bool:
+        return time_budget_s is None or time.monotonic() - t_start < time_budget_s
+
+    def fits(what: str, n: int, need: int) -> bool:
+        if dev.type != "cuda":
+            return True
+        free, _ = torch.cuda.mem_get_info(dev)
+        if need > memory_fraction * free:
+            skipped.append({"what": what, "tokens": n, "reason": f"predicted out of memory: needs ~{need / 2**30:.1f} "
+                                                                  f"GiB, {free / 2**30:.1f} GiB free"})
+            return False
+        return True
+
+    def run_grid(what: str, points: Sequence[int], setup: Callable[[int, int], tuple[Callable, int]],
+                 need: Callable[[int], int]) -> Series | None:
+        col = _Collector()
+        for pos, n in enumerate(points):
+            if pos > 0 and not budget_left():  # the smallest point always runs: no kind is left empty
+                skipped.extend({"what": what, "tokens": m, "reason": "time budget exhausted"} for m in points[pos:])
+                break
+            if not fits(what, n, need(n)):
+                skipped.extend({"what": what, "tokens": m, "reason": "larger than a point predicted out of memory"}
+                               for m in points[pos + 1:])
+                break
+            failed = None
+            try:
+                fn, rot = setup(n, pos)
+                stats = time_fn(fn, rotations=rot, clock=clock, monitor=monitor, device=dev, **tkw)
+                del fn
+            except Exception as e:  # recorded with its reason; the other series go on
+                msg = str(e).splitlines()[0][:160] if str(e) else ""
+                failed = f"out of memory: {msg}" if _is_oom(e) else f"error: {type(e).__name__}: {msg}"
+            if failed is not None:
+                # Outside the except block: the traceback (and the inputs its frames hold) is gone.
+                _free_memory()
+                skipped.append({"what": what, "tokens": n, "reason": failed})
+                after = "ran out of memory" if failed.startswith("out of") else "failed"
+                skipped.extend({"what": what, "tokens": m, "reason": f"larger than a point that {after}"}
+                               for m in points[pos + 1:])
+                log(f"  {what:<12} n={n:>7}  {failed}")
+                break
+            col.add(n, stats)
+            log(f"  {what:<12} n={n:>7}  {stats.median:9.3f} ms  spread {stats.spread:5.1%}"
+                + (f"  [{', '.join(stats.flags)}]" if stats.flags else ""))
+        _free_memory()
+        return col.series(f"{what}")
+
+    ctx = _Ctx(torch=torch, dev=dev, dtype=dtype, shape=shape, prefix=prefix_tokens, query=query_tokens,
+               use_kernels=bool(use_kernels))
+    layers: dict[str, Series] = {}
+    scoring_series: dict[str, Series] = {}
+    gather_series = head_series = None
+    try:
+        for kind in wanted:
+            name = KIND_NAMES[kind]
+            log(f"[{name}] building one random-weight block of {shape.name}")
+            block, config = build_block(shape, kind, dev, dtype)
+            s = run_grid(name, grid, _layer_setup(ctx, block), lambda n, k=kind: activation_bytes(shape, k, n))
+            if s is not None:
+                layers[name] = s
+            pts = [n for n in grid if n > text]
+            if scoring and kind == "*":
+                setup, need = _attention_scoring_setup(ctx, config)
+                s = run_grid("score:attn", pts, setup, need)
+                if s is not None:
+                    scoring_series["attention"] = s
+            if scoring and kind == "M":
+                for decay in (False, True):
+                    key = "mamba_decay" if decay else "mamba"
+                    setup, need = _mamba_scoring_setup(ctx, block, decay)
+                    s = run_grid(f"score:{key}", pts, setup, need)
+                    if s is not None:
+                        scoring_series[key] = s
+            del block
+            _free_memory()
+        if gather:
+            setup, need = _gather_setup(ctx)
+            gather_series = run_grid("gather", [n for n in grid if n > text + 1], setup, need)
+        if head:
+            setup, need = _head_setup(ctx)
+            head_series = run_grid("head", grid, setup, need)
+            del setup
+            _free_memory()
+    finally:
+        tf_logger.removeHandler(fallback_log)
+
+    env = environment_info(dev)
+    env["fallback_warnings"] = fallback_log.messages
+    env["scoring_use_kernels"] = bool(use_kernels)
+    env["grid"] = grid
+    env["timer"] = {k: v for k, v in tkw.items()}
+    env["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    return ProfileTable(
+        gpu=gpu_id, shape=shape, method=clock.method, layers=layers, scoring=scoring_series, gather=gather_series,
+        head=head_series, prefix_tokens=prefix_tokens, query_tokens=query_tokens,
+        scoring_impl="triton" if use_kernels else "torch", device_name=env.get("device_name"),
+        skipped=tuple(skipped), environment=env, autoprune=__version__,
+    )

@@ -1,0 +1,285 @@
+import math
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autoprune.errors import AutopruneError
+from autoprune.profiling import (
+    METHOD_CUDA_EVENTS,
+    METHOD_WALL_CLOCK,
+    GpuMonitor,
+    MonitorSample,
+    NullMonitor,
+    TimingStats,
+    WallClock,
+    decode_clock_event_reasons,
+    default_clock,
+    rotation_count,
+    summarize,
+    time_fn,
+)
+from hw_fixtures import FakeNvml, ScriptedClock
+
+FIRST, EST = 1, 3  # time_fn's first call and estimate calls (defaults)
+
+
+def phases(estimate=1.0, attempts=()):
+    """Script: first + estimate calls take ``estimate`` ms, then each attempt's list of durations."""
+    seq = [estimate] * (FIRST + EST)
+    for a in attempts:
+        seq.extend(a)
+    return lambda k: seq[k] if k < len(seq) else estimate
+
+
+NOISY = [1.0, 2.0] * 5
+TIGHT = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.0, 1.01, 0.99]
+
+
+class SlowdownMonitor:
+    """Reports the given reason masks, one per snapshot, then the last one forever."""
+
+    def __init__(self, masks):
+        self.masks = list(masks)
+        self.snapshots = 0
+
+    def snapshot(self):
+        m = self.masks.pop(0) if len(self.masks) > 1 else self.masks[0]
+        self.snapshots += 1
+        return MonitorSample(available=True, clock_event_reasons=decode_clock_event_reasons(m))
+
+    def energy_window(self, run, per_call_ms):
+        run(4)
+        return MonitorSample(available=True, window_s=1.2, calls=4, energy_j=100.0)
+
+
+def timed(clock, **kw):
+    kw.setdefault("warmup_ms", 0.0)
+    kw.setdefault("rep_ms", 10.0)
+    return time_fn(lambda: None, clock=clock, **kw)
+
+
+# ------------------------------------------------------------------ stats
+def test_summarize_gives_median_quantiles_mean_and_spread():
+    s = summarize([1.0, 2.0, 3.0, 4.0, 5.0], METHOD_CUDA_EVENTS)
+    assert (s.median, s.mean, s.n, s.unit) == (3.0, 3.0, 5, "ms")
+    assert s.p20 == pytest.approx(1.8) and s.p80 == pytest.approx(4.2)
+    assert s.spread == pytest.approx((4.2 - 1.8) / 3.0)
+
+
+def test_stats_refuse_unknown_method_and_bad_values():
+    with pytest.raises(AutopruneError, match="method"):
+        summarize([1.0], "stopwatch")
+    with pytest.raises(AutopruneError, match="finite"):
+        summarize([1.0, float("nan")], METHOD_CUDA_EVENTS)
+    with pytest.raises(AutopruneError):
+        TimingStats(median=-1, p20=0, p80=0, mean=0, n=1, spread=0, method=METHOD_CUDA_EVENTS)
+
+
+# ------------------------------------------------------------------ timer
+def test_counts_are_derived_from_the_quick_estimate():
+    clock = ScriptedClock(lambda k: 2.0)
+    s = time_fn(lambda: None, clock=clock, warmup_ms=10.0, rep_ms=100.0, min_reps=5, max_reps=1000)
+    # first + 3 estimate calls, ceil(10/2)=5 warm-up calls, ceil(100/2)=50 timed calls
+    assert s.n == 50
+    assert clock.calls == FIRST + EST + 5 + 50
+    assert s.attempts == 1 and s.flags == () and s.median == 2.0
+
+
+def test_repeat_count_is_clamped():
+    clock = ScriptedClock(lambda k: 50.0)
+    assert timed(clock, rep_ms=100.0, min_reps=7).n == 7
+    clock = ScriptedClock(lambda k: 0.001)
+    assert timed(clock, rep_ms=100.0, max_reps=40).n == 40
+
+
+def test_rotation_passes_cycling_indices():
+    got = []
+    clock = ScriptedClock(lambda k: 1.0)
+    time_fn(lambda i: got.append(i), rotations=3, clock=clock, warmup_ms=0.0, rep_ms=5.0)
+    assert set(got) == {0, 1, 2}
+    assert got[:6] == [0, 1, 2, 0, 1, 2]
+
+
+def test_noisy_measurement_is_measured_again_and_kept_when_clean():
+    clock = ScriptedClock(phases(attempts=[NOISY, TIGHT]))
+    s = timed(clock, max_spread=0.05, retries=2)
+    assert s.attempts == 2
+    assert s.flags == ()
+    assert s.median == pytest.approx(1.0, abs=0.01)
+
+
+def test_persistently_noisy_measurement_is_flagged_after_bounded_retries():
+    noisier = [1.0, 3.0] * 5
+    clock = ScriptedClock(phases(attempts=[noisier, NOISY, noisier]))
+    s = timed(clock, max_spread=0.05, retries=2)
+    assert s.attempts == 3
+    assert "high-spread" in s.flags
+    # the attempt with the smallest spread is the one kept
+    assert s.spread == pytest.approx(summarize(NOISY, METHOD_CUDA_EVENTS).spread)
+
+
+def test_zero_retries_means_one_attempt():
+    clock = ScriptedClock(phases(attempts=[NOISY]))
+    s = timed(clock, max_spread=0.05, retries=0)
+    assert s.attempts == 1 and "high-spread" in s.flags
+
+
+def test_thermal_slowdown_triggers_a_remeasure():
+    mon = SlowdownMonitor([0x20, 0x0])  # sw_thermal_slowdown, then clean
+    clock = ScriptedClock(phases(attempts=[TIGHT, TIGHT]))
+    s = timed(clock, monitor=mon, retries=2)
+    assert s.attempts == 2 and mon.snapshots == 2
+    assert s.flags == ()
+
+
+def test_slowdown_that_persists_is_flagged():
+    mon = SlowdownMonitor([0x40])  # hw_thermal_slowdown every time
+    clock = ScriptedClock(phases(attempts=[TIGHT, TIGHT, TIGHT]))
+    s = timed(clock, monitor=mon, retries=2)
+    assert s.attempts == 3
+    assert "clock-slowdown" in s.flags
+    assert "hw_thermal_slowdown" in s.monitor.clock_event_reasons
+
+
+def test_power_cap_is_flagged_but_not_remeasured():
+    mon = SlowdownMonitor([0x4])  # sw_power_cap: the steady state of a card at its power limit
+    clock = ScriptedClock(phases(attempts=[TIGHT]))
+    s = timed(clock, monitor=mon, retries=2)
+    assert s.attempts == 1
+    assert s.flags == ("power-capped",)
+
+
+def test_energy_window_gives_energy_per_call():
+    mon = SlowdownMonitor([0x0])
+    clock = ScriptedClock(phases(attempts=[TIGHT]))
+    s = timed(clock, monitor=mon, energy=True)
+    assert s.energy_per_call_j == pytest.approx(25.0)
+
+
+def test_timer_refuses_bad_arguments():
+    for kw in ({"min_reps": 0}, {"retries": -1}, {"max_spread": float("nan")}, {"rotations": 0},
+               {"min_reps": 10, "max_reps": 5}):
+        with pytest.raises(AutopruneError):
+            time_fn(lambda: None, clock=ScriptedClock(lambda k: 1.0), **kw)
+
+
+def test_cpu_fallback_uses_the_wall_clock_and_says_so():
+    clock = default_clock("cpu")
+    assert isinstance(clock, WallClock)
+    s = time_fn(lambda: sum(range(1000)), clock=clock, rep_ms=2.0, warmup_ms=0.5)
+    assert s.method == METHOD_WALL_CLOCK and s.is_fallback
+    assert any("wall clock" in n for n in s.notes)
+    assert s.median > 0
+
+
+def test_wall_clock_measures_elapsed_time_with_an_injected_timer():
+    ticks = iter([0.0, 0.002, 1.0, 1.005])
+    clock = WallClock(timer=lambda: next(ticks))
+    assert clock.time_calls(lambda i: None, [0, 1]) == pytest.approx([2.0, 5.0])
+
+
+# ---------------------------------------------------------------- monitor
+def test_reason_bits_decode_by_name():
+    assert decode_clock_event_reasons(0x1 | 0x4 | 0x40) == ("gpu_idle", "sw_power_cap", "hw_thermal_slowdown")
+    assert decode_clock_event_reasons(0x10000) == ("unknown_0x10000",)
+    assert MonitorSample(available=True, clock_event_reasons=("sw_thermal_slowdown",)).slowdown
+    assert not MonitorSample(available=True, clock_event_reasons=("gpu_idle", "sw_power_cap")).slowdown
+
+
+def test_monitor_without_nvml_notes_it_and_does_not_crash():
+    mon = GpuMonitor(nvml=FakeNvml(fail_init=True))
+    with mon:
+        pass
+    assert mon.result.available is False
+    assert "NVML unavailable" in mon.result.note and "Driver Not Loaded" in mon.result.note
+    snap = mon.snapshot()
+    assert snap.available is False and snap.note
+    ran = []
+    assert mon.energy_window(ran.append, 1.0).available is False
+    assert ran == []  # nothing to measure, nothing run
+
+
+def test_monitor_with_the_real_bindings_and_no_driver_notes_it():
+    pytest.importorskip("pynvml")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    mon = GpuMonitor()
+    with mon:
+        pass
+    assert mon.result.available is False and "NVML" in mon.result.note
+
+
+def test_timer_reports_monitor_unavailable_as_a_flag_and_note():
+    clock = ScriptedClock(phases(attempts=[TIGHT]))
+    s = timed(clock, monitor=GpuMonitor(nvml=FakeNvml(fail_init=True)))
+    assert "monitor-unavailable" in s.flags
+    assert any("NVML unavailable" in n for n in s.notes)
+
+
+def test_monitor_energy_is_the_counter_delta_in_joules():
+    nv = FakeNvml(energy_step_mj=2500)  # each read advances the counter by 2.5 J
+    mon = GpuMonitor(nvml=nv, min_window_s=0.0)
+    with mon:
+        mon.add_calls(5)
+    r = mon.result
+    assert r.available and r.energy_j == pytest.approx(2.5)
+    assert r.energy_per_call_j == pytest.approx(0.5)
+    assert r.sm_clock_mhz == 1980 and r.device_name == "NVIDIA H100 80GB HBM3"
+
+
+def test_energy_window_repeats_the_callable_until_the_window_is_long_enough():
+    calls = []
+    mon = GpuMonitor(nvml=FakeNvml(), min_window_s=0.05)
+
+    def run(k):
+        calls.append(k)
+        time.sleep(0.002 * k)
+
+    r = mon.energy_window(run, per_call_ms=2.0)
+    assert r.window_s >= 0.05
+    assert r.calls == sum(calls) >= 25
+    assert r.energy_per_call_j is not None
+
+
+def test_short_energy_window_is_noted():
+    mon = GpuMonitor(nvml=FakeNvml(), min_window_s=10.0)
+    with mon:
+        pass
+    assert "shorter than" in mon.result.note
+
+
+def test_monitor_collects_reasons_over_the_window():
+    mon = GpuMonitor(nvml=FakeNvml(reasons=[0x0, 0x20, 0x0]), min_window_s=0.0)
+    with mon:
+        mon.sample()
+    assert "sw_thermal_slowdown" in mon.result.clock_event_reasons
+    assert mon.result.slowdown
+
+
+def test_null_monitor_says_why():
+    assert NullMonitor("no GPU").snapshot().note == "no GPU"
+
+
+def test_rotation_count_covers_twice_the_l2():
+    l2 = 50 * 2**20
+    assert rotation_count(200 * 2**20, l2) == 1
+    assert rotation_count(10 * 2**20, l2) == 10
+    assert rotation_count(1024, l2) == 16  # capped
+    assert rotation_count(0, l2) == 1
+
+
+def test_import_autoprune_does_not_import_optional_packages():
+    code = ("import sys, autoprune, autoprune.profiling, autoprune.gpus, autoprune.latency, "
+            "autoprune.profile_table, autoprune.cli; "
+            "bad = [m for m in ('pynvml', 'pandas', 'matplotlib', 'optuna') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_spread_is_zero_for_identical_durations():
+    s = summarize([3.0] * 4, METHOD_CUDA_EVENTS)
+    assert s.spread == 0.0 and math.isfinite(s.spread)
