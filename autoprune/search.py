@@ -793,7 +793,7 @@ class TrialRunner:
         return schedule, est, gamma, None
 
     def _record_schedule(self, trial, schedule: Schedule, est: LatencyEstimate, gamma: float) -> None:
-        trial.set_user_attr("keep", [round(k, 12) for k in schedule.keep])
+        trial.set_user_attr("keep", list(schedule.keep))  # exact floats: tokens_per_layer must not change
         trial.set_user_attr("mean_keep", schedule.mean_keep)
         trial.set_user_attr("scorer", schedule.scorer.to_dict())
         trial.set_user_attr("gamma", gamma)
@@ -823,9 +823,15 @@ def recover_orphans(study, *, log: Callable[[str], None] = print) -> list[int]:
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         optuna.storages.fail_stale_trials(study)  # RDB with heartbeats only; re-queues via the callback
     recovered = sorted(before - {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))})
+    now = datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("worker")
         alive = worker_alive(owner)
+        if owner is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < 60:
+            # A worker records itself first thing in a trial: give a just-started one time to do so.
+            log(f"trial {t.number} started {(now - t.datetime_start).total_seconds():.0f} s ago and names no "
+                "worker yet; left alone")
+            continue
         if alive:
             log(f"trial {t.number} is still running in {owner}; left alone")
             continue
@@ -1064,15 +1070,21 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
             f"{plan.settings['budget']} (<= {plan.settings['budget_ms']:.2f} ms; unreduced "
             f"{plan.settings['baseline_ms']:.2f} ms), space {plan.space.name}, sampler {plan.settings['sampler']}; "
             f"{remaining} of {total} trials to run on {plan.storage.display}")
-        if remaining:
-            if c.workers == 1:
+        try:
+            if remaining and c.workers == 1:
                 _run_worker(study, plan.inputs, plan.settings, plan.space, 0, remaining, total,
                             c.timeout, c.show_progress)
-            else:
+            elif remaining:
                 _close_storage(storage)
                 _run_workers(plan, remaining, total, log)
                 storage = open_storage(plan.storage, heartbeat_s=None, timeout_s=c.probe_timeout_s)
                 study = optuna.load_study(study_name=plan.study_name, storage=storage)
+        except KeyboardInterrupt:
+            log(f"interrupted: finished trials are stored in {plan.storage.display}; continue with "
+                f"`autoprune search --study {plan.study_name} --resume`"
+                + (f" --storage {plan.storage.display}" if c.storage else "")
+                + (f" --out {c.out}" if c.out != "runs" else ""))
+            raise
         result = SearchResult(plan.study_name, plan.run_dir, plan.storage.display, len(study.trials),
                               recovered=recovered)
         if c.export:

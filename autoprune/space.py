@@ -68,18 +68,14 @@ _TOL = 1e-9
 def data_dir(kind: str) -> Path:
     """Folder of the packaged YAML files ``kind`` (``search_spaces`` or ``studies``).
 
-    An installed wheel ships them as ``autoprune.<kind>``; an editable install or a
-    source checkout has them beside the ``autoprune`` package.
+    An installed wheel has them inside the package (``autoprune/<kind>``, installed as
+    ``autoprune.<kind>``); a source checkout or an editable install beside it.
     """
-    try:
-        from importlib.resources import files
-
-        p = Path(str(files(f"autoprune.{kind}")))
-        if p.is_dir():
-            return p
-    except (ModuleNotFoundError, TypeError, ValueError):
-        pass
-    return Path(__file__).resolve().parent.parent / kind
+    here = Path(__file__).resolve().parent
+    for cand in (here / kind, here.parent / kind):
+        if cand.is_dir():
+            return cand
+    return here / kind
 
 
 def _find_yaml(name_or_path: str | os.PathLike, kind: str, what: str) -> Path:

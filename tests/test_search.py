@@ -150,11 +150,33 @@ def test_a_crashing_or_nan_trial_is_recorded_as_fail_with_its_reason_and_the_stu
 @pytest.mark.parametrize("sampler", ["tpe", pytest.param("nsga2", marks=pytest.mark.slow), "random",
                                      pytest.param("gp", marks=pytest.mark.slow)])
 def test_seeded_sequential_runs_reproduce(tmp_path, sampler):
+    if sampler == "gp":
+        pytest.importorskip("scipy")  # Optuna's GPSampler needs it
     trials = 12  # 5 references, then 7 sampled: 3 of them past TPE's 4 random startup trials
     a = load(run_search(cfg(tmp_path / "a", sampler=sampler, seed=3, trials=trials), log=quiet))
     b = load(run_search(cfg(tmp_path / "b", sampler=sampler, seed=3, trials=trials), log=quiet))
     assert fingerprint(a) == fingerprint(b)
     assert len({tuple(sorted(t.params.items())) for t in a.trials}) == trials
+
+
+def test_the_gp_sampler_without_scipy_is_a_config_error_with_a_hint(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
+    with pytest.raises(ConfigError, match="pip install scipy"):
+        run_search(cfg(tmp_path, sampler="gp"), log=quiet)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("space", ["per_layer", "fixed_scorer"])
+def test_other_packaged_spaces_run(tmp_path, space):
+    r = run_search(cfg(tmp_path, space=space, trials=8), log=quiet)
+    study = load(r)
+    assert study.user_attrs["autoprune"]["space"] == space
+    assert [t.user_attrs.get("reference") for t in study.trials[:5]] == list(REFERENCES)
+    assert all(t.params for t in study.trials[:5])  # the references are expressible in every packaged space
+    assert r.export.pareto
 
 
 def test_another_seed_samples_other_candidates(tmp_path):
