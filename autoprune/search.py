@@ -190,10 +190,11 @@ def build_default_study_inputs(*, model: str, task: str | None, gpu: str, measur
       are building. Expected signatures (to be confirmed by the lead when they land)::
 
           spec = autoprune.gpus.resolve(gpu)                    # UnknownGPUError
-          evaluator = autoprune.tasks.build_evaluator(model=model, task=task)  # Evaluator
-          latency = autoprune.latency.LatencyModel(shape, layout, spec)        # predicted
-          # with measure: a measuring LatencySource of the present GPU, e.g.
-          latency = autoprune.latency.MeasuredLatency(model, layout, spec)     # (name TBD)
+          evaluator = autoprune.tasks.build_evaluator(model=model, task=task, **options)
+          #   an Evaluator that also exposes .shape (ModelShape) and .layout (TokenLayout)
+          predictor = autoprune.latency.LatencyModel(evaluator.shape, evaluator.layout, spec)
+          # with measure: a measuring LatencySource of the present GPU (name TBD)
+          latency = autoprune.latency.MeasuredLatency(evaluator, spec)
     """
     if model == "synthetic":
         from .synthetic import build_inputs
@@ -212,20 +213,19 @@ def build_default_study_inputs(*, model: str, task: str | None, gpu: str, measur
         tasks = importlib.import_module("autoprune.tasks")
     except ModuleNotFoundError as e:
         raise ConfigError(f"model {model!r}: {e.name} is not available in this build") from None
-    # TODO(lead): confirm these three calls against the modules when they land.
+    # TODO(lead): confirm these calls against the modules when they land (names are the brief's).
     build_evaluator = getattr(tasks, "build_evaluator", None)
     if build_evaluator is None:
         raise ConfigError("autoprune.tasks has no build_evaluator(model=..., task=...) yet; wire it in "
                           "autoprune.search.build_default_study_inputs")
     evaluator = build_evaluator(model=model, task=task, **dict(options or {}))
-    predictor = latency_mod.LatencyModel.for_evaluator(evaluator, spec) if hasattr(
-        latency_mod.LatencyModel, "for_evaluator") else latency_mod.LatencyModel(
-        getattr(evaluator, "shape"), getattr(evaluator, "layout"), spec)
+    # The latency model needs the model's cost shape and the token layout of the task's samples.
+    predictor = latency_mod.LatencyModel(evaluator.shape, evaluator.layout, spec)
     latency = predictor
     if measure:
         measured_cls = getattr(latency_mod, "MeasuredLatency", None)
         if measured_cls is None:
-            raise ConfigError("--measure needs autoprune.latency.MeasuredLatency, not in this build yet")
+            raise ConfigError("--measure needs a measuring LatencySource in autoprune.latency; not in this build yet")
         latency = measured_cls(evaluator, spec)
     return StudyInputs(evaluator=evaluator, latency=latency, predictor=predictor, model=model,
                        task=task or evaluator.metric)

@@ -9,9 +9,6 @@ One library call: :func:`autoprune.search.run_search`.
 
 from __future__ import annotations
 
-import argparse
-
-
 def _model_options(pairs: list[str] | None) -> dict | None:
     if not pairs:
         return None
@@ -34,7 +31,6 @@ def register(subparsers) -> None:
         help="search reduction schedules for a GPU under a latency budget (Optuna)",
         description="Search per-layer keep ratios and scorer blending for a target GPU under a latency budget, "
                     "then export the feasible Pareto-optimal schedules to runs/<study>/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--gpu", help="target GPU (e.g. a100, h100; 'auto' = the present one)")
     p.add_argument("--budget", help="latency budget: '4x' (speedup), '120ms', or '25%%' of the unreduced latency")
@@ -55,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--over-budget", choices=["project", "reject"],
                    help="a too-slow candidate is projected onto the budget (default) or rejected")
     p.add_argument("--no-references", action="store_true", help="do not add the reference schedules")
-    p.add_argument("--out", default="runs", help="folder of run directories")
+    p.add_argument("--out", default="runs", help="folder of run directories (default runs)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=search_command)
