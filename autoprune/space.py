@@ -1,0 +1,611 @@
+"""Search spaces: ``search_spaces/*.yaml`` → frozen specs → valid, monotone schedules.
+
+A space says how an Optuna trial becomes a :class:`~autoprune.schedule.Schedule`:
+
+- **schedule parametrisation** (``schedule.kind``):
+
+  - ``progressive``: ``n_stages`` prune stages; stage ``s`` starts at layer ``cut_s``
+    and keeps a fraction ``retention_s`` ∈ (0, 1] of the tokens present before it.
+    ``keep[i]`` is the product of the retention factors of the stages that start at or
+    before ``i``; ``keep[0] = 1``. Monotone by construction. Every ``cut_s`` and
+    ``retention_s`` is always suggested (unused ones are ignored) so that the space has
+    a fixed dimension, which multivariate TPE, NSGA-II and GP need.
+  - ``per_layer``: free monotone per-layer ratios. ``final_keep`` ∈ (0, 1] and one
+    share ``share_i`` ∈ [0, 1] per layer; layer ``i`` keeps the factor
+    ``final_keep ** (share_i / Σ share)`` of the tokens before it (per-layer retention
+    factors, multiplied cumulatively). Any monotone schedule whose last keep lies in
+    ``final_keep``'s range is expressible.
+
+- **scorer knobs** (the :class:`~autoprune.schedule.ScorerConfig` fields): a scalar
+  fixes a knob, ``{low, high[, log][, default]}`` searches a range, ``{choices[, default]}``
+  (or a bare list) a categorical. ``fixed_scorer.yaml`` fixes all of them to isolate
+  the schedule.
+
+No cut is placed before the first layer that can give evidence (a mixer layer whose
+kind has a positive weight): such cuts are moved to that layer, so every sampled
+schedule passes :func:`autoprune.runtime.plan_reduction`.
+
+:meth:`SearchSpace.params_for` maps a schedule back to parameters (for
+``study.enqueue_trial``), or returns ``None`` when the space cannot express it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, ScheduleError
+from .schedule import ModelSignature, Schedule, ScorerConfig
+
+__all__ = [
+    "SearchSpace",
+    "ProgressiveSchedule",
+    "PerLayerSchedule",
+    "Fixed",
+    "FloatRange",
+    "IntRange",
+    "Choice",
+    "load_space",
+    "available_spaces",
+    "data_dir",
+    "first_cut_layer",
+]
+
+_FLOAT_KNOBS = ("state_momentum", "w_attn", "w_mamba")
+_INT_KNOBS = ("evidence_window", "seed")
+_CATEGORICAL_KNOBS = ("mamba_decay", "head_agg", "selector")
+_KNOBS = _FLOAT_KNOBS + _INT_KNOBS + _CATEGORICAL_KNOBS
+# Tolerance when mapping a schedule back to parameters (float products drift by ulps).
+_TOL = 1e-9
+
+
+# --------------------------------------------------------------------- data dirs
+def data_dir(kind: str) -> Path:
+    """Folder of the packaged YAML files ``kind`` (``search_spaces`` or ``studies``).
+
+    An installed wheel has them inside the package (``autoprune/<kind>``, installed as
+    ``autoprune.<kind>``); a source checkout or an editable install beside it.
+    """
+    here = Path(__file__).resolve().parent
+    for cand in (here / kind, here.parent / kind):
+        if cand.is_dir():
+            return cand
+    return here / kind
+
+
+def _find_yaml(name_or_path: str | os.PathLike, kind: str, what: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists() or os.sep in str(name_or_path):
+        if not p.is_file():
+            raise ConfigError(f"{what} file {str(p)!r} does not exist")
+        return p
+    cand = data_dir(kind) / f"{name_or_path}.yaml"
+    if cand.is_file():
+        return cand
+    known = sorted(q.stem for q in data_dir(kind).glob("*.yaml"))
+    raise ConfigError(f"unknown {what} {str(name_or_path)!r}; known: {known} (or give a path to a .yaml file)")
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """Parse a YAML file that must hold a mapping; errors name the file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a {what} file must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def check_keys(obj: Any, allowed: set[str], required: set[str], where: str) -> None:
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {obj!r}")
+    unknown = sorted(map(str, set(obj) - allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = sorted(required - set(obj))
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing}")
+
+
+# ------------------------------------------------------------------------ knobs
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+    default: float | None = None
+
+    def __post_init__(self):
+        for f in ("low", "high"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"range {f} must be a finite number, got {v!r}")
+        if self.low > self.high:
+            raise ConfigError(f"range low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"a log range needs low > 0, got {self.low}")
+        if self.default is not None and not self.low <= self.default <= self.high:
+            raise ConfigError(f"default {self.default} is outside [{self.low}, {self.high}]")
+
+    def contains(self, v: float) -> bool:
+        return self.low - _TOL <= v <= self.high + _TOL
+
+    def clip(self, v: float) -> float:
+        return min(self.high, max(self.low, v))
+
+    def distribution(self):
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(float(self.low), float(self.high), log=self.log)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    default: int | None = None
+
+    def __post_init__(self):
+        for f in ("low", "high"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"integer range {f} must be an integer, got {v!r}")
+        if self.low > self.high:
+            raise ConfigError(f"range low {self.low} > high {self.high}")
+        if self.default is not None and not self.low <= self.default <= self.high:
+            raise ConfigError(f"default {self.default} is outside [{self.low}, {self.high}]")
+
+    def contains(self, v: int) -> bool:
+        return self.low <= v <= self.high
+
+    def distribution(self):
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple
+    default: Any = None
+
+    def __post_init__(self):
+        if not self.choices:
+            raise ConfigError("choices must not be empty")
+        if len(set(self.choices)) != len(self.choices):
+            raise ConfigError(f"choices repeat a value: {list(self.choices)}")
+        if self.default is not None and self.default not in self.choices:
+            raise ConfigError(f"default {self.default!r} is not one of the choices {list(self.choices)}")
+
+    def contains(self, v) -> bool:
+        return any(v == c and type(v) is type(c) for c in self.choices)
+
+    def distribution(self):
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution(list(self.choices))
+
+
+Knob = Fixed | FloatRange | IntRange | Choice
+
+
+# ------------------------------------------------------------ parametrisations
+@dataclass(frozen=True)
+class ProgressiveSchedule:
+    """``n_stages`` ∈ [min_stages, max_stages] cuts, each with a retention factor."""
+
+    min_stages: int
+    max_stages: int
+    retention: FloatRange
+
+    kind = "progressive"
+
+    def __post_init__(self):
+        if isinstance(self.min_stages, bool) or not isinstance(self.min_stages, int) or self.min_stages < 1:
+            raise ConfigError(f"schedule.stages low must be an integer >= 1, got {self.min_stages!r}")
+        if isinstance(self.max_stages, bool) or not isinstance(self.max_stages, int) or self.max_stages < self.min_stages:
+            raise ConfigError(f"schedule.stages high must be an integer >= low, got {self.max_stages!r}")
+        if not 0 < self.retention.low <= self.retention.high <= 1:
+            raise ConfigError(
+                f"schedule.retention must lie in (0, 1], got [{self.retention.low}, {self.retention.high}]"
+            )
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "stages": {"low": self.min_stages, "high": self.max_stages},
+                "retention": _knob_to_dict(self.retention)}
+
+
+@dataclass(frozen=True)
+class PerLayerSchedule:
+    """Free monotone schedule: the last layer's keep and where along depth it is lost."""
+
+    final_keep: FloatRange
+
+    kind = "per_layer"
+
+    def __post_init__(self):
+        if not 0 < self.final_keep.low <= self.final_keep.high <= 1:
+            raise ConfigError(
+                f"schedule.final_keep must lie in (0, 1], got [{self.final_keep.low}, {self.final_keep.high}]"
+            )
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "final_keep": _knob_to_dict(self.final_keep)}
+
+
+def first_cut_layer(signature: ModelSignature, scorer: ScorerConfig | None = None) -> int:
+    """The first layer at which tokens may be removed.
+
+    With the language-aware selector a prune point needs an evidence layer before it: a
+    Mamba layer (``w_mamba > 0``) or an attention layer (``w_attn > 0``). With
+    ``scorer=None`` both kinds count (the static bound of the parameter ranges).
+    Query-agnostic selectors may cut from layer 1 on. Raises ScheduleError if no layer
+    qualifies.
+    """
+    kinds = signature.layer_kinds
+    if scorer is not None and scorer.selector != "language":
+        return 1
+    usable = {"M", "*"} if scorer is None else {k for k, w in (("M", scorer.w_mamba), ("*", scorer.w_attn)) if w > 0}
+    for j, k in enumerate(kinds[:-1]):
+        if k in usable:
+            return j + 1
+    raise ScheduleError(
+        f"no layer of {kinds!r} before the last one gives evidence for the language-aware score"
+        + ("" if scorer is None else f" (w_attn={scorer.w_attn}, w_mamba={scorer.w_mamba})")
+    )
+
+
+# ------------------------------------------------------------------------ space
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space (see the module docstring). Build with :func:`load_space`."""
+
+    name: str
+    schedule: ProgressiveSchedule | PerLayerSchedule
+    scorer: tuple[tuple[str, Knob], ...]
+    min_tokens: int = 16
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self):
+        names = [n for n, _ in self.scorer]
+        if sorted(names) != sorted(_KNOBS):
+            raise ConfigError(f"space {self.name!r}: scorer knobs {sorted(names)} must be exactly {sorted(_KNOBS)}")
+        if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 1:
+            raise ConfigError(f"space {self.name!r}: min_tokens must be an integer >= 1, got {self.min_tokens!r}")
+
+    # ------------------------------------------------------------ knobs
+    @property
+    def knobs(self) -> dict[str, Knob]:
+        return dict(self.scorer)
+
+    def default_scorer(self) -> ScorerConfig:
+        """The scorer used by reference schedules: each knob's default (see :func:`_knob_default`)."""
+        return ScorerConfig(**{n: _knob_default(n, k) for n, k in self.scorer})
+
+    def scorer_from_params(self, params: Mapping[str, Any]) -> ScorerConfig:
+        values = {}
+        for n, k in self.scorer:
+            values[n] = k.value if isinstance(k, Fixed) else params[n]
+        return ScorerConfig(**values)
+
+    # ----------------------------------------------------- distributions
+    def distributions(self, signature: ModelSignature) -> dict:
+        """Every parameter of this space for ``signature``, name → Optuna distribution.
+
+        Fixed dimension: the same names for every trial (see the module docstring).
+        """
+        from optuna.distributions import FloatDistribution, IntDistribution
+
+        L = signature.num_layers
+        lo = first_cut_layer(signature)
+        d: dict[str, Any] = {}
+        sch = self.schedule
+        if isinstance(sch, ProgressiveSchedule):
+            d["n_stages"] = IntDistribution(sch.min_stages, sch.max_stages)
+            for s in range(1, sch.max_stages + 1):
+                d[f"cut_{s}"] = IntDistribution(lo, L - 1)
+                d[f"retention_{s}"] = sch.retention.distribution()
+        else:
+            d["final_keep"] = sch.final_keep.distribution()
+            for i in range(lo, L):
+                d[_share(i)] = FloatDistribution(0.0, 1.0)
+        for n, k in self.scorer:
+            if not isinstance(k, Fixed):
+                d[n] = k.distribution()
+        return d
+
+    def sample(self, trial, signature: ModelSignature) -> Schedule:
+        """Suggest every parameter on ``trial`` and return the schedule they define."""
+        params = {name: suggest(trial, name, dist) for name, dist in self.distributions(signature).items()}
+        return self.schedule_from_params(params, signature)
+
+    # -------------------------------------------------- params → schedule
+    def schedule_from_params(self, params: Mapping[str, Any], signature: ModelSignature) -> Schedule:
+        """The schedule that ``params`` (as returned by :meth:`distributions`) define."""
+        scorer = self.scorer_from_params(params)
+        L = signature.num_layers
+        lo = first_cut_layer(signature, scorer)
+        sch = self.schedule
+        if isinstance(sch, ProgressiveSchedule):
+            n = int(params["n_stages"])
+            factor_at = [1.0] * L
+            for s in range(1, n + 1):
+                cut = min(L - 1, max(int(params[f"cut_{s}"]), lo))
+                factor_at[cut] *= float(params[f"retention_{s}"])
+            keep, k = [], 1.0
+            for i in range(L):
+                k *= factor_at[i]
+                keep.append(k)
+        else:
+            final = float(params["final_keep"])
+            w = [0.0] * L
+            for i in range(lo, L):
+                w[i] = float(params[_share(i)])
+            total = sum(w)
+            if total <= 0 or final >= 1.0:
+                keep = [1.0] * L
+            else:
+                keep, acc = [], 0.0
+                for i in range(L):
+                    acc += w[i]
+                    keep.append(1.0 if acc <= 0 else final ** min(1.0, acc / total))
+        return Schedule(keep=tuple(keep), model=signature, min_tokens=self.min_tokens, scorer=scorer)
+
+    # -------------------------------------------------- schedule → params
+    def params_for(self, schedule: Schedule, signature: ModelSignature) -> dict | None:
+        """Parameters under which this space gives ``schedule`` (for ``enqueue_trial``).
+
+        ``None`` when the space cannot express it (a knob outside its range, a cut
+        before the first evidence layer, a retention factor out of range, too many
+        stages, another ``min_tokens``, a prefilter). The round trip holds up to float
+        rounding: ``schedule_from_params(params_for(s)).keep ≈ s.keep``.
+        """
+        if schedule.num_layers != signature.num_layers or schedule.prefilter is not None:
+            return None
+        if schedule.min_tokens != self.min_tokens or schedule.keep[0] != 1.0:
+            return None
+        params: dict[str, Any] = {}
+        for n, k in self.scorer:
+            v = getattr(schedule.scorer, n)
+            if isinstance(k, Fixed):
+                if v != k.value:
+                    return None
+            elif not k.contains(v):
+                return None
+            else:
+                params[n] = k.clip(v) if isinstance(k, FloatRange) else v
+        try:
+            lo = first_cut_layer(signature, schedule.scorer)
+        except ScheduleError:
+            return None
+        lo_static = first_cut_layer(signature)
+        keep, L = schedule.keep, schedule.num_layers
+        changes = [(i, keep[i] / keep[i - 1]) for i in range(1, L) if keep[i] < keep[i - 1]]
+        if any(i < max(lo, lo_static) for i, _ in changes):
+            return None
+        sch = self.schedule
+        if isinstance(sch, ProgressiveSchedule):
+            ret = sch.retention
+            if len(changes) > sch.max_stages or any(not ret.contains(r) for _, r in changes):
+                return None
+            while len(changes) < sch.min_stages:
+                if not ret.contains(1.0):
+                    return None
+                changes.append((L - 1, 1.0))  # a no-op stage
+            params["n_stages"] = len(changes)
+            filler = ret.default if ret.default is not None else ret.high
+            for s in range(1, sch.max_stages + 1):
+                cut, r = changes[s - 1] if s <= len(changes) else (lo_static, filler)
+                params[f"cut_{s}"] = cut
+                params[f"retention_{s}"] = ret.clip(r)
+        else:
+            final = keep[-1]
+            if not sch.final_keep.contains(final):
+                return None
+            params["final_keep"] = sch.final_keep.clip(final)
+            shares = {i: 0.0 for i in range(lo_static, L)}
+            if final < 1.0:
+                for i, r in changes:
+                    shares[i] = math.log(r) / math.log(final)
+                top = max(shares.values())
+                shares = {i: s / top for i, s in shares.items()}
+            for i, s in shares.items():
+                params[_share(i)] = min(1.0, max(0.0, s))
+        return params
+
+    # ---------------------------------------------------------------- io
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schedule": self.schedule.to_dict(),
+            "min_tokens": self.min_tokens,
+            "scorer": {n: _knob_to_dict(k) for n, k in self.scorer},
+        }
+
+
+def suggest(trial, name: str, dist):
+    """``trial.suggest_*`` for an Optuna distribution (public API only)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def _share(i: int) -> str:
+    return f"share_{i:03d}"
+
+
+def _knob_default(name: str, k: Knob):
+    if isinstance(k, Fixed):
+        return k.value
+    if k.default is not None:
+        return k.default
+    base = getattr(ScorerConfig(), name)
+    if k.contains(base):
+        return base
+    if isinstance(k, Choice):
+        return k.choices[0]
+    if isinstance(k, IntRange):
+        return (k.low + k.high) // 2
+    return math.sqrt(k.low * k.high) if k.log else (k.low + k.high) / 2
+
+
+def _knob_to_dict(k: Knob):
+    if isinstance(k, Fixed):
+        return k.value
+    d = dataclasses.asdict(k)
+    if isinstance(k, Choice):
+        d["choices"] = list(k.choices)
+    if isinstance(k, FloatRange) and not k.log:
+        d.pop("log")
+    return {key: v for key, v in d.items() if v is not None}
+
+
+# ---------------------------------------------------------------------- loading
+def available_spaces() -> list[str]:
+    return sorted(p.stem for p in data_dir("search_spaces").glob("*.yaml"))
+
+
+def load_space(name_or_path: str | os.PathLike = "progressive") -> SearchSpace:
+    """Load and validate a space by name (``progressive``, ``per_layer``, ``fixed_scorer``) or path.
+
+    Raises :class:`~autoprune.errors.ConfigError` naming the file and the key at fault.
+    """
+    path = _find_yaml(name_or_path, "search_spaces", "search space")
+    return space_from_dict(read_yaml_mapping(path, "search space"), source=str(path))
+
+
+def space_from_dict(data: Mapping, *, source: str = "<dict>") -> SearchSpace:
+    where = source
+    check_keys(data, {"name", "description", "schedule", "scorer", "min_tokens"}, {"schedule"}, where)
+    try:
+        name = data.get("name", Path(source).stem)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty string, got {name!r}")
+        desc = data.get("description", "")
+        if not isinstance(desc, str):
+            raise ConfigError(f"description must be a string, got {desc!r}")
+        schedule = _parse_schedule(data["schedule"], f"{where}: schedule")
+        scorer_data = data.get("scorer") or {}
+        check_keys(scorer_data, set(_KNOBS), set(), f"{where}: scorer")
+        knobs = []
+        for n in _KNOBS:
+            if n in scorer_data:
+                knobs.append((n, _parse_knob(n, scorer_data[n], f"{where}: scorer.{n}")))
+            else:
+                knobs.append((n, Fixed(getattr(ScorerConfig(), n))))
+        _check_knobs(knobs, where)
+        min_tokens = data.get("min_tokens", 16)
+        return SearchSpace(name=name, schedule=schedule, scorer=tuple(knobs), min_tokens=min_tokens,
+                           description=desc, source=source)
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def _parse_schedule(d: Any, where: str):
+    if not isinstance(d, Mapping) or "kind" not in d:
+        raise ConfigError(f"{where} must be a mapping with a 'kind' (progressive or per_layer)")
+    kind = d["kind"]
+    if kind == "progressive":
+        check_keys(d, {"kind", "stages", "retention"}, {"kind"}, where)
+        stages = d.get("stages", {"low": 1, "high": 4})
+        if isinstance(stages, int) and not isinstance(stages, bool):
+            lo = hi = stages
+        else:
+            check_keys(stages, {"low", "high"}, {"low", "high"}, f"{where}.stages")
+            lo, hi = stages["low"], stages["high"]
+        ret = _parse_range(d.get("retention", {"low": 0.05, "high": 1.0}), float, f"{where}.retention")
+        try:
+            return ProgressiveSchedule(min_stages=lo, max_stages=hi, retention=ret)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if kind == "per_layer":
+        check_keys(d, {"kind", "final_keep"}, {"kind"}, where)
+        fk = _parse_range(d.get("final_keep", {"low": 0.01, "high": 1.0, "log": True}), float, f"{where}.final_keep")
+        try:
+            return PerLayerSchedule(final_keep=fk)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    raise ConfigError(f"{where}.kind must be 'progressive' or 'per_layer', got {kind!r}")
+
+
+def _parse_range(d: Any, typ, where: str):
+    if typ is float:
+        check_keys(d, {"low", "high", "log", "default"}, {"low", "high"}, where)
+        log = d.get("log", False)
+        if not isinstance(log, bool):
+            raise ConfigError(f"{where}.log must be true or false, got {log!r}")
+        try:
+            return FloatRange(d["low"], d["high"], log, d.get("default"))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    check_keys(d, {"low", "high", "default"}, {"low", "high"}, where)
+    try:
+        return IntRange(d["low"], d["high"], d.get("default"))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _parse_knob(name: str, v: Any, where: str) -> Knob:
+    if isinstance(v, list):
+        v = {"choices": v}
+    if isinstance(v, Mapping):
+        if "choices" in v:
+            check_keys(v, {"choices", "default"}, {"choices"}, where)
+            if not isinstance(v["choices"], list):
+                raise ConfigError(f"{where}.choices must be a list, got {v['choices']!r}")
+            try:
+                return Choice(tuple(v["choices"]), v.get("default"))
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+        if name in _FLOAT_KNOBS:
+            return _parse_range(v, float, where)
+        if name in _INT_KNOBS:
+            return _parse_range(v, int, where)
+        raise ConfigError(f"{where}: {name} takes a value or choices, not a range")
+    return Fixed(v)
+
+
+def _check_knobs(knobs: list[tuple[str, Knob]], where: str) -> None:
+    """Every value a knob can take must be a valid ScorerConfig value on its own."""
+    for n, k in knobs:
+        if isinstance(k, Fixed):
+            values = [k.value]
+        elif isinstance(k, Choice):
+            values = list(k.choices)
+        else:
+            values = [k.low, k.high]
+        for v in values:
+            kw = {n: v}
+            if n in ("w_attn", "w_mamba"):
+                kw["w_mamba" if n == "w_attn" else "w_attn"] = 1.0  # judge this weight alone
+            try:
+                ScorerConfig(**kw)
+            except ScheduleError as e:
+                raise ConfigError(f"{where}: scorer.{n}: {e}") from None
+    kd = dict(knobs)
+    if all(isinstance(kd[n], Fixed) and kd[n].value == 0 for n in ("w_attn", "w_mamba")) and (
+        not isinstance(kd["selector"], Fixed) or kd["selector"].value == "language"
+    ):
+        raise ConfigError(f"{where}: scorer.w_attn and scorer.w_mamba are both fixed at 0: no evidence")

@@ -1,0 +1,219 @@
+"""A synthetic model for the search: an :class:`~autoprune.interfaces.Evaluator` and a
+:class:`~autoprune.interfaces.LatencySource` that need no network weights and no GPU.
+
+``autoprune search --model synthetic`` runs the whole pipeline (study, budget,
+references, export) in seconds; the tests and ``benchmarks/search_speed.py`` use it.
+Nothing here is a claim about real models: the numbers are shaped after the paper's
+findings so that the search has a realistic landscape to climb:
+
+- *latency*: per layer, Mamba/MLP/MoE cost is linear in the tokens present, attention
+  has a quadratic term; scoring costs a little per evidence layer (much more with the
+  Mamba decay term, as measured on the H100), gathering a little per prune point;
+  a per-GPU speed factor; the unreduced latency is computed once.
+- *accuracy*: layerwise sparsity (keeping a fraction ``r`` of the tokens keeps
+  ``r ** alpha`` of the importance, ``alpha < 1``) and importance instability
+  (``alpha`` is larger early: pruning hard early is unreliable), so low-to-high
+  schedules beat uniform ones at equal latency; the scorer knobs change ``alpha``
+  with an optimum near β = 0.6, ``w_mamba / w_attn`` ≈ 0.7, no decay, mean heads,
+  evidence window 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, UnknownGPUError
+from .interfaces import LatencyEstimate, TaskResult
+from .schedule import ModelSignature, Schedule
+from .shapes import NEMOTRON_H_8B, TokenLayout
+
+__all__ = ["SyntheticEvaluator", "SyntheticLatency", "SYNTHETIC_GPUS", "resolve_synthetic_gpu", "build_inputs"]
+
+# name -> (canonical name, relative time per unit of work). A stand-in for the GPU
+# registry (autoprune.gpus) so that this module works without it.
+SYNTHETIC_GPUS: dict[str, tuple[str, float]] = {
+    "a100": ("a100-sxm4-80gb", 1.0),
+    "h100": ("h100-sxm5-80gb", 0.55),
+    "h200": ("h200-sxm-141gb", 0.5),
+    "l40s": ("l40s-48gb", 1.6),
+    "cpu": ("cpu", 25.0),
+}
+
+
+def resolve_synthetic_gpu(name: str) -> tuple[str, float]:
+    """``a100`` or ``a100-sxm4-80gb`` → (canonical, speed factor); ``auto`` → the CPU."""
+    key = (name or "").strip().lower()
+    if key == "auto":
+        key = "cpu"
+    for alias, (canonical, factor) in SYNTHETIC_GPUS.items():
+        if key in (alias, canonical):
+            return canonical, factor
+    known = sorted(SYNTHETIC_GPUS)
+    close = [k for k in known if key[:2] and k.startswith(key[:2])]
+    raise UnknownGPUError(
+        f"unknown GPU {name!r} for the synthetic model; known: {known}" + (f" (did you mean {close}?)" if close else "")
+    )
+
+
+def _signature(layer_kinds: str) -> ModelSignature:
+    return ModelSignature(family="synthetic", layer_kinds=layer_kinds, fingerprint=None)
+
+
+class SyntheticLatency:
+    """Deterministic latency of a schedule on a named GPU (see the module docstring).
+
+    ``measured=True`` stands for timing on the present GPU: source ``measured`` (or
+    ``cpu-measured`` for the CPU), a ±0.5% spread derived from the schedule, and
+    energy (``250 W × latency``).
+    """
+
+    def __init__(self, signature: ModelSignature, layout: TokenLayout, gpu: str, *, measured: bool = False):
+        self.signature = signature
+        self.layout = layout
+        self.gpu, self._factor = resolve_synthetic_gpu(gpu)
+        self.measured = measured
+        if measured:
+            self.source = "cpu-measured" if self.gpu == "cpu" else "measured"
+        else:
+            self.source = "roofline"
+        self.calls = 0
+        self.baseline_ms = self._latency(Schedule.identity(signature.num_layers, model=signature), noise=False)
+
+    def _latency(self, schedule: Schedule, *, noise: bool = True) -> float:
+        V, text = self.layout.visual, self.layout.text
+        counts = schedule.tokens_per_layer(V)
+        total = 2.0  # embedding, LM head on the last token, launch overheads
+        for kind, v in zip(self.signature.layer_kinds, counts):
+            n = text + v
+            if kind == "M":
+                total += 1.0e-3 * n
+            elif kind == "*":
+                total += 0.6e-3 * n + 2.0e-8 * n * n
+            elif kind == "-":
+                total += 1.2e-3 * n
+            else:
+                total += 0.8e-3 * n
+        prunes = schedule.prune_layers(V)
+        if prunes and schedule.scorer.selector == "language":
+            sc = schedule.scorer
+            per_evidence = 0.02 + (0.5 if sc.mamba_decay and sc.w_mamba > 0 else 0.0) + (0.01 if sc.head_agg == "max" else 0)
+            total += len(prunes) * (sc.evidence_window * per_evidence + 0.05)
+        elif prunes:
+            total += len(prunes) * 0.05
+        ms = total * self._factor
+        if noise and self.measured:
+            ms *= 1.0 + 0.005 * (_unit_hash(schedule) * 2 - 1)
+        return ms
+
+    def estimate(self, schedule: Schedule) -> LatencyEstimate:
+        self.calls += 1
+        ms = self._latency(schedule)
+        energy = base_energy = None
+        if self.measured:
+            energy, base_energy = 0.25 * ms, 0.25 * self.baseline_ms
+        return LatencyEstimate(latency_ms=ms, baseline_ms=self.baseline_ms, source=self.source, gpu=self.gpu,
+                               energy_j=energy, baseline_energy_j=base_energy,
+                               spread=0.005 if self.measured else None)
+
+
+def _unit_hash(schedule: Schedule) -> float:
+    h = hashlib.sha256(repr((schedule.keep, schedule.scorer)).encode()).digest()
+    return int.from_bytes(h[:8], "little") / 2**64
+
+
+class SyntheticEvaluator:
+    """Deterministic score of a schedule (see the module docstring).
+
+    ``metric`` ``accuracy`` (4-way multiple choice, baseline 0.72) or ``fidelity``
+    (agreement with the unreduced model, baseline 1.0). Hooks for tests:
+    ``delay_s`` sleeps per evaluation (to mimic the real cost); ``fail_at``,
+    ``nan_at`` and ``hang_at`` make the n-th evaluation of this process (1-based)
+    raise, return NaN, or hang for an hour after touching ``hang_marker``.
+    """
+
+    def __init__(self, signature: ModelSignature, num_visual: int, *, metric: str = "accuracy", n: int = 500,
+                 delay_s: float = 0.0, fail_at: int | None = None, nan_at: int | None = None,
+                 hang_at: int | None = None, hang_marker: str | None = None):
+        if metric not in ("accuracy", "fidelity"):
+            raise ConfigError(f"synthetic metric must be accuracy or fidelity, got {metric!r}")
+        self.signature = signature
+        self.num_visual = num_visual
+        self.metric = metric
+        self.n = n
+        self.delay_s = delay_s
+        self.fail_at, self.nan_at, self.hang_at, self.hang_marker = fail_at, nan_at, hang_at, hang_marker
+        self.evaluations = 0
+        self._base, self._chance = (0.72, 0.25) if metric == "accuracy" else (1.0, 0.0)
+
+    def _quality(self, schedule: Schedule) -> float:
+        sc = schedule.scorer
+        penalty = 1.0 + 0.8 * (sc.state_momentum - 0.6) ** 2
+        if sc.selector == "language":
+            ratio = math.log((sc.w_mamba + 1e-3) / (sc.w_attn + 1e-3))
+            penalty += 0.06 * (ratio - math.log(0.7)) ** 2
+            penalty += 0.08 if sc.mamba_decay else 0.0
+            penalty += 0.05 if sc.head_agg == "max" else 0.0
+            penalty += 0.04 * abs(sc.evidence_window - 2)
+        else:
+            penalty *= 2.5 if sc.selector == "uniform_stride" else 3.0
+        V, L = self.num_visual, schedule.num_layers
+        counts = schedule.tokens_per_layer(V)
+        info, prev = 1.0, V
+        for i, c in enumerate(counts):
+            if c < prev:
+                depth = i / L
+                alpha = (0.12 + 0.6 * math.exp(-depth / 0.25)) * penalty
+                info *= (c / prev) ** (alpha * (1.0 - 0.6 * depth))
+            prev = c
+        return info
+
+    def evaluate(self, schedule: Schedule) -> TaskResult:
+        self.evaluations += 1
+        k = self.evaluations
+        if self.hang_at == k:
+            if self.hang_marker:
+                Path(self.hang_marker).write_text(str(os.getpid()))
+            time.sleep(3600)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_at == k:
+            raise MemoryError(f"synthetic out-of-memory at evaluation {k}")
+        score = self._chance + (self._base - self._chance) * self._quality(schedule)
+        if self.nan_at == k:
+            score = float("nan")  # TaskResult refuses it: the trial fails with that reason
+        half = 1.96 * math.sqrt(max(score * (1 - score), 1e-6) / self.n) if math.isfinite(score) else 0.0
+        return TaskResult(metric=self.metric, score=score, ci_low=max(0.0, score - half) if half else score,
+                          ci_high=min(1.0, score + half) if half else score, n=self.n)
+
+
+def build_inputs(*, gpu: str, task: str | None = None, measure: bool = False,
+                 options: Mapping[str, Any] | None = None, model: str = "synthetic"):
+    """Evaluator + latency source of the synthetic model (see :func:`autoprune.search.build_default_study_inputs`).
+
+    ``options``: ``layer_kinds`` (default NemotronH-8B's 52-layer pattern), ``visual``
+    (8192), ``prefix`` (64), ``query`` (32), and the evaluator's test hooks.
+    """
+    from .search import StudyInputs
+
+    opts = dict(options or {})
+    kinds = opts.pop("layer_kinds", NEMOTRON_H_8B.layer_kinds)
+    layout = TokenLayout(prefix=opts.pop("prefix", 64), visual=opts.pop("visual", 8192), query=opts.pop("query", 32))
+    metric = {"accuracy": "accuracy", "fidelity": "fidelity", None: "accuracy"}.get(task)
+    if metric is None:
+        raise ConfigError(f"the synthetic model has tasks 'accuracy' and 'fidelity', not {task!r}")
+    allowed = {"n", "delay_s", "fail_at", "nan_at", "hang_at", "hang_marker"}
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown synthetic model option(s) {unknown}; allowed: {sorted(allowed | {'layer_kinds', 'visual', 'prefix', 'query'})}")
+    sig = _signature(kinds)
+    latency = SyntheticLatency(sig, layout, gpu, measured=measure)
+    predictor = SyntheticLatency(sig, layout, gpu, measured=False) if measure else latency
+    evaluator = SyntheticEvaluator(sig, layout.visual, metric=metric, **opts)
+    return StudyInputs(evaluator=evaluator, latency=latency, predictor=predictor, model="synthetic",
+                       task=metric)

@@ -1,0 +1,352 @@
+"""The study (autoprune/search.py), run on the synthetic model: budget handling, references,
+failures, reproducibility, resume after a kill, several workers on one storage."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoprune.budget import Budget, parse_budget
+from autoprune.errors import BudgetError, ConfigError, StorageError, UnknownGPUError
+from autoprune.search import (
+    REFERENCES,
+    SearchConfig,
+    StudyInputs,
+    TrialRunner,
+    derive_study_name,
+    run_search,
+)
+from autoprune.space import load_space
+from autoprune.synthetic import build_inputs
+
+
+def cfg(tmp_path, **kw):
+    base = dict(model="synthetic", gpu="a100", budget="4x", trials=12, out=str(tmp_path / "runs"),
+                show_progress=False)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def quiet(*_):
+    pass
+
+
+def load(result):
+    return optuna.load_study(study_name=result.study_name, storage=f"sqlite:///{result.run_dir / 'study.db'}")
+
+
+def fingerprint(study):
+    return [(t.number, t.state, t.params, t.values, t.user_attrs.get("reference")) for t in study.trials]
+
+
+# ------------------------------------------------------------------ basics
+def test_study_name_is_derived_from_model_gpu_and_budget():
+    assert derive_study_name("demo", "a100", parse_budget("4x")) == "demo-a100-4x"
+    assert derive_study_name("demo", "A100", parse_budget("25%")) == "demo-a100-25pct"
+
+
+def test_a_run_creates_the_study_with_named_metrics_and_settings(tmp_path):
+    r = run_search(cfg(tmp_path), log=quiet)
+    study = load(r)
+    assert study.metric_names == ["accuracy", "latency_ms"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    s = study.user_attrs["autoprune"]
+    assert s["budget"] == "4x" and s["budget_ms"] == pytest.approx(s["baseline_ms"] / 4)
+    assert len(study.trials) == 12 and all(t.state.is_finished() for t in study.trials)
+    assert (r.run_dir / "search.json").is_file()
+
+
+def test_references_come_first_named_and_fitted_to_the_budget(tmp_path):
+    r = run_search(cfg(tmp_path, trials=6), log=quiet)
+    study = load(r)
+    s = study.user_attrs["autoprune"]
+    refs = [t.user_attrs.get("reference") for t in study.trials[:5]]
+    assert refs == list(REFERENCES)
+    for t in study.trials[:5]:
+        assert t.state == TrialState.COMPLETE and t.params  # enqueued: expressible in the space
+        if t.user_attrs["reference"] != "none":
+            assert t.user_attrs["reference_fitted"]
+            assert t.values[1] <= s["budget_ms"]
+            assert t.values[1] > 0.97 * s["budget_ms"]  # at the budget's mean keep, not far below
+    none = study.trials[0]
+    assert none.user_attrs["keep"] == [1.0] * len(none.user_attrs["keep"])
+    assert none.constraints["budget"] > 0  # the unreduced model is over any budget > 1x
+
+
+def test_a_reference_the_space_cannot_express_is_stored_with_ask_tell(tmp_path):
+    space = tmp_path / "narrow.yaml"
+    space.write_text(textwrap.dedent("""\
+        name: narrow
+        schedule: {kind: progressive, stages: {low: 1, high: 2}, retention: {low: 0.5, high: 1.0}}
+        scorer: {state_momentum: {low: 0.0, high: 0.9}}
+    """))
+    r = run_search(cfg(tmp_path, space=str(space), trials=7, references=("none", "uniform")), log=quiet)
+    study = load(r)
+    uniform = [t for t in study.trials if t.user_attrs.get("reference") == "uniform"]
+    assert len(uniform) == 1 and uniform[0].params == {}  # 0.24 after layer 1 is below retention 0.5
+    assert uniform[0].state == TrialState.COMPLETE and uniform[0].user_attrs["keep"][1] < 0.5
+    assert len(study.trials) == 7
+
+
+# --------------------------------------------------------- budget handling
+def _runner(over_budget, **opts):
+    inputs = build_inputs(gpu="a100", options=opts)
+    base = inputs.latency.baseline_ms
+    return TrialRunner(space=load_space("progressive"), inputs=inputs, budget=parse_budget("4x"),
+                       limit_ms=base / 4, baseline_ms=base, objectives=("score", "latency"),
+                       over_budget=over_budget)
+
+
+@pytest.mark.parametrize("mode", ["project", "reject"])
+def test_a_candidate_over_budget_costs_no_accuracy_evaluation(mode):
+    runner = _runner(mode)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(runner, n_trials=40)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert runner.evaluator.evaluations == len(complete) == runner.accuracy_evaluations
+    assert pruned, "random candidates include some that miss a 4x budget"
+    for t in complete:
+        assert Budget.meets(t.values[1], runner.limit_ms) and t.constraints["budget"] <= 0
+    for t in pruned:
+        assert t.user_attrs["latency_ms"] > runner.limit_ms and t.constraints["budget"] > 0
+        assert t.user_attrs["rejected"]
+    if mode == "project":
+        assert any(t.user_attrs["gamma"] > 1 for t in complete)
+        assert all("cannot meet the budget" in t.user_attrs["rejected"] for t in pruned)
+    else:
+        assert all(t.user_attrs["gamma"] == 1 for t in complete)
+
+
+def test_an_unreachable_budget_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(BudgetError, match="out of reach"):
+        run_search(cfg(tmp_path, budget="50x"), log=quiet)
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------ failures
+def test_a_crashing_or_nan_trial_is_recorded_as_fail_with_its_reason_and_the_study_goes_on(tmp_path):
+    r = run_search(cfg(tmp_path, model_options={"fail_at": 6, "nan_at": 7}), log=quiet)
+    study = load(r)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    reasons = sorted(t.user_attrs["fail_reason"] for t in failed)
+    assert len(failed) == 2
+    assert reasons[0].startswith("AutopruneError: TaskResult.score must be a finite number")
+    assert reasons[1].startswith("MemoryError: synthetic out-of-memory")
+    assert len(study.trials) == 12 and r.export.csv_path.is_file()
+
+
+# ----------------------------------------------------- reproducibility
+@pytest.mark.parametrize("sampler", ["tpe", pytest.param("nsga2", marks=pytest.mark.slow), "random",
+                                     pytest.param("gp", marks=pytest.mark.slow)])
+def test_seeded_sequential_runs_reproduce(tmp_path, sampler):
+    if sampler == "gp":
+        pytest.importorskip("scipy")  # Optuna's GPSampler needs it
+    trials = 12  # 5 references, then 7 sampled: 3 of them past TPE's 4 random startup trials
+    a = load(run_search(cfg(tmp_path / "a", sampler=sampler, seed=3, trials=trials), log=quiet))
+    b = load(run_search(cfg(tmp_path / "b", sampler=sampler, seed=3, trials=trials), log=quiet))
+    assert fingerprint(a) == fingerprint(b)
+    assert len({tuple(sorted(t.params.items())) for t in a.trials}) == trials
+
+
+def test_the_gp_sampler_without_scipy_is_a_config_error_with_a_hint(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
+    with pytest.raises(ConfigError, match="pip install scipy"):
+        run_search(cfg(tmp_path, sampler="gp"), log=quiet)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("space", ["per_layer", "fixed_scorer"])
+def test_other_packaged_spaces_run(tmp_path, space):
+    r = run_search(cfg(tmp_path, space=space, trials=8), log=quiet)
+    study = load(r)
+    assert study.user_attrs["autoprune"]["space"] == space
+    assert [t.user_attrs.get("reference") for t in study.trials[:5]] == list(REFERENCES)
+    assert all(t.params for t in study.trials[:5])  # the references are expressible in every packaged space
+    assert r.export.pareto
+
+
+def test_another_seed_samples_other_candidates(tmp_path):
+    a = load(run_search(cfg(tmp_path / "a", sampler="random", seed=3, trials=8), log=quiet))
+    c = load(run_search(cfg(tmp_path / "c", sampler="random", seed=4, trials=8), log=quiet))
+    assert fingerprint(c)[:5] == fingerprint(a)[:5]  # the references
+    assert fingerprint(c)[5:] != fingerprint(a)[5:]
+
+
+# ------------------------------------------------------------ storages
+def test_optuna_load_study_opens_the_default_storage(tmp_path):
+    r = run_search(cfg(tmp_path, trials=6), log=quiet)
+    url = f"sqlite:///{r.run_dir / 'study.db'}"
+    study = optuna.load_study(study_name="synthetic-a100-4x", storage=url)
+    assert len(study.best_trials) >= 1 and len(study.trials) == 6
+
+
+def test_a_journal_file_storage_works_and_loads(tmp_path):
+    path = tmp_path / "study.journal"
+    r = run_search(cfg(tmp_path, trials=7, storage=f"journal:{path}"), log=quiet)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.load_study(study_name=r.study_name, storage=JournalStorage(JournalFileBackend(str(path))))
+    assert len(study.trials) == 7 and (r.run_dir / "pareto.json").is_file()
+
+
+@pytest.mark.parametrize("url", ["postgresql://127.0.0.1:1/x", "mysql://u:secret@127.0.0.1:1/x"])
+def test_a_storage_that_does_not_answer_fails_fast_and_writes_nothing(tmp_path, url):
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match="does not answer") as e:
+        run_search(cfg(tmp_path, storage=url), log=quiet)
+    assert time.monotonic() - t0 < 5
+    assert "secret" not in str(e.value)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("bad,error", [
+    (dict(gpu="a1000"), UnknownGPUError),
+    (dict(budget="4y"), BudgetError),
+    (dict(budget="0.5x"), BudgetError),
+    (dict(storage="sqlite:///nowhere/at/all/x.db"), StorageError),
+    (dict(sampler="cmaes"), ConfigError),
+    (dict(space="nonexistent"), ConfigError),
+])
+def test_bad_inputs_raise_before_a_run_dir_exists(tmp_path, bad, error):
+    with pytest.raises(error):
+        run_search(cfg(tmp_path, **bad), log=quiet)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_existing_study_needs_resume_and_resume_needs_a_study(tmp_path):
+    run_search(cfg(tmp_path, trials=6), log=quiet)
+    with pytest.raises(ConfigError, match="--resume"):
+        run_search(cfg(tmp_path, trials=6), log=quiet)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        run_search(cfg(tmp_path, study="other", resume=True), log=quiet)
+    with pytest.raises(ConfigError, match="budget"):
+        run_search(cfg(tmp_path, budget="3x", study="synthetic-a100-4x", resume=True), log=quiet)
+
+
+def test_resume_adds_trials_up_to_the_new_total_without_repeating_the_sampler(tmp_path):
+    r = run_search(cfg(tmp_path, trials=12), log=quiet)
+    before = fingerprint(load(r))
+    r2 = run_search(SearchConfig(study=r.study_name, resume=True, trials=16, out=str(tmp_path / "runs"),
+                                 show_progress=False), log=quiet)
+    study = load(r2)
+    assert fingerprint(study)[:12] == before and len(study.trials) == 16
+    old = {tuple(sorted(t.params.items())) for t in study.trials[:12]}
+    assert all(tuple(sorted(t.params.items())) not in old for t in study.trials[12:])
+    assert study.user_attrs["autoprune"]["trials"] == 16
+
+
+KILLED_RUN = textwrap.dedent("""\
+    import sys
+    from autoprune.search import SearchConfig, run_search
+    run_search(SearchConfig(model="synthetic", gpu="a100", budget="4x", trials=12, out=sys.argv[1],
+                            show_progress=False, model_options={"hang_at": 6, "hang_marker": sys.argv[2]}))
+""")
+
+
+def test_a_study_killed_mid_trial_resumes_and_reruns_the_orphaned_trial(tmp_path):
+    marker = tmp_path / "hanging"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path / "runs"), str(marker)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never reached the hanging trial"
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # SIGKILL mid-trial: no cleanup, the trial stays RUNNING
+        proc.wait()
+    url = f"sqlite:///{tmp_path / 'runs' / 'synthetic-a100-4x' / 'study.db'}"
+    running = optuna.load_study(study_name="synthetic-a100-4x", storage=url).get_trials(states=(TrialState.RUNNING,))
+    assert len(running) == 1
+    orphan = running[0]
+
+    logs = []
+    r = run_search(SearchConfig(study="synthetic-a100-4x", resume=True, out=str(tmp_path / "runs"),
+                                model_options={}, show_progress=False), log=logs.append)
+    study = load(r)
+    assert r.recovered == [orphan.number]
+    dead = study.trials[orphan.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"].startswith("orphaned")
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == orphan.params
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))) == 12
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+# ------------------------------------------------------------- workers
+@pytest.mark.parametrize("storage", ["sqlite", pytest.param("journal", marks=pytest.mark.slow)])
+def test_two_workers_on_one_storage_lose_no_trial_and_duplicate_none(tmp_path, storage):
+    kw = {} if storage == "sqlite" else {"storage": f"journal:{tmp_path / 'study.journal'}"}
+    r = run_search(cfg(tmp_path, trials=12, workers=2, **kw), log=quiet)
+    if storage == "sqlite":
+        study = load(r)
+    else:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        study = optuna.load_study(study_name=r.study_name,
+                                  storage=JournalStorage(JournalFileBackend(str(tmp_path / "study.journal"))))
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(12))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    refs = [t.user_attrs["reference"] for t in trials if "reference" in t.user_attrs]
+    assert sorted(refs) == sorted(REFERENCES)  # each enqueued reference ran exactly once
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2 and os.getpid() not in {int(w.split(":")[1]) for w in workers}
+    assert len({t._trial_id for t in trials}) == 12
+
+
+def test_energy_can_be_a_third_objective_with_measured_latency(tmp_path):
+    r = run_search(cfg(tmp_path, gpu="auto", budget="2x", measure=True, objectives=("score", "latency", "energy"),
+                       trials=7), log=quiet)
+    study = load(r)
+    assert study.metric_names == ["accuracy", "latency_ms", "energy_j"]
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert done and all(len(t.values) == 3 and t.user_attrs["latency_source"] == "cpu-measured" for t in done)
+
+
+def test_energy_without_energy_readings_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="energy"):
+        run_search(cfg(tmp_path, objectives=("score", "latency", "energy")), log=quiet)
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------- shared work
+CALLS = {"factory": 0, "identity_estimates": 0}
+
+
+class _CountingLatency:
+    def __init__(self, inner):
+        self.inner, self.gpu = inner, inner.gpu
+
+    def estimate(self, schedule):
+        if schedule.is_identity:
+            CALLS["identity_estimates"] += 1
+        return self.inner.estimate(schedule)
+
+
+def counting_factory(**kw):
+    CALLS["factory"] += 1
+    inputs = build_inputs(**kw)
+    lat = _CountingLatency(inputs.latency)
+    return StudyInputs(evaluator=inputs.evaluator, latency=lat, predictor=lat, model="synthetic", task=inputs.task)
+
+
+def test_the_baseline_latency_is_not_recomputed_per_trial(tmp_path):
+    CALLS.update(factory=0, identity_estimates=0)
+    run_search(cfg(tmp_path, trials=10, inputs_factory="test_search:counting_factory"), log=quiet)
+    assert CALLS["factory"] == 1  # one evaluator and latency source per process, reused by every trial
+    assert CALLS["identity_estimates"] == 2  # the study's baseline, and the `none` reference trial
