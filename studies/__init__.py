@@ -1,0 +1,1 @@
+"""Data package: YAML files shipped inside the wheel."""
