@@ -452,7 +452,7 @@ class ReductionHandle:
             if pf is None or not pf.active:
                 return None
             with torch.no_grad():
-                B, C, dt, A = mamba2_inputs(parts, out.detach(), pf.valid)
+                B, C, dt, A = mamba2_inputs(parts, out.detach(), pf.valid, self.use_kernels)
                 q_idx, q_valid, v_idx = pf.indices()
                 ev = scoring.mamba2_evidence(
                     B, C, dt, A, q_idx, v_idx, decay=self.schedule.scorer.mamba_decay,
@@ -463,26 +463,33 @@ class ReductionHandle:
         return hook
 
 
-def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None):
+def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None, use_kernels: bool | None = None):
     """B, C (post conv + activation), dt (post softplus + clip) and A from ``in_proj``'s output.
 
     The conv is recomputed on the B/C channels only (``2·G·N`` of them), so this also
-    works where a fused kernel bypasses the mixer's conv module.
+    works where a fused kernel bypasses the mixer's conv module. B and C keep the conv
+    weight's dtype, as in the mixer (float64 stays float64 for the oracle tests); dt and
+    A are fp32 (or float64).
     """
-    I, G, N, H = parts.intermediate_size, parts.n_groups, parts.state_size, parts.num_heads
+    I, G, N = parts.intermediate_size, parts.n_groups, parts.state_size
     b, n, _ = zxbcdt.shape
     conv_dim = I + 2 * G * N
-    f = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
     w = parts.conv_weight[I:conv_dim]
     bias = None if parts.conv_bias is None else parts.conv_bias[I:conv_dim]
-    bc = zxbcdt[..., 2 * I : 2 * I + 2 * G * N].transpose(1, 2)
-    K = w.shape[-1]
-    out = F.conv1d(bc.to(w.dtype), w, bias, padding=K - 1, groups=2 * G * N)[..., :n]
-    out = parts.activation(out).transpose(1, 2).to(f)
+    bc = zxbcdt[..., 2 * I : 2 * I + 2 * G * N]
+    if scoring._want_kernels(zxbcdt, use_kernels) and parts.activation_name in ("silu", "swish"):
+        from .kernels import causal_conv1d_act
+
+        out = causal_conv1d_act(bc, w, bias, "silu")
+    else:
+        K = w.shape[-1]
+        out = F.conv1d(bc.transpose(1, 2).to(w.dtype), w, bias, padding=K - 1, groups=2 * G * N)[..., :n]
+        out = parts.activation(out).transpose(1, 2)
     if valid is not None:
-        out = out * valid[..., None].to(f)
+        out = out * valid[..., None].to(out.dtype)
     B = out[..., : G * N].reshape(b, n, G, N)
     C = out[..., G * N :].reshape(b, n, G, N)
+    f = torch.float64 if zxbcdt.dtype == torch.float64 else torch.float32
     dt = F.softplus(zxbcdt[..., I + conv_dim :].to(f) + parts.dt_bias.to(f))
     lo, hi = parts.dt_limit
     if lo > 0.0 or hi != float("inf"):

@@ -319,9 +319,9 @@ class ImportanceState:
             raise ReductionInputError(
                 f"evidence has shape {tuple(evidence.shape)}, importance state {tuple(self.scores.shape)}"
             )
-        e = normalise(evidence.float())
-        if not torch.isfinite(e).all():
-            raise ReductionInputError("evidence contains NaN or inf (check the model's activations)")
+        # A non-finite entry (overflowing activations) counts as no evidence. Checking and
+        # raising would need a device-to-host sync at every evidence layer.
+        e = normalise(torch.nan_to_num(evidence.float(), nan=0.0, posinf=0.0, neginf=0.0))
         self.scores = normalise(self.momentum * self.scores + (1.0 - self.momentum) * weight * e)
         self.updates += 1
 

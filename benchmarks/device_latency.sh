@@ -8,19 +8,10 @@
 # and mamba_ssm-2.3.2.post1.tar.gz (its pure-Python part installs in seconds without the
 # CUDA build; the Mamba2 path NemotronH uses is Triton only). Results go to $OUT.
 set -euo pipefail
-SITE=/tmp/site
-mkdir -p "$SITE"
-shopt -s nullglob
-wheels=(.whl/*.whl)
-if (( ${#wheels[@]} )); then
-  python3 -m pip install -q --no-index --no-deps --target "$SITE" "${wheels[@]}"
-fi
-for sdist in .whl/mamba_ssm-*.tar.gz; do
-  MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE python3 -m pip install -q --no-deps --no-build-isolation \
-    --target "$SITE" "$sdist"
-done
-# The source tree last: a carried autoprune wheel would win, otherwise the checkout is used.
-export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Same environment as every device run: wheels and mamba-ssm from .whl/ into /tmp/site.
+. scripts/device_env.sh
+set -euo pipefail
+export PYTHONPATH="/tmp/site:$PWD"
 nvidia-smi --query-gpu=name,driver_version,temperature.gpu,power.draw,power.limit,clocks.sm,clocks.max.sm \
   --format=csv,noheader || true
 python3 benchmarks/latency_model.py "$@"

@@ -91,3 +91,23 @@ def test_generation_after_a_reduced_prefill_runs_on_gpu_in_bf16():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
                              use_cache=True)
     assert out.shape == (2, L + 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@torch.no_grad()
+def test_the_fused_conv_capture_equals_the_torch_conv_capture(dtype):
+    from autoprune.runtime import mamba2_inputs
+
+    model, sched, ids, vm = _setup("nemotron_h")
+    model = model.to(dtype)
+    parts = get_adapter(model).mamba2_parts(0)
+    seen = {}
+    h = parts.in_proj.register_forward_hook(lambda m, a, o: seen.__setitem__("z", o))
+    model(input_ids=ids)
+    h.remove()
+    fast = mamba2_inputs(parts, seen["z"], use_kernels=None)
+    slow = mamba2_inputs(parts, seen["z"], use_kernels=False)
+    for a, b in zip(fast, slow):
+        assert a.dtype == b.dtype
+        tol = 1e-5 if a.dtype == torch.float32 else 2e-2
+        assert ((a.double() - b.double()).norm() / b.double().norm()) < tol

@@ -87,6 +87,7 @@ class Mamba2Parts:
     dt_bias: torch.Tensor
     A_log: torch.Tensor
     dt_limit: tuple[float, float]
+    activation_name: str = "silu"  # the config's name for ``activation`` (kernels know "silu")
 
 
 class HybridAdapter:
