@@ -146,6 +146,8 @@ def _mamba2_evidence_logdecay_kernel(
     cs = tl.cumsum(x, axis=0)
     # Backwards, position x = q0 − c·CHUNK − r needs the terms strictly after it: exclusive sum.
     lam = carry[None, :] + tl.where(back, cs - x, cs)
+    # λ ≤ 0 exactly; the exclusive sum ``cs − x`` of a tree scan can round to +1 ulp.
+    lam = tl.minimum(lam, 0.0)
     tl.store(lg_ptr + b * s_gb + pos[:, None] * s_gl + hh[None, :] * s_gh, lam,
              mask=ok[:, None] & h_ok[None, :])
 

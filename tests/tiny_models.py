@@ -75,7 +75,7 @@ def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_i
     emb = dec.embeddings if hasattr(dec, "embeddings") else dec.embed_tokens
     h = emb(input_ids)
     b, L = input_ids.shape
-    pos = torch.arange(L)[None].expand(b, -1)
+    pos = torch.arange(L, device=input_ids.device)[None].expand(b, -1)
     for i, layer in enumerate(dec.layers):
         if i in deletions:
             keep = deletions[i]
@@ -85,7 +85,7 @@ def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_i
         mask = None
         if layer.block_type == "full_attention":  # a fresh causal mask for the shorter sequence
             n = h.shape[1]
-            mask = torch.full((n, n), torch.finfo(h.dtype).min, dtype=h.dtype).triu(1)[None, None]
+            mask = torch.full((n, n), torch.finfo(h.dtype).min, dtype=h.dtype, device=h.device).triu(1)[None, None]
         kw = dict(attention_mask=mask, position_ids=pos)
         if hasattr(dec, "rotary_emb"):
             kw["position_embeddings"] = dec.rotary_emb(h, position_ids=pos)
