@@ -462,7 +462,7 @@ def profile_shape(
 
     import torch
 
-    from .profiling import default_clock, time_fn
+    from .profiling import GpuBusyClock, default_clock, time_fn
 
     log = log or (lambda s: None)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -488,7 +488,10 @@ def profile_shape(
         raise ConfigError(f"shape {shape.name!r} has no layer kind(s) {bad} (layer kinds: {shape.layer_kinds!r})")
     if use_kernels is None:
         use_kernels = dev.type == "cuda" and scoring_kernels_available()
-    clock = clock or default_clock(dev)
+    # Per-layer tables hold GPU time: inside a model the host queues work far ahead of the
+    # GPU, so a small layer's launch cost (which a back-to-back timing of it alone exposes)
+    # is hidden. See GpuBusyClock.
+    clock = clock or (GpuBusyClock(dev) if dev.type == "cuda" else default_clock(dev))
     tkw = {"warmup_ms": 25.0, "rep_ms": 100.0, "min_reps": 5, "max_reps": 200, "retries": 2}
     tkw.update(timer_kw or {})
     if dev.type == "cuda" and "M" in wanted:

@@ -230,7 +230,9 @@ def main(argv=None) -> int:
                               timer_kw={"rep_ms": args.profile_rep_ms}, use_kernels=use_kernels,
                               log=lambda s: print(s, flush=True))
         path = table.save(table_path(out / "profiles" / "measured", spec.id, shape.name))
-        print(f"wrote {path} ({len(table.skipped)} points skipped)", flush=True)
+        # The device tool returns files at most two folders below $OUT: also write a flat copy.
+        flat = table.save(out / f"table-{spec.id}-{shape.name}.json")
+        print(f"wrote {path} and {flat} ({len(table.skipped)} points skipped)", flush=True)
         for s in table.skipped:
             print(f"  skipped {s['what']} n={s['tokens']}: {s['reason']}", flush=True)
     phases["profile_s"] = round(time.monotonic() - t0, 1)

@@ -283,3 +283,22 @@ def test_import_autoprune_does_not_import_optional_packages():
 def test_spread_is_zero_for_identical_durations():
     s = summarize([3.0] * 4, METHOD_CUDA_EVENTS)
     assert s.spread == 0.0 and math.isfinite(s.spread)
+
+
+@pytest.mark.gpu
+def test_gpu_busy_clock_hides_host_launch_time_that_plain_events_expose():
+    import time as _time
+
+    import torch
+
+    from autoprune.profiling import CudaEventClock, GpuBusyClock
+
+    x = torch.randn(256, 256, device="cuda")
+
+    def host_heavy(i):
+        _time.sleep(0.002)  # 2 ms of host work per call, a few µs of GPU work
+        x.mul_(1.0)
+
+    plain = CudaEventClock().time_calls(host_heavy, list(range(10)))
+    busy = GpuBusyClock().time_calls(host_heavy, list(range(11)))
+    assert min(plain) > 1.5 and max(busy) < 0.5
