@@ -49,7 +49,8 @@ __all__ = [
 
 METHOD_CUDA_EVENTS = "cuda-events"
 METHOD_WALL_CLOCK = "wall-clock (CPU fallback)"
-METHODS = (METHOD_CUDA_EVENTS, METHOD_WALL_CLOCK)
+METHOD_CUDA_EVENTS_BUSY = "cuda-events (gpu-busy)"
+METHODS = (METHOD_CUDA_EVENTS, METHOD_CUDA_EVENTS_BUSY, METHOD_WALL_CLOCK)
 
 # NVML clock-event reason bits (nvml.h, ``nvmlClocksEventReason*``); used when the
 # installed bindings lack a constant.
@@ -260,7 +261,7 @@ class GpuBusyClock(CudaEventClock):
     queue the whole batch; the events then see the GPU work alone.
     """
 
-    method = "cuda-events (gpu-busy)"
+    method = METHOD_CUDA_EVENTS_BUSY
 
     def __init__(self, device=None, headroom: float = 1.5, max_sleep_ms: float = 2000.0):
         super().__init__(device)
