@@ -426,6 +426,22 @@ def _free_memory():
         torch.cuda.empty_cache()
 
 
+def _host_time_ms(torch, fn, rotations, calls: int = 10) -> float:
+    """Host time to queue one call (Python + launches), at the smallest token count.
+
+    Back-to-back CUDA events report ``max(GPU, host)`` per call; inside a whole model the
+    host runs ahead of the GPU during the expensive early layers, so the latency model
+    needs the two apart. Measured with the GPU idle beforehand and no sync in the loop.
+    """
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(calls):
+        fn() if rotations is None else fn(i % rotations)
+    host = (time.perf_counter() - t0) * 1e3 / calls
+    torch.cuda.synchronize()
+    return host
+
+
 def profile_shape(
     shape: ModelShape,
     *,
@@ -462,7 +478,7 @@ def profile_shape(
 
     import torch
 
-    from .profiling import GpuBusyClock, default_clock, time_fn
+    from .profiling import default_clock, time_fn
 
     log = log or (lambda s: None)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -488,10 +504,8 @@ def profile_shape(
         raise ConfigError(f"shape {shape.name!r} has no layer kind(s) {bad} (layer kinds: {shape.layer_kinds!r})")
     if use_kernels is None:
         use_kernels = dev.type == "cuda" and scoring_kernels_available()
-    # Per-layer tables hold GPU time: inside a model the host queues work far ahead of the
-    # GPU, so a small layer's launch cost (which a back-to-back timing of it alone exposes)
-    # is hidden. See GpuBusyClock.
-    clock = clock or (GpuBusyClock(dev) if dev.type == "cuda" else default_clock(dev))
+    clock = clock or default_clock(dev)
+    host_ms: dict[str, float] = {}
     tkw = {"warmup_ms": 25.0, "rep_ms": 100.0, "min_reps": 5, "max_reps": 200, "retries": 2}
     tkw.update(timer_kw or {})
     if dev.type == "cuda" and "M" in wanted:
@@ -534,6 +548,8 @@ def profile_shape(
             try:
                 fn, rot = setup(n, pos)
                 stats = time_fn(fn, rotations=rot, clock=clock, monitor=monitor, device=dev, **tkw)
+                if pos == 0 and dev.type == "cuda":
+                    host_ms[what] = _host_time_ms(torch, fn, rot)
                 del fn
             except Exception as e:  # recorded with its reason; the other series go on
                 msg = str(e).splitlines()[0][:160] if str(e) else ""
@@ -598,6 +614,7 @@ def profile_shape(
     env["grid"] = grid
     env["timer"] = {k: v for k, v in tkw.items()}
     env["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    env["host_ms"] = host_ms  # per series, at its smallest token count (see _host_time_ms)
     return ProfileTable(
         gpu=gpu_id, shape=shape, method=clock.method, layers=layers, scoring=scoring_series, gather=gather_series,
         head=head_series, prefix_tokens=prefix_tokens, query_tokens=query_tokens,

@@ -49,8 +49,7 @@ __all__ = [
 
 METHOD_CUDA_EVENTS = "cuda-events"
 METHOD_WALL_CLOCK = "wall-clock (CPU fallback)"
-METHOD_CUDA_EVENTS_BUSY = "cuda-events (gpu-busy)"
-METHODS = (METHOD_CUDA_EVENTS, METHOD_CUDA_EVENTS_BUSY, METHOD_WALL_CLOCK)
+METHODS = (METHOD_CUDA_EVENTS, METHOD_WALL_CLOCK)
 
 # NVML clock-event reason bits (nvml.h, ``nvmlClocksEventReason*``); used when the
 # installed bindings lack a constant.
@@ -246,59 +245,6 @@ class CudaEventClock:
                 s.record()
                 fn(i)
                 e.record()
-            torch.cuda.synchronize()
-            return [s.elapsed_time(e) for s, e in zip(starts, ends)]
-
-
-class GpuBusyClock(CudaEventClock):
-    """CUDA events around each call, with the host's launch time hidden: GPU time only.
-
-    Timed back to back, a call whose host-side launch work (Python, kernel launches) takes
-    longer than its GPU work leaves the GPU idle between kernels, and events then measure
-    the host. Inside a whole model the host runs far ahead of the GPU (the expensive early
-    layers build a queue), so a per-layer latency table must hold GPU time. Before a batch
-    of calls, this clock puts a sleep kernel on the stream long enough for the host to
-    queue the whole batch; the events then see the GPU work alone.
-    """
-
-    method = METHOD_CUDA_EVENTS_BUSY
-
-    def __init__(self, device=None, headroom: float = 1.5, max_sleep_ms: float = 2000.0):
-        super().__init__(device)
-        self.headroom = headroom
-        self.max_sleep_ms = max_sleep_ms
-        self._host_ms = None  # host time to queue one call (measured on the first batch)
-
-    def _cycles_per_ms(self) -> float:
-        torch = self._torch
-        dev = self.device if self.device is not None else torch.cuda.current_device()
-        rate_khz = getattr(torch.cuda.get_device_properties(dev), "clock_rate", 0) or 2_000_000
-        return float(rate_khz)  # kHz = cycles per ms
-
-    def time_calls(self, fn, indices):
-        torch = self._torch
-        if self._host_ms is None:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for i in indices[:1]:
-                fn(i)
-            self._host_ms = (time.perf_counter() - t0) * 1e3
-            torch.cuda.synchronize()
-            indices = indices[1:]
-            if not indices:
-                return [self._host_ms]
-        sleep_ms = min(self.max_sleep_ms, self._host_ms * len(indices) * self.headroom + 1.0)
-        with torch.cuda.device(self.device) if self.device is not None else _nullcontext():
-            starts = [torch.cuda.Event(enable_timing=True) for _ in indices]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in indices]
-            t0 = time.perf_counter()
-            torch.cuda._sleep(int(sleep_ms * self._cycles_per_ms()))
-            for s, e, i in zip(starts, ends, indices):
-                s.record()
-                fn(i)
-                e.record()
-            host = (time.perf_counter() - t0) * 1e3 / len(indices)
-            self._host_ms = max(self._host_ms, host)
             torch.cuda.synchronize()
             return [s.elapsed_time(e) for s, e in zip(starts, ends)]
 
