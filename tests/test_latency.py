@@ -4,6 +4,8 @@ import math
 
 import pytest
 
+from autoprune.profiling import METHOD_WALL_CLOCK
+
 from autoprune.errors import ConfigError, ModelMismatchError
 from autoprune.gpus import resolve
 from autoprune.interfaces import LatencyEstimate, LatencySource
@@ -172,17 +174,30 @@ def test_cpu_tables_cannot_calibrate():
 
 # --------------------------------------------------------------- the model
 def expected_linear_latency(shape, layout, schedule, table):
-    """Hand computation of Σ layers + scoring + gather + head for a linear_table."""
+    """Hand computation for a linear_table (every series c·n from n = 64; head constant).
+
+    GPU part of a series = c·n; host floor = its smallest time c·64 (the head: 0.25 host,
+    0 GPU). The host queues stage after stage while the GPU runs them:
+    latency = max over k of (host of stages 0..k + GPU of stages k..end)."""
     per = {"M": 0.01, "*": 0.02, "-": 0.005}
     plan = plan_reduction(schedule, shape.layer_kinds, layout.visual)
     toks = [layout.text + k for k in plan.counts]
-    total = sum(per[k] * n for k, n in zip(shape.layer_kinds, toks))
-    total += sum(0.001 * toks[j] for j in plan.evidence_layers)
-    total += sum(0.0005 * (layout.text + (layout.visual if p == 0 else plan.counts[p - 1])) for p in plan.prune_layers)
-    return total + 0.25
+    gpu, host = [], []
+    for i, (k, n) in enumerate(zip(shape.layer_kinds, toks)):
+        g, h = per[k] * n, per[k] * 64
+        if i in plan.evidence_layers:
+            g, h = g + 0.001 * n, h + 0.001 * 64
+        if i in plan.prune_layers:
+            g += 0.0005 * (layout.text + (layout.visual if i == 0 else plan.counts[i - 1]))
+            h += 0.0005 * 64
+        gpu.append(g)
+        host.append(h)
+    gpu.append(0.0)
+    host.append(0.25)
+    return max(sum(host[: k + 1]) + sum(gpu[k:]) for k in range(len(gpu)))
 
 
-def test_prediction_is_the_sum_of_layers_scoring_gather_and_head():
+def test_gpu_prediction_is_a_host_gpu_pipeline_of_layers_scoring_gather_and_head():
     table = linear_table(TINY_BF16)
     m = LatencyModel(TINY_BF16, LAYOUT, "h100", table=table)
     s = Schedule(keep=(1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25), scorer=ScorerConfig(evidence_window=2))
@@ -192,6 +207,36 @@ def test_prediction_is_the_sum_of_layers_scoring_gather_and_head():
     base = Schedule.identity(TINY_BF16.num_layers)
     assert est.baseline_ms == pytest.approx(expected_linear_latency(TINY_BF16, LAYOUT, base, table))
     assert est.speedup == pytest.approx(est.baseline_ms / est.latency_ms)
+
+
+def test_pipeline_time_is_the_longest_host_then_gpu_path():
+    from autoprune.latency import pipeline_ms
+
+    assert pipeline_ms([10, 1, 1], [1, 1, 1]) == 13  # GPU-bound: host 1 then all GPU work
+    assert pipeline_ms([1, 1, 1], [3, 3, 3]) == 10  # host-bound: all host work, then the last GPU stage
+    assert pipeline_ms([5, 1, 1, 1], [1, 4, 4, 4]) == 14  # the host catches up: 1+4+4+4 + 1
+
+
+def test_a_series_is_split_into_a_host_floor_and_the_gpu_time_above_it():
+    from autoprune.latency import gpu_part, host_floor
+    from autoprune.profile_table import Series
+
+    # Host-bound plateau (1.3 ms) up to 1024 tokens, then GPU-bound and linear.
+    s = Series((256, 512, 1024, 2048, 4096, 8192), (1.3, 1.3, 1.35, 2.0, 4.0, 8.0))
+    assert host_floor(s) == 1.3
+    assert gpu_part(s, 4096)[0] == pytest.approx(4.0)
+    assert gpu_part(s, 1024)[0] == pytest.approx(1.0)  # scaled down from 2048, the first GPU-bound point
+    flat = Series((128, 1024, 8192), (0.5, 0.52, 0.55))  # a small kernel: launch-bound everywhere
+    assert host_floor(flat) == 0.5 and gpu_part(flat, 8192)[0] == pytest.approx(0.05)
+
+
+def test_cpu_tables_add_their_times_up():
+    table = linear_table(TINY_BF16, gpu="cpu", method=METHOD_WALL_CLOCK)
+    m = LatencyModel(TINY_BF16, LAYOUT, "cpu", table=table)
+    s = Schedule(keep=(1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25))
+    b = m.breakdown(s)
+    assert not m.pipelined and b.layer_gpu_ms is None
+    assert b.total_ms == pytest.approx(sum(b.layers_ms) + b.scoring_ms + b.gather_ms + b.head_ms)
 
 
 def test_identity_schedule_predicts_the_baseline():
