@@ -58,6 +58,19 @@ def token_grid(lo: int = 128, hi: int = 131072, per_octave: int = 2, multiple: i
 DEFAULT_GRID = token_grid(128, 131072, 2)
 
 
+def int32_limit_tokens(shape: ModelShape, what: str) -> int | None:
+    """Most tokens a Mamba2 layer can take in mamba-ssm 2.3.2's Triton kernels, or None.
+
+    They index ``in_proj``'s output (one row of ``2·I + 2·G·N + H`` elements per token)
+    with int32 offsets: past 2^31 elements the scan reads out of bounds (seen on an H200 at
+    131,072 tokens of NemotronH-8B: an illegal memory access that kills the CUDA context).
+    """
+    if what not in ("mamba",):
+        return None
+    row = 2 * shape.mamba_intermediate + 2 * shape.n_groups * shape.ssm_state_size + shape.mamba_num_heads
+    return (2**31 - 1) // row
+
+
 def activation_bytes(shape: ModelShape, kind: str, tokens: int) -> int:
     """Generous estimate of a single layer's peak transient memory (bytes) at ``tokens`` tokens.
 
@@ -526,6 +539,11 @@ def profile_shape(
     def fits(what: str, n: int, need: int) -> bool:
         if dev.type != "cuda":
             return True
+        limit = int32_limit_tokens(shape, what)
+        if limit is not None and n > limit:
+            skipped.append({"what": what, "tokens": n, "reason": f"beyond mamba-ssm's int32 indexing: in_proj output "
+                                                                  f"has more than 2^31 elements above {limit} tokens"})
+            return False
         free, _ = torch.cuda.mem_get_info(dev)
         if need > memory_fraction * free:
             skipped.append({"what": what, "tokens": n, "reason": f"predicted out of memory: needs ~{need / 2**30:.1f} "

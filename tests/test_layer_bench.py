@@ -155,3 +155,12 @@ def test_a_failing_point_is_recorded_and_the_other_series_go_on(monkeypatch):
                       scoring=False, head=True, timer_kw=QUICK)
     assert t.gather is None and t.head is not None
     assert t.skipped[0] == {"what": "gather", "tokens": 64, "reason": "error: RuntimeError: Triton compilation failed"}
+
+
+def test_mamba_points_beyond_mamba_ssm_int32_indexing_are_known_in_advance():
+    from autoprune.layer_bench import int32_limit_tokens
+    from autoprune.shapes import NEMOTRON_H_8B
+
+    limit = int32_limit_tokens(NEMOTRON_H_8B, "mamba")
+    assert 65_536 < limit < 131_072  # 131k tokens crashed an H200; 64k ran
+    assert int32_limit_tokens(NEMOTRON_H_8B, "mlp") is None
