@@ -44,6 +44,7 @@ The CPU pseudo-GPU has measured tables only (``autoprune profile`` on the CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -403,6 +404,14 @@ class LatencyModel:
             path = find_table(self.spec.id, shape.name, search_dirs)
             if path is not None:
                 table = ProfileTable.load(path)
+            else:  # a table of this GPU for a shape of the same widths (another layer pattern)
+                for gpu_id, _, p in list_tables(search_dirs):
+                    if gpu_id != self.spec.id:
+                        continue
+                    t = ProfileTable.load(p)
+                    if t.shape.same_widths(shape) and not set(shape.layer_kinds) - set(t.shape.layer_kinds):
+                        table = t
+                        break
         if table is not None:
             self._check_table(table)
             self.table, self.source = table, "table"
@@ -440,21 +449,42 @@ class LatencyModel:
                               f"(skipped: {[dict(x) for x in table.skipped][:4]}); "
                               "measure them with `autoprune profile`")
         if table.shape != self.shape:
-            raise ConfigError(
-                f"{table.origin} was measured for shape {table.shape.name!r} with other dimensions than shape "
-                f"{self.shape.name!r}; measure this shape with `autoprune profile`"
-            )
+            if not table.shape.same_widths(self.shape):
+                raise ConfigError(
+                    f"{table.origin} was measured for shape {table.shape.name!r} with other dimensions than shape "
+                    f"{self.shape.name!r}; measure this shape with `autoprune profile`"
+                )
+            missing = sorted(set(self.shape.layer_kinds) - set(table.shape.layer_kinds))
+            if missing:
+                raise ConfigError(f"{table.origin} has no layers of kind(s) {missing} that shape "
+                                  f"{self.shape.name!r} needs")
+            # Same widths, other layer pattern: per-layer costs are the same per kind.
+            self._notes.append(f"layers-of:{table.shape.name}")
         if table.query_tokens and table.query_tokens != self.layout.query:
             self._notes.append(f"scoring-measured-with-{table.query_tokens}-query-tokens")
 
     def _auto_calibration(self, search_dirs, registry) -> Calibration | None:
+        """A calibration from a table of this shape on another GPU — or, failing that, of a
+        shape with the same widths (another layer pattern) that has every kind needed."""
         reg = registry or load_registry()
+        fallback = None
         for gpu_id, shape_name, path in list_tables(search_dirs):
-            if shape_name != self.shape.name or gpu_id in ("cpu", self.spec.id) or gpu_id not in reg:
+            if gpu_id in ("cpu", self.spec.id) or gpu_id not in reg:
+                continue
+            if shape_name != self.shape.name and fallback is not None:
                 continue
             t = ProfileTable.load(path)
-            if t.shape == self.shape and not t.is_cpu:
+            if t.is_cpu or not t.shape.same_widths(self.shape):
+                continue
+            if set(self.shape.layer_kinds) - set(t.shape.layer_kinds):
+                continue
+            if t.shape == self.shape:
                 return calibrate(t, reg.get(gpu_id))
+            fallback = (t, gpu_id)
+        if fallback is not None:
+            t, gpu_id = fallback
+            self._notes.append(f"layers-of:{t.shape.name}")
+            return dataclasses.replace(calibrate(t, reg.get(gpu_id)), shape=self.shape.name)
         return None
 
     # -- per-term times ------------------------------------------------------

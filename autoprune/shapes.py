@@ -94,6 +94,18 @@ class ModelShape:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def same_widths(self, other: ModelShape) -> bool:
+        """True when every per-layer dimension matches (only the name and layer pattern may
+        differ): a layer of a given kind then costs the same in both, so per-layer latency
+        tables transfer."""
+        skip = {"name", "layer_kinds"}
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self)
+                   if f.name not in skip)
+
+    def with_layer_kinds(self, layer_kinds: str, name: str) -> ModelShape:
+        """This shape's widths with another layer pattern (e.g. a small model's pattern at 8B width)."""
+        return dataclasses.replace(self, layer_kinds=layer_kinds, name=name)
+
     @classmethod
     def from_dict(cls, d: Mapping) -> ModelShape:
         names = {f.name for f in dataclasses.fields(cls)}

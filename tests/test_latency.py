@@ -360,3 +360,29 @@ def test_measured_ms_must_be_finite(tmp_path):
     d["layers"]["mlp"]["ms"][0] = math.inf
     with pytest.raises((ConfigError, ValueError)):
         ProfileTable.from_dict(json.loads(json.dumps(d, allow_nan=True)))
+
+
+def test_a_table_of_the_same_widths_predicts_another_layer_pattern(tmp_path):
+    from autoprune.shapes import NEMOTRON_H_8B
+
+    table = linear_table(NEMOTRON_H_8B)
+    table.save(tmp_path / "h100-sxm5-80gb" / "nemotron-h-8b.json")
+    proxy = NEMOTRON_H_8B.with_layer_kinds("M-*M-M*", "demo@8b")
+    layout = TokenLayout(prefix=8, visual=1024, query=16)
+    here = LatencyModel(proxy, layout, "h100", search_dirs=[tmp_path])
+    assert here.source == "table"
+    s = Schedule.identity(7)
+    n = layout.total
+    per = {"M": 0.01, "*": 0.02, "-": 0.005}
+    assert here.estimate(s).baseline_ms == pytest.approx(expected_linear_latency(proxy, layout, s, table))
+    assert here.breakdown(s).layers_ms == pytest.approx(tuple(per[k] * n for k in proxy.layer_kinds))
+    other = LatencyModel(proxy, layout, "a100", search_dirs=[tmp_path])
+    assert other.source == "roofline" and other.calibration.source_gpu == "h100-sxm5-80gb"
+
+
+def test_a_table_of_other_widths_is_refused():
+    from autoprune.shapes import NEMOTRON_H_8B
+
+    other = dataclasses.replace(NEMOTRON_H_8B, name="narrower", hidden_size=2048)
+    with pytest.raises(ConfigError, match="other dimensions"):
+        LatencyModel(other, TokenLayout(8, 1024, 16), "h100", table=linear_table(NEMOTRON_H_8B))
