@@ -195,3 +195,12 @@ def test_the_report_package_is_listed_for_the_wheel():
     root = Path(autoprune.__file__).resolve().parent.parent
     packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     assert "autoprune.report" in packages
+
+
+def test_a_study_without_references_reports_its_front_and_says_there_is_nothing_to_compare_with(tmp_path):
+    study = make_study([trial(score=0.40, latency=60.0), trial(score=0.45, latency=90.0)])
+    result = write_report(study, tmp_path, log=quiet)
+    assert not result.problems and result.n_exported == 2
+    md = (tmp_path / "report.md").read_text()
+    assert "no evaluated reference" in md and "This study has no reference trials" in md
+    assert "unknown (no completed 'none' reference)" in md

@@ -44,3 +44,14 @@ def test_data_to_points_handles_linear_and_log_axes():
 def test_text_box_grows_with_the_text():
     short, long = text_box(0, 0, "#1", 9), text_box(0, 0, "#12 PyramidDrop-like", 9)
     assert (long.x1 - long.x0) > 5 * (short.x1 - short.x0) / 2
+
+
+def test_a_vertical_cluster_is_labelled_in_a_column_in_the_points_order_so_leaders_do_not_cross():
+    ys = [200.0, 196.0, 190.0, 187.0, 175.0, 160.0]  # closer than a line of text
+    reqs = [LabelRequest(i, f"#{i}", 390.0 + (i % 2), y) for i, y in enumerate(ys)]
+    placed = place_labels(reqs, width=400, height=260, fontsize=8.5)
+    centres = [(p.box.y0 + p.box.y1) / 2 for p in placed]
+    assert centres == sorted(centres, reverse=True)  # same top-to-bottom order as the points
+    rights = {round(p.box.x1, 6) for p in placed}
+    assert len(rights) == 1 and rights.pop() < 390.0  # one right-aligned column left of the cluster
+    assert all(p.leader and p.clear for p in placed)

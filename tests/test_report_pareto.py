@@ -90,10 +90,10 @@ def test_the_drawing_has_the_series_labels_and_axis_labels_of_the_data(data):
     assert a.get_ylabel() == data.ylabel
     assert a.get_xscale() == "log" and b.get_xscale() == "linear"
     assert sorted(t.get_text() for t in b.texts) == ["#5", "#6", "#8", "#9"]
-    for ax in (a, b):
+    for ax, panel in zip((a, b), data.panels):
         (top,) = ax.child_axes  # the speedup axis
         assert top.get_xlabel() == data.top_label
-        assert [t.get_text() for t in top.get_xticklabels()] == [f"{s:g}×" for s in data.panels[fig.axes.index(ax)].speedup_ticks]
+        assert [t.get_text() for t in top.get_xticklabels()] == [f"{s:g}×" for s in panel.speedup_ticks]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any(t.startswith("exported Pareto schedules (4)") for t in legend)
     assert any(t.startswith("budget 4x") for t in legend) and any(t.startswith("unreduced accuracy") for t in legend)
@@ -116,3 +116,13 @@ def test_a_fidelity_study_says_fidelity_and_a_study_without_baseline_draws_no_ba
     assert "no baseline line" in data.footnote
     fig = draw_pareto(data)
     assert "unreduced" not in {ln.get_label() for ln in fig.axes[0].lines}
+
+
+def test_with_the_energy_objective_the_line_is_the_running_best_and_a_footnote_explains():
+    trials = [trial(score=0.40, latency=60.0, energy=30.0),
+              trial(score=0.38, latency=70.0, energy=10.0),  # beaten in 2-D by #0, exported for its energy
+              trial(score=0.45, latency=90.0, energy=40.0)]
+    data = pareto_figure_data(load_context(make_study(trials, objectives=("score", "latency", "energy"))))
+    assert [p.number for p in data.front] == [0, 1, 2]
+    assert data.staircase == ((60.0, 0.40), (70.0, 0.40), (90.0, 0.45))
+    assert "energy" in data.footnote

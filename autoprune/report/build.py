@@ -71,8 +71,8 @@ def write_report(study, run_dir: str | Path, *, tolerance: float = DEFAULT_TOLER
     fig_dir = run_dir / FIGURE_DIR
     images: dict[str, doc.Image | doc.Callout] = {}
 
-    def figure(name: str, compute: Callable[[], Any], draw: Callable[[Any], Any], alt: str, caption: str,
-               skip: Callable[[Any], str | None] = lambda d: None) -> None:
+    def figure(name: str, compute: Callable[[], Any], draw: Callable[[Any], Any], alt: str,
+               caption: str | Callable[[Any], str], skip: Callable[[Any], str | None] = lambda d: None) -> None:
         try:
             data = compute()
             result.data[name] = data
@@ -84,7 +84,7 @@ def write_report(study, run_dir: str | Path, *, tolerance: float = DEFAULT_TOLER
             png = style.png_bytes(fig)
             path = _atomic.write_bytes(fig_dir / name, png)
             result.figures[name] = path
-            images[name] = doc.Image(f"{FIGURE_DIR}/{name}", alt, png, caption)
+            images[name] = doc.Image(f"{FIGURE_DIR}/{name}", alt, png, caption(data) if callable(caption) else caption)
         except Exception as e:  # one section's failure must not cost the others
             msg = f"{name} could not be made: {type(e).__name__}: {e}"
             result.problems.append(msg)
@@ -97,20 +97,22 @@ def write_report(study, run_dir: str | Path, *, tolerance: float = DEFAULT_TOLER
     from .schedules import draw_schedules, schedule_figure_data
 
     figure("pareto.png", lambda: pareto_figure_data(ctx), draw_pareto, f"{ctx.metric} vs latency",
-           _PARETO_CAPTION.format(metric=ctx.metric))
+           _PARETO_CAPTION.format(Metric=ctx.metric.capitalize(), metric=ctx.metric))
     figure("schedules.png", lambda: schedule_figure_data(ctx), draw_schedules, "keep ratio per layer",
            "Keep ratio (fraction of the visual tokens that enter the layer) per decoder layer. The strip under the "
            "plot gives each layer's kind; a drop happens at the layer where the line steps down.")
     figure("history.png", lambda: history_figure_data(ctx), draw_history, "search progress",
-           f"Left: {ctx.metric} of each trial by trial number, the best feasible {ctx.metric} so far, rejected "
-           "(|, bottom) and failed (x, top) trials. Right: hypervolume of the feasible front after each trial "
+           f"Left: {ctx.metric} of each evaluated trial by trial number and the best feasible {ctx.metric} so far; "
+           "the strip under it gives every trial's status (feasible, evaluated over budget, rejected before "
+           "evaluation, failed). Right: hypervolume of the feasible front after each trial "
            "(the area it dominates above score 0 and below the unreduced latency, as a fraction of 1 × that latency; "
            "it grows when a feasible trial scores higher at a latency already reached, or reaches a lower latency).")
     figure("importance.png", lambda: importance_data(ctx, study, evaluator=importance), draw_importance,
            "scorer-knob importance",
-           f"How much each searched scorer knob mattered for the {ctx.metric} of the completed trials "
-           "(Optuna importance evaluator; larger = more important; the numbers sum to 1). Importance is not "
-           "direction: it says a knob matters, not which value is better.",
+           lambda d: f"How much each searched scorer knob mattered for the {ctx.metric} of the {d.n_trials} "
+                     f"completed trials (Optuna's {d.evaluator} importance; larger = more important; the numbers sum "
+                     "to 1). Importance is not direction: it says a knob matters, not which value is better."
+                     + (f" Note: {d.note}." if d.note else ""),
            skip=lambda d: None if d.available else f"No knob importance: {d.note}.")
     try:
         rows = comparison_rows(ctx, tolerance)
@@ -139,7 +141,7 @@ def write_report(study, run_dir: str | Path, *, tolerance: float = DEFAULT_TOLER
 
 
 _PARETO_CAPTION = (
-    "{metric} against latency (bottom axis, ms) and speedup over the unreduced model (top axis). (a) every trial; "
+    "{Metric} against latency (bottom axis, ms) and speedup over the unreduced model (top axis). (a) every trial; "
     "(b) a zoom on the exported schedules, labelled with their trial numbers. Blue: the exported Pareto schedules "
     "(feasible and not beaten on both {metric} and latency by another feasible trial), joined by the front's "
     "staircase; light blue: other feasible trials; red ×: evaluated but over the budget; red ticks on the bottom "
@@ -161,12 +163,15 @@ def _blocks(ctx: StudyContext, rows, images, tolerance: float, problems: list[st
             "failed.) Loosen the budget, run more trials (`autoprune search --resume --trials N`), or look at the "
             "failure reasons below.", "warning"))
     else:
-        best = max(ctx.rows(ctx.exported), key=lambda r: r.score)
+        best = max(ctx.rows(ctx.exported), key=lambda r: (r.score, -r.latency_ms))
+        ref = best.reference if isinstance(best.reference, str) and best.reference else None
         b.append(doc.Para(
             f"**{len(ctx.exported)} schedule{'s' if len(ctx.exported) != 1 else ''} exported** (feasible Pareto "
-            f"front, `pareto/`). Best {ctx.metric} within the budget: **#{int(best.number)}**, {best.score:.4f} at "
-            f"{best.latency_ms:.2f} ms ({best.speedup:.2f}×)"
-            + (f", {best.score - ctx.baseline_score:+.4f} vs unreduced." if ctx.baseline_score is not None else ".")))
+            f"front, `pareto/`). Best {ctx.metric} within the budget: **#{int(best.number)}**"
+            + (f" (the {style.reference_name(ref)} reference)" if ref else "")
+            + f", {best.score:.4f} at {best.latency_ms:.2f} ms ({best.speedup:.2f}×)"
+            + (f", {best.score - ctx.baseline_score:+.4f} vs unreduced." if ctx.baseline_score is not None else ".")
+            + (" No searched schedule beats this reference at the budget." if ref else "")))
     for note in ctx.notes:
         b.append(doc.Callout(note))
     if problems:
@@ -175,7 +180,7 @@ def _blocks(ctx: StudyContext, rows, images, tolerance: float, problems: list[st
     b += [doc.Heading(2, f"Pareto front: {ctx.metric} vs latency"), images["pareto.png"]]
 
     b.append(doc.Heading(2, "Exported schedules vs references at equal latency"))
-    b.append(doc.Para(comparison_rule(tolerance)))
+    b.append(doc.Para(comparison_rule(tolerance, ctx.metric)))
     if rows is None:
         b.append(doc.Callout("The table could not be made (see the warning above).", "warning"))
     elif not rows:
@@ -253,8 +258,9 @@ def _reference_table(ctx: StudyContext):
     cols += ["within budget", "exported", "note"]
     out = []
     for r in refs:
-        cells = [style.reference_name(r.name), f"#{r.number}", r.state, _fmt(r.score), _fmt(r.delta_vs_unreduced, "+.3f"),
-                 _fmt(r.latency_ms, ".2f"), _fmt(r.speedup, ".2f") + ("×" if r.speedup is not None else "")]
+        speedup = f"{r.speedup:.2f}×" if r.speedup is not None else "—"
+        cells = [style.reference_name(r.name), f"#{r.number}", r.state, _fmt(r.score),
+                 _fmt(r.delta_vs_unreduced, "+.3f"), _fmt(r.latency_ms, ".2f"), speedup]
         cells += [_fmt(r.energy_j, ".2f")] if energy else []
         cells += ["yes" if r.feasible else "no", "yes" if r.exported else "", r.note]
         out.append(tuple(cells))

@@ -102,7 +102,8 @@ table.facts td:first-child{font-weight:600;background:#f7f7f7;white-space:nowrap
 .callout{border-left:4px solid #0072B2;background:#eef5fb;padding:.5em .9em;margin:1em 0}
 .callout.warning{border-color:#D55E00;background:#fdf0e8}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.9em;color:#555;margin-top:.3em}code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
+figcaption{font-size:.9em;color:#555;margin-top:.3em}.scroll{overflow-x:auto}
+code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
 """.strip()
 
 
@@ -121,7 +122,7 @@ def _html_table(columns, rows, align, cls="") -> str:
         body.append(f"<tr>{cells}</tr>")
     cls_attr = f' class="{cls}"' if cls else ""
     thead = f"<thead><tr>{head}</tr></thead>" if any(columns) else ""
-    return f"<table{cls_attr}>{thead}<tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll"><table{cls_attr}>{thead}<tbody>{"".join(body)}</tbody></table></div>'
 
 
 def to_html(blocks: Sequence[Block], *, title: str) -> str:

@@ -75,6 +75,7 @@ class ParetoFigureData(NamedTuple):
     baseline_score: float | None
     baseline_label: str | None
     front: tuple[Point, ...]  # exported (feasible, non-dominated), ascending latency
+    staircase: tuple[tuple[float, float], ...]  # (latency, best score of the front up to it): the line drawn
     others: tuple[Point, ...]  # feasible, not exported, not references
     over_budget: tuple[Point, ...]  # evaluated, over the budget, not references
     rejected: tuple[Point, ...]  # not evaluated (latency only)
@@ -156,8 +157,15 @@ def pareto_figure_data(ctx: StudyContext) -> ParetoFigureData:
                       if ctx.baseline_score is not None else None)
 
     panel_a = _panel_all(ctx, complete, rejected)
-    panel_b = _panel_front(ctx, front, complete)
+    panel_b = _panel_front(ctx, front, complete, rejected)
+    staircase, best = [], -math.inf
+    for p in front:
+        best = max(best, p.score)
+        staircase.append((p.latency_ms, best))
     foot = []
+    if len(ctx.settings.get("objectives") or ()) > 2:
+        foot.append("exported = non-dominated in score, latency and energy: a point under the line is there for "
+                    "its energy")
     if n_failed:
         foot.append(f"{n_failed} failed trial{'s' if n_failed != 1 else ''} (no result) not shown")
     if ctx.baseline_score is None:
@@ -168,6 +176,7 @@ def pareto_figure_data(ctx: StudyContext) -> ParetoFigureData:
         title=title, metric=metric, xlabel=f"{ctx.latency_label} [ms]", ylabel=f"{metric} (higher is better)",
         top_label="speedup over the unreduced model (×)", baseline_ms=ctx.baseline_ms, budget_ms=ctx.budget_ms,
         budget_label=budget_label, baseline_score=ctx.baseline_score, baseline_label=baseline_label, front=front,
+        staircase=tuple(staircase),
         others=others, over_budget=over, rejected=rejected, references=references, n_failed=n_failed,
         panels=(panel_a, panel_b), footnote="; ".join(foot) or None,
     )
@@ -202,7 +211,7 @@ def _panel_all(ctx: StudyContext, complete, rejected) -> Panel:
                  labels=(), message=msg)
 
 
-def _panel_front(ctx: StudyContext, front, complete) -> Panel:
+def _panel_front(ctx: StudyContext, front, complete, rejected) -> Panel:
     w, h = _axes_points(1)
     if not front:
         why = ("no feasible trial: no evaluated schedule\n"
@@ -223,6 +232,10 @@ def _panel_front(ctx: StudyContext, front, complete) -> Panel:
     pts = {p.number: to_points(p.latency_ms, p.score, xlim=xlim, ylim=ylim, xlog=False, width=w, height=h)
            for p in shown}
     obstacles = [marker_box(x, y, MARKER_PT) for x, y in pts.values()]
+    for p in rejected:  # their ticks along the bottom edge
+        if xlim[0] <= p.latency_ms <= xlim[1]:
+            x, _ = to_points(p.latency_ms, ylim[0], xlim=xlim, ylim=ylim, xlog=False, width=w, height=h)
+            obstacles.append(marker_box(x, RUG * h / 2, RUG * h))
     # Label the highest-scoring point first: it has the most room up-left; the rest fan out below it.
     order = sorted(front, key=lambda p: (-p.score, p.latency_ms))
     reqs = [LabelRequest(p.number, _label_text(p), *pts[p.number]) for p in order]
@@ -284,8 +297,8 @@ def _draw_panel(ax, data: ParetoFigureData, panel: Panel) -> None:
                    c=style.REJECTED, lw=1.4, transform=ax.get_xaxis_transform(), zorder=3, clip_on=True,
                    label="rejected")
     if data.front:
-        xs = [p.latency_ms for p in data.front] + [data.budget_ms]
-        ys = [p.score for p in data.front] + [data.front[-1].score]
+        xs = [x for x, _ in data.staircase] + [data.budget_ms]
+        ys = [y for _, y in data.staircase] + [data.staircase[-1][1]]
         ax.plot(xs, ys, drawstyle="steps-post", color=style.FRONT, lw=1.4, alpha=0.8, zorder=4, label="front")
         # On top of the (larger) reference markers: an exported reference shows as a blue dot in its marker.
         _scatter(ax, data.front, marker="o", s=40, c=style.FRONT, edgecolors="white", linewidths=0.7, zorder=6,

@@ -63,7 +63,9 @@ def schedule_figure_data(ctx: StudyContext) -> ScheduleFigureData:
         idx = sorted({round(i * step) for i in range(MAX_EXPORTED_LINES)})
         shown = [exported[i] for i in idx]
         left = [int(r.number) for r in exported if r not in shown]
-        note = f"{len(left)} more exported schedules not drawn (trials {', '.join(map(str, left))}); see the table"
+        many = len(left) != 1
+        note = (f"{len(left)} more exported schedule{'s' if many else ''} not drawn (trial{'s' if many else ''} "
+                f"{', '.join(map(str, left))}); see the table")
     lines = []
     for r in shown:
         ref = r.reference if isinstance(r.reference, str) and r.reference else None
@@ -129,7 +131,8 @@ def draw_schedules(data: ScheduleFigureData):
                     bbox=dict(boxstyle="round,pad=0.6", fc="white", ec=style.BUDGET, lw=1.0))
         if data.lines:
             leg = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=style.SMALL,
-                            title="exported (fastest first, dark → light), then references", title_fontsize=style.SMALL)
+                            title="exported (fastest first, dark → light), then references",
+                            title_fontsize=style.SMALL)
             leg._legend_box.align = "left"
         # Layer-kind strip.
         letters = [k.letter for k in data.kinds]

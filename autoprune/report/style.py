@@ -63,7 +63,6 @@ RC = {
     "axes.grid": True,
     "grid.alpha": 0.25,
     "grid.linewidth": 0.6,
-    "svg.hashsalt": "autoprune",
 }
 
 

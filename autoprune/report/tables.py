@@ -74,13 +74,13 @@ def _f(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def comparison_rule(tolerance: float = DEFAULT_TOLERANCE) -> str:
+def comparison_rule(tolerance: float = DEFAULT_TOLERANCE, metric: str = "accuracy") -> str:
     return (f"Each exported schedule is compared with the best-scoring reference whose latency is within "
             f"±{tolerance:.0%} of its own (the unreduced model is the Δ column, not a competitor). When no "
             "reference is that close, the row names the nearest one and its latency gap and claims no gain: "
             "references are not interpolated, because each reference family is evaluated at one operating point "
-            "(fitted to the budget), so a line between two families, or towards the unreduced model, would be an "
-            "accuracy nobody measured. The gap is the reference's latency relative to the schedule's (+2% = the "
+            "(fitted to the budget), so a line between two families, or towards the unreduced model, would be a "
+            f"{metric} nobody measured. The gap is the reference's latency relative to the schedule's (+2% = the "
             "reference is 2% slower). A gain smaller than the confidence intervals is not a difference.")
 
 
@@ -159,7 +159,8 @@ def header_facts(ctx: StudyContext) -> list[tuple[str, str]]:
     if ctx.first_start is not None:
         span = ((ctx.last_complete or ctx.first_start) - ctx.first_start).total_seconds()
         time = (f"created {ctx.created or '?'} (UTC); trials ran {_when(ctx.first_start)} → "
-                f"{_when(ctx.last_complete)} (local time), {_duration(span)} wall, {_duration(ctx.trial_seconds)} in trials")
+                f"{_when(ctx.last_complete)} (local time), {_duration(span)} wall, "
+                f"{_duration(ctx.trial_seconds)} in trials")
     else:
         time = f"created {ctx.created or '?'} (UTC); no trial has run"
     baseline = (f"{ctx.baseline_score:.4f} {ctx.metric}" if ctx.baseline_score is not None
