@@ -70,3 +70,12 @@ def test_no_exported_schedule_says_so_and_still_shows_the_references():
     data = schedule_figure_data(load_context(study))
     assert "no exported schedule" in data.message and [ln.reference for ln in data.lines] == ["none"]
     draw_schedules(data)
+
+
+def test_thinning_keeps_the_exported_references_and_the_best_schedule():
+    trials = [trial(score=0.30 + 0.004 * i, latency=40.0 + 2 * i) for i in range(MAX_EXPORTED_LINES + 6)]
+    trials[7] = trial(score=0.30 + 0.004 * 7, latency=40.0 + 2 * 7, reference="fastv")
+    data = schedule_figure_data(load_context(make_study(trials)))
+    numbers = [ln.number for ln in data.lines if ln.role == "exported"]
+    assert len(numbers) == MAX_EXPORTED_LINES and 7 in numbers and MAX_EXPORTED_LINES + 5 in numbers
+    assert numbers == sorted(numbers)  # still fastest first

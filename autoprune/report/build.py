@@ -110,8 +110,8 @@ def write_report(study, run_dir: str | Path, *, tolerance: float = DEFAULT_TOLER
     figure("importance.png", lambda: importance_data(ctx, study, evaluator=importance), draw_importance,
            "scorer-knob importance",
            lambda d: f"How much each searched scorer knob mattered for the {ctx.metric} of the {d.n_trials} "
-                     f"completed trials (Optuna's {d.evaluator} importance; larger = more important; the numbers sum "
-                     "to 1). Importance is not direction: it says a knob matters, not which value is better."
+                     f"completed trials (Optuna importance evaluator: {d.evaluator}; larger = more important; the "
+                     "numbers sum to 1). Importance is not direction: it says a knob matters, not which value is better."
                      + (f" Note: {d.note}." if d.note else ""),
            skip=lambda d: None if d.available else f"No knob importance: {d.note}.")
     try:

@@ -106,7 +106,7 @@ def _evaluator(name: str, n: int):
         quantile = min(0.5, max(0.1, 5.0 / n))
         ev = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
         # PED-ANOVA assumes lower is better: the score is maximised.
-        return f"PED-ANOVA (top {quantile:.0%} of trials)", ev, (lambda t: -t.values[0])
+        return f"PED-ANOVA, top {quantile:.0%} of trials against all", ev, (lambda t: -t.values[0])
     if importlib.util.find_spec("sklearn") is None:
         return name, None, None
     if name == "fanova":
@@ -130,6 +130,6 @@ def draw_importance(data: ImportanceData):
         ax.set_xlabel(f"importance for {data.target} (normalised, sums to 1)")
         ax.set_title(data.title, loc="left", fontsize=style.TITLE)
         ax.grid(axis="y", visible=False)
-        fig.text(0.99, 0.01, f"{data.evaluator}, {data.n_trials} completed trials", ha="right", va="bottom",
+        fig.text(0.99, 0.01, f"{data.evaluator}; {data.n_trials} completed trials", ha="right", va="bottom",
                  fontsize=style.SMALL, color=style.GREY)
     return fig

@@ -59,10 +59,9 @@ def schedule_figure_data(ctx: StudyContext) -> ScheduleFigureData:
     shown = exported
     note = None
     if len(exported) > MAX_EXPORTED_LINES:
-        step = (len(exported) - 1) / (MAX_EXPORTED_LINES - 1)
-        idx = sorted({round(i * step) for i in range(MAX_EXPORTED_LINES)})
+        idx = _thin(exported, MAX_EXPORTED_LINES)
         shown = [exported[i] for i in idx]
-        left = [int(r.number) for r in exported if r not in shown]
+        left = [int(r.number) for i, r in enumerate(exported) if i not in idx]
         many = len(left) != 1
         note = (f"{len(left)} more exported schedule{'s' if many else ''} not drawn (trial{'s' if many else ''} "
                 f"{', '.join(map(str, left))}); see the table")
@@ -93,6 +92,20 @@ def schedule_figure_data(ctx: StudyContext) -> ScheduleFigureData:
         layer_kinds=ctx.layer_kinds, kinds=kinds, lines=tuple(lines),
         ylabel="keep ratio (fraction of visual tokens entering the layer)", xlabel="decoder layer",
         message=message, note=note)
+
+
+def _thin(rows, k: int) -> list[int]:
+    """``k`` indices of ``rows`` (ascending latency): the fastest, the best-scoring and every exported
+    reference, then the others spread evenly over the latency range."""
+    must = {0, max(range(len(rows)), key=lambda i: (rows[i].score, -i))}
+    must |= {i for i, r in enumerate(rows) if isinstance(r.reference, str) and r.reference}
+    must = set(sorted(must)[:k])
+    rest = [i for i in range(len(rows)) if i not in must]
+    free = k - len(must)
+    if free > 0 and rest:
+        step = (len(rest) - 1) / max(free - 1, 1)
+        must |= {rest[min(len(rest) - 1, round(j * step))] for j in range(free)}
+    return sorted(must)
 
 
 def draw_schedules(data: ScheduleFigureData):
