@@ -477,7 +477,9 @@ def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None
     w = parts.conv_weight[I:conv_dim]
     bias = None if parts.conv_bias is None else parts.conv_bias[I:conv_dim]
     bc = zxbcdt[..., 2 * I : 2 * I + 2 * G * N]
-    if scoring._want_kernels(zxbcdt, use_kernels) and parts.activation_name in ("silu", "swish"):
+    # The conv kernel is elementwise work: worth it for fp32 as well as 16-bit activations.
+    conv_kernel = use_kernels is not False and zxbcdt.is_cuda and zxbcdt.dtype != torch.float64
+    if conv_kernel and parts.activation_name in ("silu", "swish"):
         from .kernels import causal_conv1d_act
 
         out = causal_conv1d_act(bc, w, bias, "silu")

@@ -120,7 +120,12 @@ def _aggregate_heads(ev: torch.Tensor, head_agg: str) -> torch.Tensor:
 
 
 def _want_kernels(t: torch.Tensor, use_kernels: bool | None) -> bool:
+    """Kernels on CUDA; by default only for 16-bit activations: with fp32 operands the
+    kernels use exact (non-tf32) dots and are slower than torch's tf32 matmuls (measured on
+    an H100: attention evidence 2.7 ms vs 1.2 ms at 16k tokens; bf16: 0.12 ms vs 1.4 ms)."""
     if use_kernels is False or not t.is_cuda:
+        return False
+    if use_kernels is None and t.dtype not in (torch.bfloat16, torch.float16):
         return False
     try:
         import triton  # noqa: F401
