@@ -4,7 +4,6 @@ import base64
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import optuna
@@ -189,12 +188,6 @@ def test_importing_the_report_package_imports_no_plotting_or_tables():
             "print(sorted(m for m in ('matplotlib', 'pandas', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_the_report_package_is_listed_for_the_wheel():
-    root = Path(autoprune.__file__).resolve().parent.parent
-    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    assert "autoprune.report" in packages
 
 
 def test_a_study_without_references_reports_its_front_and_says_there_is_nothing_to_compare_with(tmp_path):
