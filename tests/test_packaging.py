@@ -35,8 +35,9 @@ def test_data_files_ship_with_the_package(package, pattern, at_least):
     assert len(list(root.glob(pattern))) >= at_least
 
 
+@pytest.mark.skipif(not INSTALLED, reason="about the installed wheel (CI installs it); a checkout lists its sources")
 def test_the_distribution_has_no_top_level_kernels_module():
     # 'kernels' is taken on the package index; ours installs only as autoprune.kernels.
     files = importlib.metadata.files("autoprune") or []
     assert not [f for f in files if str(f).split("/")[0] == "kernels"]
-    assert any(str(f).startswith("autoprune/kernels/") for f in files) or not INSTALLED
+    assert any(str(f).startswith("autoprune/kernels/") for f in files)
