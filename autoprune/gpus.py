@@ -23,7 +23,6 @@ wheel and from the source tree); extra directories can be given explicitly.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import _atomic
 from .errors import ConfigError, UnknownGPUError
 
 __all__ = [
@@ -213,13 +213,7 @@ def profiles_root() -> Path:
 
 def load_spec(path: str | Path) -> GpuSpec:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e}") from None
-    spec = GpuSpec.from_dict(data, origin=str(path))
+    spec = GpuSpec.from_dict(_atomic.read_json(path), origin=str(path))
     if path.stem != spec.id:
         raise ConfigError(f"{path}: id is {spec.id!r} but the file is named {path.name!r}; name it {spec.id}.json")
     return spec

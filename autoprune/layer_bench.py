@@ -228,15 +228,22 @@ def build_block(shape: ModelShape, kind: str, device, dtype):
             block = NemotronHBlock(config, layer_idx=idx)
     finally:
         torch.set_default_dtype(prev)
-    block = block.to(device=device, dtype=dtype).eval()
+    block = spread_ssm_parameters_(block.to(device=device, dtype=dtype).eval())
+    return block, config
+
+
+def spread_ssm_parameters_(module):
+    """Random-weight models: transformers' default init gives every Mamba head the same dt
+    bias and A; spread them as trained weights are, so per-head costs and scores are real."""
+    import torch
+
     with torch.no_grad():
-        for name, p in block.named_parameters():
-            # The default init gives every Mamba head the same dt/A: spread them (as real weights are).
+        for name, p in module.named_parameters():
             if name.endswith("dt_bias"):
                 p.copy_(torch.randn_like(p) * 0.5 - 1.0)
             elif name.endswith("A_log"):
                 p.copy_(torch.rand_like(p) * 2.0 - 1.0)
-    return block, config
+    return module
 
 
 def _mamba_parts(mixer):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -283,13 +282,7 @@ class ProfileTable:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProfileTable:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON: {e}") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e}") from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(_atomic.read_json(path), origin=str(path))
 
 
 # ----------------------------------------------------------------- locations

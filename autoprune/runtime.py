@@ -22,7 +22,7 @@ Removing the handle removes every hook; the model's parameters are never touched
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

@@ -131,7 +131,7 @@ def _want_kernels(t: torch.Tensor, use_kernels: bool | None) -> bool:
         import triton  # noqa: F401
     except ImportError:
         if use_kernels:
-            raise ReductionInputError("use_kernels=True but triton is not installed (pip install triton)")
+            raise ReductionInputError("use_kernels=True but triton is not installed (pip install triton)") from None
         return False
     return True
 

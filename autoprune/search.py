@@ -88,14 +88,12 @@ with ``fail_reason`` and the study goes on.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import math
 import os
 import re
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +105,7 @@ from . import __version__, _atomic
 from .budget import Budget, fit_to_budget, parse_budget
 from .errors import AutopruneError, ConfigError, ScheduleError, StorageError
 from .interfaces import LatencyEstimate, TaskResult
-from .schedule import ModelSignature, Schedule, ScorerConfig
+from .schedule import ModelSignature, Schedule
 from .space import SearchSpace, check_keys, first_cut_layer, load_space, read_yaml_mapping, space_from_dict
 
 __all__ = [

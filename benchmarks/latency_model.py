@@ -111,15 +111,9 @@ def build_model(shape, device, dtype, seed: int = 0):
             model = NemotronHForCausalLM(config)
     finally:
         torch.set_default_dtype(prev)
-    model = model.to(device=device, dtype=dtype).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            # Spread dt/A over heads as trained weights do (the default init makes them equal).
-            if name.endswith("dt_bias"):
-                p.copy_(torch.randn_like(p) * 0.5 - 1.0)
-            elif name.endswith("A_log"):
-                p.copy_(torch.rand_like(p) * 2.0 - 1.0)
-    return model
+    from autoprune.layer_bench import spread_ssm_parameters_
+
+    return spread_ssm_parameters_(model.to(device=device, dtype=dtype).eval())
 
 
 # ------------------------------------------------------------------- stats

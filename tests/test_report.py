@@ -9,7 +9,6 @@ from pathlib import Path
 import optuna
 import pytest
 
-import autoprune
 from autoprune import _atomic
 from autoprune.errors import ConfigError
 from autoprune.export import trials_frame

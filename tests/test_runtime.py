@@ -146,7 +146,7 @@ def test_left_padded_rows_with_different_query_lengths_match_unpadded_runs():
         out = model(input_ids=batch, attention_mask=am).logits[:, -1]
     with autoprune.reduce(model, sched, visual_mask=vm[1:, 3:]) as h1:
         ref1 = model(input_ids=short).logits[:, -1]
-    with autoprune.reduce(model, sched, visual_mask=vm[:1]) as h0:
+    with autoprune.reduce(model, sched, visual_mask=vm[:1]):
         ref0 = model(input_ids=ids[:1]).logits[:, -1]
     assert torch.allclose(out[1:], ref1, atol=1e-5) and torch.allclose(out[:1], ref0, atol=1e-5)
     assert torch.equal(h.last.selections[2][1:] - 3, h1.last.selections[2])

@@ -1,14 +1,11 @@
 """The study (autoprune/search.py), run on the synthetic model: budget handling, references,
 failures, reproducibility, resume after a kill, several workers on one storage."""
 
-import math
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import optuna
 import pytest

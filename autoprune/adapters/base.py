@@ -89,6 +89,16 @@ class Mamba2Parts:
     dt_limit: tuple[float, float]
     activation_name: str = "silu"  # the config's name for ``activation`` (kernels know "silu")
 
+    @classmethod
+    def from_mixer(cls, m: nn.Module) -> Mamba2Parts:
+        """From a transformers Mamba2 mixer (NemotronH, Bamba and their copies share these names)."""
+        return cls(
+            module=m, in_proj=m.in_proj, conv_weight=m.conv1d.weight, conv_bias=m.conv1d.bias,
+            activation=m.act, intermediate_size=m.intermediate_size, n_groups=m.n_groups,
+            state_size=m.ssm_state_size, num_heads=m.num_heads, dt_bias=m.dt_bias, A_log=m.A_log,
+            dt_limit=tuple(m.time_step_limit), activation_name=m.activation,
+        )
+
 
 class HybridAdapter:
     """Base class. Subclasses name their decoder classes and describe each layer."""

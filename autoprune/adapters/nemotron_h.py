@@ -38,10 +38,4 @@ class NemotronHAdapter(HybridAdapter):
         )
 
     def mamba2_parts(self, layer_idx):
-        m = self.decoder.layers[layer_idx].mixer
-        return Mamba2Parts(
-            module=m, in_proj=m.in_proj, conv_weight=m.conv1d.weight, conv_bias=m.conv1d.bias,
-            activation=m.act, intermediate_size=m.intermediate_size, n_groups=m.n_groups,
-            state_size=m.ssm_state_size, num_heads=m.num_heads, dt_bias=m.dt_bias, A_log=m.A_log,
-            dt_limit=tuple(m.time_step_limit), activation_name=m.activation,
-        )
+        return Mamba2Parts.from_mixer(self.decoder.layers[layer_idx].mixer)

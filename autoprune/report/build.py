@@ -223,7 +223,7 @@ def _comparison_table(ctx: StudyContext, rows, tolerance: float) -> doc.Table:
     cols = ["schedule", f"{metric} [95% CI]", "Δ vs unreduced", "latency (ms)", "speedup"]
     cols += ["energy (J)"] if energy else []
     cols += ["latency source", "GPU", f"best reference within ±{tolerance:.0%} latency",
-             f"reference {metric} (latency, gap)", f"gain vs reference"]
+             f"reference {metric} (latency, gap)", "gain vs reference"]
     out = []
     for r in rows:
         ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if r.ci_low is not None and r.ci_high is not None else ""
