@@ -128,14 +128,18 @@ class _Prefill:
         sc = self.h.schedule.scorer
         _, _, v_idx = self.indices()
         b, n_vis = v_idx.shape
-        if layer == 0 or sc.selector == "uniform_stride":
-            pick = scoring.select_uniform_stride(b, n_vis, n_keep, device=hidden.device)
-            self.state.gather(pick)
-        elif sc.selector == "random":
-            pick = scoring.select_random(b, n_vis, n_keep, seed=sc.seed * 1_000_003 + layer, device=hidden.device)
-            self.state.gather(pick)
-        else:
-            pick = self.state.keep(n_keep)
+        # Selection is not differentiable; the gather of ``hidden`` below keeps gradients
+        # (training under reduction).
+        with torch.no_grad():
+            if layer == 0 or sc.selector == "uniform_stride":
+                pick = scoring.select_uniform_stride(b, n_vis, n_keep, device=hidden.device)
+                self.state.gather(pick)
+            elif sc.selector == "random":
+                pick = scoring.select_random(b, n_vis, n_keep, seed=sc.seed * 1_000_003 + layer,
+                                             device=hidden.device)
+                self.state.gather(pick)
+            else:
+                pick = self.state.keep(n_keep)
         chosen = torch.gather(v_idx, 1, pick)
         self.selections[layer] = torch.gather(self.pos, 1, chosen)
         keep = (~self.is_vis).scatter(1, chosen, True)
@@ -372,8 +376,7 @@ class ReductionHandle:
             else:
                 hidden = kwargs["hidden_states"]
             if i in self.plan.prune_layers:
-                with torch.no_grad():
-                    hidden = pf.prune(i, hidden)
+                hidden = pf.prune(i, hidden)
             if pf.reduced:
                 for name in names:
                     if name in kwargs:

@@ -1,0 +1,262 @@
+"""Evaluators: the quality of one schedule on one prepared evaluation set.
+
+Both implement :class:`autoprune.interfaces.Evaluator` (``signature``, ``num_visual``,
+``metric``, ``evaluate(schedule) -> TaskResult``):
+
+- :class:`AccuracyEvaluator` — labelled multiple choice: the predicted choice is the
+  choice token with the highest logit at the last prompt position;
+- :class:`FidelityEvaluator` — no labels: top-1 agreement (``score``) and KL divergence
+  ``KL(p_unreduced ‖ p_reduced)`` (``extra["kl"]``) of the answer distribution (over
+  the choice tokens when the prompt has choices, else over the whole vocabulary).
+
+Evaluation is **paired**: every schedule runs on the same samples, and the bootstrap
+resamples (seeded once per evaluator) are the same for every schedule, so differences
+between schedules get their own paired interval (``extra["delta_ci_*"]``). The data is
+embedded once (:class:`~autoprune.tasks.prepared.PreparedSet`); per schedule only the
+backbone runs, through one function (``forward``, default :func:`reduced_logits`) that
+a faster implementation (e.g. a prefix activation cache) can replace. The identity
+schedule's result is cached as the baseline; other results are cached by schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..interfaces import TaskResult
+from ..schedule import Schedule
+from .prepared import PreparedSet, QAModel
+
+__all__ = ["AccuracyEvaluator", "FidelityEvaluator", "reduced_logits", "bootstrap_ci", "kernels_flag",
+           "ForwardFn"]
+
+# forward(qa, inputs_embeds (b, L, H), visual_mask (b, L), schedule) -> logits (b, vocab)
+ForwardFn = Callable[[QAModel, torch.Tensor, torch.Tensor, Schedule], torch.Tensor]
+
+
+def kernels_flag() -> bool | None:
+    """``use_kernels`` for :func:`autoprune.reduce`: automatic where the evidence kernels exist."""
+    try:
+        from .. import kernels
+    except ImportError:
+        return False
+    ok = hasattr(kernels, "attention_evidence") and hasattr(kernels, "mamba2_evidence")
+    return None if ok else False
+
+
+def _is_noop(schedule: Schedule) -> bool:
+    return schedule.is_identity and schedule.prefilter is None
+
+
+def reduced_logits(qa: QAModel, inputs_embeds: torch.Tensor, visual_mask: torch.Tensor,
+                   schedule: Schedule) -> torch.Tensor:
+    """Last-position logits ``(b, vocab)`` of ``qa`` on ``inputs_embeds`` with ``schedule`` applied."""
+    if _is_noop(schedule):
+        return qa.last_logits(inputs_embeds)
+    from ..runtime import reduce
+
+    with reduce(qa.module, schedule, visual_mask=visual_mask, use_kernels=kernels_flag()):
+        return qa.last_logits(inputs_embeds)
+
+
+def bootstrap_ci(values: torch.Tensor, resamples: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values (N,)`` over ``resamples (B, N)`` indices."""
+    means = values.double()[resamples].mean(dim=1)
+    a = (1.0 - level) / 2
+    lo, hi = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64)).tolist()
+    return float(lo), float(hi)
+
+
+def _schedule_key(s: Schedule) -> str:
+    return json.dumps({"keep": list(s.keep), "min_tokens": s.min_tokens, "scorer": s.scorer.to_dict(),
+                       "prefilter": s.prefilter}, sort_keys=True)
+
+
+class _Evaluator:
+    metric = ""
+
+    def __init__(self, qa: QAModel, data: PreparedSet, *, batch_size: int = 64, seed: int = 0,
+                 n_boot: int = 1000, forward: ForwardFn | None = None, device=None):
+        from .. import model_signature
+
+        if len(data) == 0:
+            raise ValueError("empty evaluation set")
+        self.qa = qa
+        self.device = device if device is not None else next(qa.module.parameters()).device
+        self.data = data.to(self.device)
+        self.signature = model_signature(qa.module)
+        self.num_visual = data.num_visual
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.forward = forward or reduced_logits
+        g = torch.Generator().manual_seed(self.seed)
+        self.resamples = torch.randint(len(data), (int(n_boot), len(data)), generator=g)
+        self.identity = Schedule.identity(self.signature.num_layers)
+        self._outcomes: dict[str, dict[str, torch.Tensor]] = {}
+        self._results: dict[str, TaskResult] = {}
+        self._seconds: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ running
+    def answer_logits(self, schedule: Schedule) -> list[torch.Tensor]:
+        """Per group, ``(n, C)`` choice logits (−inf where unused) or ``(n, vocab)`` without choices."""
+        schedule.check_model(self.signature)
+        out = []
+        with torch.inference_mode():
+            for g in self.data.groups:
+                parts = []
+                for s in range(0, len(g), self.batch_size):
+                    x = g.inputs_embeds[s: s + self.batch_size]
+                    vm = g.visual_mask[None].expand(x.shape[0], -1)
+                    logits = self.forward(self.qa, x, vm, schedule).float()
+                    if g.has_choices:
+                        ch, cm = g.choice_ids[s: s + self.batch_size], g.choice_mask[s: s + self.batch_size]
+                        logits = torch.gather(logits, 1, ch).masked_fill(~cm, float("-inf"))
+                    parts.append(logits.cpu())
+                out.append(torch.cat(parts))
+        return out
+
+    def mean_keep(self, schedule: Schedule) -> float:
+        """Realised mean keep (token counts after rounding and ``min_tokens``), sample-weighted."""
+        tot = 0.0
+        for g in self.data.groups:
+            counts = schedule.tokens_per_layer(g.num_visual)
+            tot += len(g) * sum(counts) / (len(counts) * g.num_visual)
+        return tot / len(self.data)
+
+    def outcomes(self, schedule: Schedule) -> dict[str, torch.Tensor]:
+        """Per-sample outcomes ``(N,)`` (in set order) of ``schedule``; cached."""
+        key = _schedule_key(schedule)
+        if key not in self._outcomes:
+            t0 = time.perf_counter()
+            self._outcomes[key] = self._compute(schedule)
+            self._seconds[key] = time.perf_counter() - t0
+        return self._outcomes[key]
+
+    def seconds(self, schedule: Schedule) -> float:
+        """Wall seconds the forward passes of ``schedule`` took (0 if not evaluated yet)."""
+        return self._seconds.get(_schedule_key(schedule), 0.0)
+
+    def clear_cache(self) -> None:
+        """Forget cached outcomes and results (e.g. to time a schedule again)."""
+        self._outcomes.clear()
+        self._results.clear()
+        self._seconds.clear()
+
+    def _scatter(self, per_group: list[torch.Tensor]) -> torch.Tensor:
+        out = torch.empty((len(self.data),) + tuple(per_group[0].shape[1:]), dtype=per_group[0].dtype)
+        for g, v in zip(self.data.groups, per_group):
+            out[g.index.cpu()] = v
+        return out
+
+    # ---------------------------------------------------------------- results
+    def _per_family(self, v: torch.Tensor) -> dict[str, float]:
+        fams = sorted(set(self.data.families))
+        out = {}
+        for f in fams:
+            m = torch.tensor([x == f for x in self.data.families])
+            out[f] = float(v[m].double().mean())
+        return out
+
+    def _result(self, schedule: Schedule, values: torch.Tensor, extra: dict) -> TaskResult:
+        lo, hi = bootstrap_ci(values, self.resamples)
+        extra = dict(extra)
+        extra["mean_keep"] = self.mean_keep(schedule)
+        extra["seconds"] = float(self._seconds.get(_schedule_key(schedule), 0.0))
+        return TaskResult(metric=self.metric, score=float(values.double().mean()), ci_low=lo, ci_high=hi,
+                          n=len(self.data), per_family=self._per_family(values), extra=extra)
+
+    def paired_delta(self, a: Schedule, b: Schedule) -> tuple[float, float, float]:
+        """Mean score of ``a`` minus ``b`` on the same samples, with its paired bootstrap 95% interval."""
+        va, vb = self.outcomes(a)["score"], self.outcomes(b)["score"]
+        d = va.double() - vb.double()
+        lo, hi = bootstrap_ci(d, self.resamples)
+        return float(d.mean()), lo, hi
+
+    @property
+    def baseline(self) -> TaskResult:
+        """The identity schedule's result (cached)."""
+        return self.evaluate(self.identity)
+
+    def evaluate(self, schedule: Schedule) -> TaskResult:
+        key = _schedule_key(schedule)
+        if key not in self._results:
+            self._results[key] = self._evaluate(schedule)
+        return self._results[key]
+
+    def _compute(self, schedule):
+        raise NotImplementedError
+
+    def _evaluate(self, schedule):
+        raise NotImplementedError
+
+
+class AccuracyEvaluator(_Evaluator):
+    """Labelled multiple-choice accuracy. ``extra``: ``baseline`` (identity accuracy), ``delta``
+    and its paired interval ``delta_ci_low/high``, ``mean_keep``, ``seconds``."""
+
+    metric = "accuracy"
+
+    def __init__(self, qa: QAModel, data: PreparedSet, **kw):
+        if not data.labelled:
+            missing = [data.ids[i] for i in (data.answers < 0).nonzero().flatten().tolist()[:5]]
+            raise ValueError(f"accuracy needs an answer for every record; none for {missing} …")
+        if not all(g.has_choices for g in data.groups):
+            raise ValueError("accuracy needs choices for every record")
+        super().__init__(qa, data, **kw)
+
+    def _compute(self, schedule):
+        logits = self._scatter(self.answer_logits(schedule))
+        pred = logits.argmax(dim=1)
+        return {"score": (pred == self.data.answers.cpu()).float(), "pred": pred}
+
+    def predictions(self, schedule: Schedule) -> torch.Tensor:
+        return self.outcomes(schedule)["pred"]
+
+    def _evaluate(self, schedule):
+        v = self.outcomes(schedule)["score"]
+        extra = {}
+        if not _is_noop(schedule):
+            base = self.evaluate(self.identity).score
+            d, lo, hi = self.paired_delta(schedule, self.identity)
+            extra = {"baseline": base, "delta": d, "delta_ci_low": lo, "delta_ci_high": hi}
+        else:
+            extra = {"baseline": float(v.double().mean()), "delta": 0.0, "delta_ci_low": 0.0, "delta_ci_high": 0.0}
+        return self._result(schedule, v, extra)
+
+
+class FidelityEvaluator(_Evaluator):
+    """Agreement with the unreduced model, no labels needed: ``score`` = top-1 agreement,
+    ``extra["kl"]`` = mean ``KL(p_unreduced ‖ p_reduced)`` (nats) with ``kl_ci_low/high``."""
+
+    metric = "fidelity"
+
+    def __init__(self, qa: QAModel, data: PreparedSet, **kw):
+        super().__init__(qa, data, **kw)
+        self._base_logits: list[torch.Tensor] | None = None
+
+    def base_logits(self) -> list[torch.Tensor]:
+        if self._base_logits is None:
+            self._base_logits = self.answer_logits(self.identity)
+        return self._base_logits
+
+    def _compute(self, schedule):
+        base = self.base_logits()
+        red = base if _is_noop(schedule) else self.answer_logits(schedule)
+        agree, kl = [], []
+        for p_logit, q_logit in zip(base, red):
+            lp = F.log_softmax(p_logit.double(), dim=1)
+            lq = F.log_softmax(q_logit.double(), dim=1)
+            p = lp.exp()
+            terms = torch.where(p > 0, p * (lp - lq), torch.zeros_like(p))
+            kl.append(terms.sum(dim=1).clamp_min(0.0))
+            agree.append((p_logit.argmax(dim=1) == q_logit.argmax(dim=1)).float())
+        return {"score": self._scatter(agree), "kl": self._scatter(kl)}
+
+    def _evaluate(self, schedule):
+        o = self.outcomes(schedule)
+        lo, hi = bootstrap_ci(o["kl"], self.resamples)
+        return self._result(schedule, o["score"], {"kl": float(o["kl"].mean()), "kl_ci_low": lo, "kl_ci_high": hi})
