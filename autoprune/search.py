@@ -135,7 +135,7 @@ OVER_BUDGET = ("project", "reject")
 REFERENCES = ("none", "uniform", "fastv", "pyramid", "high_to_low")
 # About 3 minutes on the 2-core CPU at ~2-5 s per accuracy evaluation of the demo model
 # (references included). To be tuned once the demo evaluator exists.
-DEFAULT_TRIALS = 40
+DEFAULT_TRIALS = 150
 STUDY_ATTR = "autoprune"
 DEFAULT_FACTORY = "autoprune.search:build_default_study_inputs"
 
@@ -184,47 +184,37 @@ def build_default_study_inputs(*, model: str, task: str | None, gpu: str, measur
 
     - ``model="synthetic"``: :mod:`autoprune.synthetic` (no weights, no GPU): dry runs,
       tests, benchmarks.
-    - ``model="demo"`` (and real checkpoints): wired to the subsystems other engineers
-      are building. Expected signatures (to be confirmed by the lead when they land)::
-
-          spec = autoprune.gpus.resolve(gpu)                    # UnknownGPUError
-          evaluator = autoprune.tasks.build_evaluator(model=model, task=task, **options)
-          #   an Evaluator that also exposes .shape (ModelShape) and .layout (TokenLayout)
-          predictor = autoprune.latency.LatencyModel(evaluator.shape, evaluator.layout, spec)
-          # with measure: a measuring LatencySource of the present GPU (name TBD)
-          latency = autoprune.latency.MeasuredLatency(evaluator, spec)
+    - ``model="demo"``: the shipped demo model and its test videos
+      (:func:`autoprune.tasks.build_evaluator`); latency predicted by
+      :class:`~autoprune.latency.LatencyModel` for the demo's layer pattern at NemotronH-8B
+      widths on ``gpu`` (see :mod:`autoprune.tasks.build`), or with ``measure`` timed on the
+      present device (:class:`~autoprune.latency.MeasuredLatency`), the latency model of that
+      device projecting candidates onto the budget.
+    - another model: give a factory of your own (``--inputs module:function``).
     """
     if model == "synthetic":
         from .synthetic import build_inputs
 
         return build_inputs(gpu=gpu, task=task, measure=measure, options=options)
-    try:
-        gpus = importlib.import_module("autoprune.gpus")
-    except ModuleNotFoundError as e:
-        raise ConfigError(
-            f"model {model!r} needs autoprune.gpus, autoprune.latency and autoprune.tasks/autoprune.demo, "
-            f"which are not in this build yet ({e.name} is missing); use --model synthetic for a dry run"
-        ) from None
-    spec = gpus.resolve(gpu)  # raises UnknownGPUError before anything else happens
-    try:
-        latency_mod = importlib.import_module("autoprune.latency")
-        tasks = importlib.import_module("autoprune.tasks")
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"model {model!r}: {e.name} is not available in this build") from None
-    # TODO(lead): confirm these calls against the modules when they land (names are the brief's).
-    build_evaluator = getattr(tasks, "build_evaluator", None)
-    if build_evaluator is None:
-        raise ConfigError("autoprune.tasks has no build_evaluator(model=..., task=...) yet; wire it in "
-                          "autoprune.search.build_default_study_inputs")
-    evaluator = build_evaluator(model=model, task=task, **dict(options or {}))
-    # The latency model needs the model's cost shape and the token layout of the task's samples.
-    predictor = latency_mod.LatencyModel(evaluator.shape, evaluator.layout, spec)
-    latency = predictor
+    from . import gpus
+    from .latency import LatencyModel
+    from .tasks.build import build_evaluator, measured_latency
+
+    spec = gpus.detect() if gpu == "auto" else gpus.resolve(gpu)  # UnknownGPUError before anything expensive
+    opts = dict(options or {})
+    if measure and "device" not in opts:
+        import torch
+
+        opts["device"] = "cuda" if spec.id != "cpu" and torch.cuda.is_available() else "cpu"
+    evaluator = build_evaluator(model=model, task=task, **opts)
     if measure:
-        measured_cls = getattr(latency_mod, "MeasuredLatency", None)
-        if measured_cls is None:
-            raise ConfigError("--measure needs a measuring LatencySource in autoprune.latency; not in this build yet")
-        latency = measured_cls(evaluator, spec)
+        latency = measured_latency(evaluator, gpu=spec.id)
+        try:
+            predictor = LatencyModel(evaluator.shape, evaluator.layout, spec)
+        except ConfigError:  # no table or calibration for this device (the CPU): project with the measurement
+            predictor = latency
+    else:
+        predictor = latency = LatencyModel(evaluator.shape, evaluator.layout, spec)
     return StudyInputs(evaluator=evaluator, latency=latency, predictor=predictor, model=model,
                        task=task or evaluator.metric)
 

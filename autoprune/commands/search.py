@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--task", help="evaluation task (default: the model's; accuracy or fidelity)")
     p.add_argument("--space", help="search space: progressive (default), per_layer, fixed_scorer, or a .yaml path")
     p.add_argument("--sampler", choices=["tpe", "nsga2", "gp", "random"], help="Optuna sampler (default tpe)")
-    p.add_argument("--trials", type=int, help="total trials in the study, references included (default 40)")
+    p.add_argument("--trials", type=int, help="total trials in the study, references included (default 150)")
     p.add_argument("--seed", help="sampler seed (default 0; 'none' for unseeded)")
     p.add_argument("--storage", help="SQLAlchemy URL or journal:PATH (default sqlite:///<out>/<study>/study.db)")
     p.add_argument("--resume", action="store_true", help="continue an existing study")

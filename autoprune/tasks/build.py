@@ -1,0 +1,94 @@
+"""``build_evaluator``: (model, task, options) → an evaluator the search can use.
+
+The evaluator also carries what the latency side needs: ``shape`` (the
+:class:`~autoprune.shapes.ModelShape` whose cost is predicted) and ``layout`` (the
+:class:`~autoprune.shapes.TokenLayout` of the prefill being sped up).
+
+The demo model is tiny, so its own prefill says nothing about a served VLM. Its latency is
+therefore predicted for **its layer pattern at NemotronH-8B widths** (``demo@nemotron-h-8b``)
+and a long-video layout (32 prefix + 16,384 visual + 64 query tokens): the schedule's keep
+ratios, which transfer between the two, are what the search optimises. With ``--measure``
+the demo model itself is timed on the present device instead (``MeasuredLatency``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..shapes import NEMOTRON_H_8B, TokenLayout
+
+__all__ = ["build_evaluator", "DEMO_LATENCY_LAYOUT", "demo_latency_shape", "DEMO_OPTIONS"]
+
+DEMO_LATENCY_LAYOUT = TokenLayout(prefix=32, visual=16384, query=64)
+DEMO_OPTIONS = ("weights", "n", "frames", "split", "start", "batch_size", "seed", "n_boot", "latency_visual",
+                "measure_batch", "device")
+
+
+def demo_latency_shape(layer_kinds: str):
+    """The demo model's layer pattern at NemotronH-8B widths (the cost model of demo schedules)."""
+    return NEMOTRON_H_8B.with_layer_kinds(layer_kinds, name=f"demo@{NEMOTRON_H_8B.name}")
+
+
+def build_evaluator(*, model: str = "demo", task: str | None = None, **options: Any):
+    """An :class:`~autoprune.interfaces.Evaluator` with ``shape`` and ``layout`` attributes.
+
+    ``model="demo"``: the shipped demo model (or ``weights=DIR``). ``task``: ``None`` or
+    ``"accuracy"`` (labelled test videos), ``"fidelity"`` (agreement with the unreduced model,
+    no labels), or a path to a JSONL file of records in the demo vocabulary (accuracy when
+    every record has an answer, fidelity otherwise; format in :mod:`autoprune.tasks.records`).
+    Options: ``n`` (256 videos), ``frames`` (64), ``split`` (test), ``start``, ``batch_size``,
+    ``seed``, ``n_boot``, ``latency_visual`` (16,384), ``device``.
+    """
+    if model != "demo":
+        raise ConfigError(f"unknown model {model!r}: built in are 'demo' and 'synthetic'; for your own model use "
+                          "a study inputs factory (--inputs module:function, see README)")
+    unknown = sorted(set(options) - set(DEMO_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown demo option(s) {unknown}; known: {sorted(DEMO_OPTIONS)}")
+    import torch
+
+    from ..demo import video as V
+    from ..demo.model import load
+    from ..demo.task import DEFAULT_EVAL_SAMPLES, DemoQA
+    from .evaluate import AccuracyEvaluator, FidelityEvaluator
+    from .records import load_jsonl
+
+    device = options.get("device") or "cpu"
+    net = load(options.get("weights"), device=device)
+    qa = DemoQA(net)
+    kw = {"batch_size": int(options.get("batch_size", 64)), "seed": int(options.get("seed", 0)),
+          "n_boot": int(options.get("n_boot", 1000))}
+    with torch.inference_mode():
+        if task in (None, "accuracy", "fidelity"):
+            data = qa.prepare_videos(V.make_split(options.get("split", "test"), int(options.get("n", DEFAULT_EVAL_SAMPLES)),
+                                                  int(options.get("frames", V.DEFAULT_FRAMES)),
+                                                  int(options.get("start", 0))))
+            cls = FidelityEvaluator if task == "fidelity" else AccuracyEvaluator
+        else:
+            path = Path(task)
+            if path.suffix != ".jsonl":
+                raise ConfigError(f"task must be 'accuracy', 'fidelity' or a .jsonl file, got {task!r}")
+            data = qa.prepare(load_jsonl(path))
+            cls = AccuracyEvaluator if data.labelled else FidelityEvaluator
+    ev = cls(qa, data, **kw)
+    ev.shape = demo_latency_shape(net.config.layer_kinds)
+    visual = int(options.get("latency_visual", DEMO_LATENCY_LAYOUT.visual))
+    ev.layout = TokenLayout(prefix=DEMO_LATENCY_LAYOUT.prefix, visual=visual, query=DEMO_LATENCY_LAYOUT.query)
+    ev.model = net
+    ev.measure_batch = int(options.get("measure_batch", 8))
+    return ev
+
+
+def measured_latency(evaluator, gpu: str | None = None):
+    """``MeasuredLatency`` of the demo model itself on its device (``--measure``): a batch of
+    ``measure_batch`` evaluation samples, the backbone's prefill timed under each schedule."""
+    from ..latency import MeasuredLatency
+
+    g = max(evaluator.data.groups, key=len)
+    n = min(len(g), getattr(evaluator, "measure_batch", 8))
+    x = g.inputs_embeds[:n]
+    vm = g.visual_mask[None].expand(n, -1)
+    return MeasuredLatency(evaluator.model.backbone, x, vm, gpu=gpu, forward_kwargs={"use_cache": False})
+
