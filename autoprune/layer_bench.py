@@ -232,6 +232,25 @@ def build_block(shape: ModelShape, kind: str, device, dtype):
     return block, config
 
 
+def build_random_model(shape: ModelShape, device, dtype, seed: int = 0):
+    """Whole ``NemotronHForCausalLM`` of ``shape`` with random weights, built directly on
+    ``device`` (SDPA attention, SSM parameters spread like a trained model's)."""
+    import torch
+    from transformers import NemotronHForCausalLM
+
+    config = shape.to_nemotron_h_config(use_cache=False)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    prev = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype)
+        with torch.device(device):
+            model = NemotronHForCausalLM(config)
+    finally:
+        torch.set_default_dtype(prev)
+    return spread_ssm_parameters_(model.to(device=device, dtype=dtype).eval())
+
+
 def spread_ssm_parameters_(module):
     """Random-weight models: transformers' default init gives every Mamba head the same dt
     bias and A; spread them as trained weights are, so per-head costs and scores are real."""

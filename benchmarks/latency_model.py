@@ -98,25 +98,11 @@ def random_schedules(num_layers: int, count: int, seed: int = 0, mean_keep=(0.15
 
 # ------------------------------------------------------------------- model
 def build_model(shape, device, dtype, seed: int = 0):
-    """Whole ``NemotronHForCausalLM`` of ``shape`` with random weights, built directly on ``device``."""
-    from transformers import NemotronHForCausalLM
+    from autoprune.layer_bench import build_random_model
 
-    config = shape.to_nemotron_h_config(use_cache=False)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(seed)
-    prev = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(dtype)
-        with torch.device(device):
-            model = NemotronHForCausalLM(config)
-    finally:
-        torch.set_default_dtype(prev)
-    from autoprune.layer_bench import spread_ssm_parameters_
-
-    return spread_ssm_parameters_(model.to(device=device, dtype=dtype).eval())
+    return build_random_model(shape, device, dtype, seed)
 
 
-# ------------------------------------------------------------------- stats
 def _q(values, q):
     s = sorted(values)
     if not s:

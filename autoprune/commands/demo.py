@@ -70,7 +70,9 @@ def demo_command(args) -> int:
     meta = getattr(model, "metadata", {}) or {}
     print(f"demo model: {model.config.layer_kinds} hidden {model.config.hidden_size}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
-          + (f", trained {meta.get('steps')} steps on {meta.get('device_name')}" if meta.get("steps") else ""))
+          + (f", trained {meta['base'].get('steps')} steps + finetuned {meta.get('steps')} steps under random "
+             f"schedules on {meta.get('device_name')}" if isinstance(meta.get("base"), dict)
+             else f", trained {meta.get('steps')} steps on {meta.get('device_name')}" if meta.get("steps") else ""))
     for frames, n in runs:
         with torch.inference_mode():
             data = qa.prepare_videos(V.make_split("test", n, frames))

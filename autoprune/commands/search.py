@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--study", help="study name (default: <model>-<gpu>-<budget>, e.g. demo-a100-4x)")
     p.add_argument("--spec", help="a study spec: a name from studies/ (e.g. demo-a100-4x) or a .yaml path")
     p.add_argument("--model", help="model to reduce (default demo; 'synthetic' = a dry run without weights)")
+    p.add_argument("--inputs", metavar="MODULE:FUNCTION",
+                   help="your own study inputs factory (evaluator + latency) for a model that is not built in; "
+                        "see autoprune.search.build_default_study_inputs")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="option for the model factory")
     p.add_argument("--task", help="evaluation task (default: the model's; accuracy or fidelity)")
     p.add_argument("--space", help="search space: progressive (default), per_layer, fixed_scorer, or a .yaml path")
@@ -69,6 +72,7 @@ def search_command(args) -> int:
         model_options=_model_options(args.model_option),
         objectives=("score", "latency", "energy") if args.energy else None,
         references=() if args.no_references else None,
+        inputs_factory=args.inputs,
     )
     common = dict(out=args.out, resume=args.resume, show_progress=not args.no_progress)
     if args.spec:
