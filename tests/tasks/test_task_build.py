@@ -53,3 +53,14 @@ def test_bad_arguments_name_what_is_wrong(kw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]").replace(".", r"\.")):
         build_evaluator(**kw)
+
+
+def test_measuring_on_the_cpu_times_the_demo_itself_and_says_it_is_a_fallback(ev):
+    from autoprune.tasks.build import measured_latency
+
+    ml = measured_latency(ev, gpu="cpu")
+    ml.timer_kw = {"min_reps": 2, "max_reps": 2, "rep_ms": 0.0, "warmup_ms": 0.0, "estimate_calls": 1}
+    est = ml.estimate(Schedule(keep=(1.0, 1.0) + (0.1,) * 10, min_tokens=4, scorer=ScorerConfig(w_mamba=0.0),
+                               model=ev.signature))
+    assert est.source == "cpu-measured" and est.gpu == "cpu" and est.energy_j is None
+    assert est.latency_ms > 0 and est.baseline_ms > 0
