@@ -382,13 +382,22 @@ def schedule_sweep(evaluator, mean_keeps: Sequence[float] = (0.5, 0.25, 0.125), 
 
 
 # ------------------------------------------------------------------------ rendering
-def _plt():
-    import matplotlib
+def _figure(width_in: float, height_in: float, ncols: int = 1):
+    """A pyplot-free figure (no global backend switch) and its axes."""
+    from .report.style import new_figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    fig = new_figure(width_in, height_in)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
 
-    return plt
+
+def _save(fig, path) -> Path:
+    """Lay out and write the PNG atomically (a crash never leaves half a figure)."""
+    from ._atomic import write_bytes
+    from .report.style import png_bytes
+
+    fig.tight_layout()
+    return write_bytes(path, png_bytes(fig))
 
 
 def _layer_labels(layers, kinds):
@@ -396,8 +405,7 @@ def _layer_labels(layers, kinds):
 
 
 def render_sparsity(res: SparsityResult, path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _figure(6, 3.5)
     x = range(len(res.layers))
     for j, lv in enumerate(res.levels):
         ax.plot(x, [row[j] for row in res.share], marker="o", label=f"{int(lv * 100)}% of importance")
@@ -407,15 +415,11 @@ def render_sparsity(res: SparsityResult, path) -> Path:
     ax.set_ylabel("share of visual tokens")
     ax.set_title("Layerwise sparsity (dotted: flat importance)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def render_stability(res: StabilityResult, path) -> Path:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = _figure(10, 4.2, ncols=2)
     labels = _layer_labels(res.layers, res.kinds)
     for ax, mat, title in ((axes[0], res.jaccard, f"top-{int(res.top_frac * 100)}% Jaccard"),
                            (axes[1], res.spearman, "Spearman")):
@@ -424,15 +428,11 @@ def render_stability(res: StabilityResult, path) -> Path:
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"Cross-layer importance: {title}")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def render_evidence_kinds(res: EvidenceKindsResult, path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    fig, ax = _figure(6.5, 3.5)
     x = list(range(len(res.layers)))
     if res.target_mass:
         ax.bar([i - 0.2 for i in x], res.target_mass, width=0.4, label="decay-free Mamba / attention")
@@ -443,15 +443,11 @@ def render_evidence_kinds(res: EvidenceKindsResult, path) -> Path:
     ax.set_xticks(x, _layer_labels(res.layers, res.kinds))
     ax.set_title("Does the evidence find the answer's tokens?")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def render_sweep(res: ScheduleSweep, path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _figure(7, 4.2)
     series: dict[tuple, list] = {}
     for p in res.points:
         if p.score is not None:
@@ -467,10 +463,7 @@ def render_sweep(res: ScheduleSweep, path) -> Path:
     ax.set_ylabel(res.metric)
     ax.set_title("Equal mean keep: schedule shape × selector")
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------ one call

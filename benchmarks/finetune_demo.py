@@ -41,13 +41,11 @@ def main() -> int:
 
     mamba_ssm_shim.install()
     from autoprune.demo.model import save
-    from autoprune.demo.train import DEFAULT_CURRICULUM, TrainConfig, measure, train
+    from autoprune.demo.train import finetune_config, measure, train
 
     t0 = time.perf_counter()
-    last_stage = ((0.0,) + tuple(DEFAULT_CURRICULUM[-1][1:]),)
-    kw = {"fixed": {"reduce_mean_keep": 0.25}, "random": {"reduce_random": args.reduce_prob}, "control": {}}[args.mode]
-    cfg = TrainConfig(seed=args.seed, time_budget_s=args.budget, lr=args.lr, warmup_steps=20, min_lr_ratio=0.1,
-                      curriculum=last_stage, eval_every=0, init_from=args.init_from, **kw)
+    cfg = finetune_config(args.init_from, args.mode, budget_s=args.budget, lr=args.lr, seed=args.seed,
+                          reduce_prob=args.reduce_prob)
     model, report = train(cfg, log=lambda m: print(f"[{args.mode} {time.perf_counter() - t0:6.1f}s] {m}", flush=True))
     report["finetune_mode"] = args.mode
     report["measure"] = measure(model, test_samples=args.test_samples, long_frames=128, long_samples=512,

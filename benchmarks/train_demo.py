@@ -85,8 +85,14 @@ def main() -> int:
     if not torch.cuda.is_available():
         log("WARNING: no CUDA device; this script is meant for one GPU")
 
-    from autoprune.demo.train import TrainConfig, measure, train, write_report
     from autoprune.demo.model import save
+    from autoprune.demo.train import (
+        TrainConfig,
+        finetune_config,
+        measure,
+        train,
+        write_report,
+    )
 
     kw = {"seed": args.seed, "time_budget_s": args.budget}
     if args.tokens_per_step:
@@ -120,12 +126,10 @@ def main() -> int:
 
     # 2. light finetuning under reduction vs. the same training without reduction
     if args.ft_budget > 0:
-        last_stage = ((0.0,) + tuple(cfg.curriculum[-1][1:]),)
         ft = {}
-        for name, keep in (("ft4x", 0.25), ("control", None)):
-            fcfg = TrainConfig(seed=args.seed + 1, time_budget_s=args.ft_budget, lr=args.ft_lr, warmup_steps=20,
-                               min_lr_ratio=0.1, curriculum=last_stage, eval_every=0, init_from=str(base_dir),
-                               reduce_mean_keep=keep, tokens_per_step=cfg.tokens_per_step)
+        for name, mode in (("ft4x", "fixed"), ("control", "control")):
+            fcfg = finetune_config(str(base_dir), mode, budget_s=args.ft_budget, lr=args.ft_lr, seed=args.seed + 1,
+                                   tokens_per_step=cfg.tokens_per_step)
             fmodel, frep = train(fcfg, log=log)
             frep["measure"] = measure(fmodel, test_samples=args.test_samples, long_frames=None, log=log)
             if name == "ft4x":

@@ -104,3 +104,10 @@ def prepare_out(out: torch.Tensor | None, batch: int, n_visual: int, device: tor
             f"got {out.dtype} {tuple(out.shape)} on {out.device}"
         )
     return out
+
+
+def combine_splits(partial: torch.Tensor, out: torch.Tensor, agg_max: bool) -> torch.Tensor:
+    """Fold per-split partial results ``(splits, …)`` into ``out`` (max or sum over splits)."""
+    if agg_max:
+        return torch.amax(partial, dim=0, out=out)
+    return torch.sum(partial, dim=0, out=out)

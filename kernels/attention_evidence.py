@@ -43,6 +43,7 @@ from ._common import (
     NEG_BIG,
     check_head_agg,
     check_index,
+    combine_splits,
     largest_divisor_at_most,
     num_programs_target,
     pow2_at_least,
@@ -348,10 +349,7 @@ def _attention_evidence(
         num_warps=num_warps_col or 8, num_stages=num_stages_col or (3 if is16 else 1),
     )
     if head_splits > 1:
-        if agg_max:
-            torch.amax(dst, dim=0, out=out)
-        else:
-            torch.sum(dst, dim=0, out=out)
+        combine_splits(dst, out, agg_max)
     return out
 
 

@@ -53,6 +53,7 @@ from ._common import (
     KERNEL_DTYPES,
     check_head_agg,
     check_index,
+    combine_splits,
     largest_divisor_at_most,
     num_programs_target,
     pow2_at_least,
@@ -374,10 +375,7 @@ def _mamba2_evidence(
         num_warps=num_warps or 8, num_stages=num_stages or 2,
     )
     if group_splits > 1:
-        if agg_max:
-            torch.amax(dst, dim=0, out=out)
-        else:
-            torch.sum(dst, dim=0, out=out)
+        combine_splits(dst, out, agg_max)
     return out
 
 

@@ -38,7 +38,7 @@ from ..errors import ConfigError
 from . import video as V
 from .model import DemoConfig, DemoVideoVLM
 
-__all__ = ["TrainConfig", "train", "evaluate_accuracy", "schedule_at"]
+__all__ = ["TrainConfig", "train", "evaluate_accuracy", "schedule_at", "finetune_config", "random_schedule"]
 
 # (progress from, video lengths, distractor tracks, family weights needle/count/order/where):
 # short, sparse videos and the needle family first — the model learns to find the cell that
@@ -114,6 +114,22 @@ class TrainConfig:
         return d
 
 
+FINETUNE_MODES = ("fixed", "random", "control")
+
+
+def finetune_config(init_from: str, mode: str, *, budget_s: float, lr: float = 3e-4, seed: int = 1,
+                    reduce_prob: float = 0.75, **kw) -> TrainConfig:
+    """Light finetuning from ``init_from`` on the last curriculum stage: ``fixed`` under the
+    low-to-high schedule at mean keep 0.25, ``random`` under random schedules for ``reduce_prob``
+    of the steps, ``control`` without reduction (same data, learning rate and time)."""
+    if mode not in FINETUNE_MODES:
+        raise ConfigError(f"finetune mode must be one of {FINETUNE_MODES}, got {mode!r}")
+    red = {"fixed": {"reduce_mean_keep": 0.25}, "random": {"reduce_random": reduce_prob}, "control": {}}[mode]
+    last_stage = ((0.0,) + tuple(DEFAULT_CURRICULUM[-1][1:]),)
+    return TrainConfig(seed=seed, time_budget_s=budget_s, lr=lr, warmup_steps=20, min_lr_ratio=0.1,
+                       curriculum=last_stage, eval_every=0, init_from=init_from, **red, **kw)
+
+
 def _lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -131,7 +147,7 @@ def _stage(cfg: TrainConfig, progress: float) -> tuple[tuple[int, ...], int, np.
     return tuple(cur[1]), int(cur[2]), w / w.sum()
 
 
-def schedule_at(mean_keep: float, num_layers: int, num_visual: int, layer_kinds: str):
+def schedule_at(mean_keep: float, num_layers: int, num_visual: int):
     """The low-to-high (geometric) schedule used for training under reduction."""
     from ..analysis import schedule_family
 
@@ -316,8 +332,7 @@ def train(cfg: TrainConfig, *, out_dir: str | None = None, device: str | None = 
         if cfg.reduce_mean_keep is None:
             return None
         if frames not in schedules:
-            schedules[frames] = schedule_at(cfg.reduce_mean_keep, L, frames * V.TOKENS_PER_FRAME,
-                                            model.config.layer_kinds)
+            schedules[frames] = schedule_at(cfg.reduce_mean_keep, L, frames * V.TOKENS_PER_FRAME)
         return schedules[frames]
 
     history, evals = [], []
@@ -409,6 +424,13 @@ def write_report(path, report: dict) -> Path:
 
 
 # --------------------------------------------------------------------- final report
+def _row(r) -> dict:
+    """A reduced-schedule result as stored in the training report."""
+    return {"accuracy": r.score, "ci": [r.ci_low, r.ci_high], "delta": r.extra["delta"],
+            "delta_ci": [r.extra["delta_ci_low"], r.extra["delta_ci_high"]], "mean_keep": r.extra["mean_keep"],
+            "per_family": dict(r.per_family)}
+
+
 def measure(model: DemoVideoVLM, *, test_samples: int = 1024, long_frames: int | None = 128,
             long_samples: int = 512, mean_keep: float = 0.25, batch_size: int = 256, log=print) -> dict:
     """Unreduced test accuracy (per family), longer-video accuracy, and accuracy at ``mean_keep``
@@ -436,18 +458,13 @@ def measure(model: DemoVideoVLM, *, test_samples: int = 1024, long_frames: int |
         keep = [1.0, 1.0] + [0.2] * 4 + [0.05] * (L - 6)
         s = Schedule(keep=tuple(keep), min_tokens=4, scorer=ScorerConfig(w_mamba=0.0))
         r = ev.evaluate(s)
-        rows["two_stage/attention"] = {"accuracy": r.score, "ci": [r.ci_low, r.ci_high], "delta": r.extra["delta"],
-                                       "delta_ci": [r.extra["delta_ci_low"], r.extra["delta_ci_high"]],
-                                       "mean_keep": r.extra["mean_keep"], "per_family": dict(r.per_family),
-                                       "keep": keep}
+        rows["two_stage/attention"] = {**_row(r), "keep": keep}
         log(f"  keep {r.extra['mean_keep']:.3f} two_stage/attention      {r.score:.3f}  (Δ {r.extra['delta']:+.3f})")
     for shape in ("high_to_low", "low_to_high"):
         for sel in ("language", "uniform_stride", "random"):
             s = schedule_family(shape, mean_keep, num_layers=L, num_visual=Vn, scorer=ScorerConfig(selector=sel))
             r = ev.evaluate(s)
-            rows[f"{shape}/{sel}"] = {"accuracy": r.score, "ci": [r.ci_low, r.ci_high], "delta": r.extra["delta"],
-                                      "delta_ci": [r.extra["delta_ci_low"], r.extra["delta_ci_high"]],
-                                      "mean_keep": r.extra["mean_keep"], "per_family": dict(r.per_family)}
+            rows[f"{shape}/{sel}"] = _row(r)
             log(f"  keep {mean_keep} {shape:<12} {sel:<15} {r.score:.3f}  (Δ {r.extra['delta']:+.3f})")
     out["at_mean_keep"] = {"mean_keep": mean_keep, "schedules": rows}
     rnd = rows["high_to_low/random"]

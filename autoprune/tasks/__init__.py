@@ -1,6 +1,6 @@
 """Evaluation tasks: labelled multiple-choice accuracy and fidelity to the unreduced model.
 
-See ``README.md`` in this folder for the JSONL format and how the pieces fit together.
+The JSONL format is documented in :mod:`autoprune.tasks.records`; :func:`build_evaluator` is the search's entry point.
 """
 
 from .build import build_evaluator

@@ -13,10 +13,12 @@ the demo model itself is timed on the present device instead (``MeasuredLatency`
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..latency import MeasuredLatency
 from ..shapes import NEMOTRON_H_8B, TokenLayout
 
 __all__ = ["build_evaluator", "DEMO_LATENCY_LAYOUT", "demo_latency_shape", "DEMO_OPTIONS"]
@@ -81,6 +83,14 @@ def build_evaluator(*, model: str = "demo", task: str | None = None, **options: 
     return ev
 
 
+class ProxyLatency(MeasuredLatency):
+    """Times schedules of the demo model on its latency shape: same layer kinds, other widths,
+    so the schedule's model fingerprint (the demo's) is dropped before applying it."""
+
+    def measure(self, schedule):
+        return super().measure(dataclasses.replace(schedule, model=None))
+
+
 def measured_latency(evaluator, gpu: str | None = None):
     """``MeasuredLatency`` for ``--measure``, labelled with where it ran.
 
@@ -92,8 +102,6 @@ def measured_latency(evaluator, gpu: str | None = None):
     ``measure_batch`` evaluation samples, wall clock (``cpu-measured``, a fallback).
     """
     import torch
-
-    from ..latency import MeasuredLatency
 
     if evaluator.device.type == "cuda":
         from ..layer_bench import build_random_model
@@ -109,28 +117,10 @@ def measured_latency(evaluator, gpu: str | None = None):
             monitor = GpuMonitor(energy=True)
         except Exception:  # noqa: BLE001 — no NVML: latency only, and the estimate says so (no energy)
             monitor = None
-        return _ProxyLatency(proxy, x, vm, gpu=gpu, monitor=monitor)
+        return ProxyLatency(proxy, x, vm, gpu=gpu, monitor=monitor)
     g = max(evaluator.data.groups, key=len)
     n = min(len(g), getattr(evaluator, "measure_batch", 8))
     x = g.inputs_embeds[:n]
     vm = g.visual_mask[None].expand(n, -1)
     return MeasuredLatency(evaluator.model.backbone, x, vm, gpu=gpu, forward_kwargs={"use_cache": False})
 
-
-def _proxy_latency_class():
-    from ..latency import MeasuredLatency
-
-    class ProxyLatency(MeasuredLatency):
-        """Times schedules of the demo model on its latency shape: same layer kinds, other
-        widths, so the schedule's model fingerprint (the demo's) is dropped before applying it."""
-
-        def measure(self, schedule):
-            import dataclasses
-
-            return super().measure(dataclasses.replace(schedule, model=None))
-
-    return ProxyLatency
-
-
-def _ProxyLatency(*args, **kw):  # noqa: N802 — a class, built lazily (torch-free import of this module)
-    return _proxy_latency_class()(*args, **kw)
