@@ -53,3 +53,19 @@ class BudgetError(AutopruneError, ValueError):
 
 class StorageError(AutopruneError, RuntimeError):
     """A study storage cannot be opened or does not answer."""
+
+
+def check_keys(obj, allowed: set[str], required: set[str], where: str, *, error: type[AutopruneError] = ConfigError,
+               container: str = "a mapping") -> None:
+    """Raise ``error`` naming ``where`` if ``obj`` is not a mapping, has a key outside ``allowed``
+    or lacks one of ``required`` (the one check behind every file format autoprune reads)."""
+    from collections.abc import Mapping
+
+    if not isinstance(obj, Mapping):
+        raise error(f"{where} must be {container}, got {type(obj).__name__}")
+    unknown = sorted(map(str, set(obj) - allowed))
+    if unknown:
+        raise error(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = sorted(required - set(obj))
+    if missing:
+        raise error(f"{where}: missing key(s) {missing}")

@@ -33,6 +33,7 @@ from .errors import (
     MonotonicityError,
     ScheduleFormatError,
     ScheduleValueError,
+    check_keys,
 )
 
 FORMAT = "autoprune.schedule/v1"
@@ -56,14 +57,7 @@ def _finite_number(value: Any, where: str) -> float:
 
 
 def _check_keys(obj: Mapping, allowed: set[str], required: set[str], where: str) -> None:
-    if not isinstance(obj, Mapping):
-        raise ScheduleFormatError(f"{where} must be a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise ScheduleFormatError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    missing = sorted(required - set(obj))
-    if missing:
-        raise ScheduleFormatError(f"{where}: missing key(s) {missing}")
+    check_keys(obj, allowed, required, where, error=ScheduleFormatError, container="a JSON object")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ScheduleError
+from .errors import ConfigError, ScheduleError, check_keys
 from .schedule import ModelSignature, Schedule, ScorerConfig
 
 __all__ = [
@@ -102,17 +102,6 @@ def read_yaml_mapping(path: Path, what: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} file must hold a mapping, got {type(data).__name__}")
     return data
-
-
-def check_keys(obj: Any, allowed: set[str], required: set[str], where: str) -> None:
-    if not isinstance(obj, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {obj!r}")
-    unknown = sorted(map(str, set(obj) - allowed))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    missing = sorted(required - set(obj))
-    if missing:
-        raise ConfigError(f"{where}: missing key(s) {missing}")
 
 
 # ------------------------------------------------------------------------ knobs
@@ -440,7 +429,11 @@ class SearchSpace:
 
 def suggest(trial, name: str, dist):
     """``trial.suggest_*`` for an Optuna distribution (public API only)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     if isinstance(dist, FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
