@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _atomic
-from .errors import ConfigError, UnknownGPUError
+from .errors import ConfigError, UnknownGPUError, check_keys
 
 __all__ = [
     "FORMAT",
@@ -177,16 +177,10 @@ class GpuSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], origin: str = "<dict>") -> GpuSpec:
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{origin}: a GPU spec must be a JSON object, got {type(d).__name__}")
-        if d.get("format") != FORMAT:
+        # the format first: a file of another version is named as such, not by its new keys
+        if isinstance(d, Mapping) and d.get("format") != FORMAT:
             raise ConfigError(f"{origin}: format is {d.get('format')!r}; this autoprune reads {FORMAT!r} only")
-        unknown = sorted(set(d) - _ALLOWED)
-        if unknown:
-            raise ConfigError(f"{origin}: unknown field(s) {unknown}; allowed: {sorted(_ALLOWED)}")
-        missing = sorted(_REQUIRED - set(d))
-        if missing:
-            raise ConfigError(f"{origin}: missing field(s) {missing}")
+        check_keys(d, _ALLOWED, _REQUIRED, f"{origin}: a GPU spec", container="a JSON object")
         kw = {k: v for k, v in d.items() if k != "format"}
         return cls(origin=origin, **kw)
 
