@@ -17,10 +17,16 @@ The model is changed only through removable hooks:
   cache, which holds only the kept tokens.
 
 Removing the handle removes every hook; the model's parameters are never touched.
+
+A prefix activation cache (:mod:`autoprune.tasks.prefix_cache`) can attach an *evidence
+store* to the decoder for one call (:func:`attach_evidence_store`): a reduced prefill then
+starts by replaying the stored evidence of the layers the cache skipped, and reports the
+evidence it computes on the unreduced sequence, so that the next schedule can skip them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
 
@@ -33,7 +39,28 @@ from .adapters import HybridAdapter, get_adapter
 from .errors import ReductionInputError
 from .schedule import Schedule
 
-__all__ = ["reduce", "ReductionHandle", "ReductionPlan", "plan_reduction"]
+__all__ = ["ReductionHandle", "ReductionPlan", "attach_evidence_store", "plan_reduction", "reduce"]
+
+# decoder module -> evidence store attached for the duration of one call (see the module docstring)
+_EVIDENCE_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def attach_evidence_store(model: nn.Module, store):
+    """Within the block, reduced prefills of ``model`` replay and report evidence through ``store``.
+
+    ``store.replay(evidence_layers, scorer) -> [(layer, kind, evidence (b, n_visual))]``: the
+    evidence of layers that will not run in this call (ascending); ``store.observe(layer, kind,
+    scorer, evidence)``: evidence computed on the unreduced sequence (before the first cut).
+    """
+    decoder = get_adapter(model).decoder
+    if decoder in _EVIDENCE_STORES:
+        raise ReductionInputError("an evidence store is already attached to this model")
+    _EVIDENCE_STORES[decoder] = store
+    try:
+        yield store
+    finally:
+        _EVIDENCE_STORES.pop(decoder, None)
 
 
 @dataclass(frozen=True)
@@ -108,6 +135,7 @@ class _Prefill:
         self.evidence: dict[int, dict] = {}
         self.pending_q: dict[int, torch.Tensor] = {}
         self.pending_rope: dict[int, tuple] = {}
+        self.store = None  # an attached evidence store (prefix activation cache), if any
 
     @property
     def reduced(self) -> bool:
@@ -330,7 +358,11 @@ class ReductionHandle:
                     token_valid = None
                 elif bool((~token_valid & self.visual_mask.to(am.device)).any()):
                     raise ReductionInputError("attention_mask masks out a visual token")
-            self._prefill = _Prefill(self, b, token_valid, x.device)
+            pf = self._prefill = _Prefill(self, b, token_valid, x.device)
+            pf.store = _EVIDENCE_STORES.get(self.adapter.decoder)
+            if pf.store is not None:
+                for j, kind, ev in pf.store.replay(self.plan.evidence_layers, self.schedule.scorer):
+                    self._update_state(pf, j, kind, ev.to(x.device))
             return None
         last = self.last
         if last is None or self._cache_ref is None or self._cache_ref() is not cache:
@@ -395,6 +427,11 @@ class ReductionHandle:
             _, _, v_idx = pf.indices()
             pf.evidence[layer] = {"kind": kind, "evidence": scoring.normalise(ev.float()).cpu(),
                                   "positions": torch.gather(pf.pos, 1, v_idx).cpu()}
+        if pf.store is not None and not pf.reduced:
+            pf.store.observe(layer, kind, self.schedule.scorer, ev)
+        self._update_state(pf, layer, kind, ev)
+
+    def _update_state(self, pf: _Prefill, layer: int, kind: str, ev: torch.Tensor):
         kind_w = self.plan.evidence_layers.get(layer)
         if kind_w is not None:
             sc = self.schedule.scorer

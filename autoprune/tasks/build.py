@@ -20,12 +20,13 @@ from typing import Any
 from ..errors import ConfigError
 from ..latency import MeasuredLatency
 from ..shapes import NEMOTRON_H_8B, TokenLayout
+from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 
 __all__ = ["build_evaluator", "DEMO_LATENCY_LAYOUT", "demo_latency_shape", "DEMO_OPTIONS"]
 
 DEMO_LATENCY_LAYOUT = TokenLayout(prefix=32, visual=16384, query=64)
 DEMO_OPTIONS = ("weights", "n", "frames", "split", "start", "batch_size", "seed", "n_boot", "latency_visual",
-                "measure_batch", "device")
+                "measure_batch", "device", "prefix_cache_mb")
 
 
 def demo_latency_shape(layer_kinds: str):
@@ -41,7 +42,9 @@ def build_evaluator(*, model: str = "demo", task: str | None = None, **options: 
     no labels), or a path to a JSONL file of records in the demo vocabulary (accuracy when
     every record has an answer, fidelity otherwise; format in :mod:`autoprune.tasks.records`).
     Options: ``n`` (256 videos), ``frames`` (64), ``split`` (test), ``start``, ``batch_size``,
-    ``seed``, ``n_boot``, ``latency_visual`` (16,384), ``device``.
+    ``seed``, ``n_boot``, ``latency_visual`` (16,384), ``device``, ``prefix_cache_mb``
+    (1024: the prefix activation cache's limit, :mod:`autoprune.tasks.prefix_cache`; 0 turns
+    it off — results are the same either way, only slower).
     """
     if model != "demo":
         raise ConfigError(f"unknown model {model!r}: built in are 'demo' and 'synthetic'; for your own model use "
@@ -62,6 +65,11 @@ def build_evaluator(*, model: str = "demo", task: str | None = None, **options: 
     qa = DemoQA(net)
     kw = {"batch_size": int(options.get("batch_size", 64)), "seed": int(options.get("seed", 0)),
           "n_boot": int(options.get("n_boot", 1000))}
+    cache_mb = float(options.get("prefix_cache_mb", DEFAULT_MAX_BYTES >> 20))
+    if cache_mb < 0:
+        raise ConfigError(f"prefix_cache_mb must be >= 0 (0 turns the cache off), got {cache_mb!r}")
+    if cache_mb > 0:
+        kw["prefix_cache"] = PrefixCache(net, max_bytes=int(cache_mb * 2**20))
     with torch.inference_mode():
         if task in (None, "accuracy", "fidelity"):
             data = qa.prepare_videos(V.make_split(options.get("split", "test"), int(options.get("n", DEFAULT_EVAL_SAMPLES)),

@@ -14,12 +14,16 @@ resamples (seeded once per evaluator) are the same for every schedule, so differ
 between schedules get their own paired interval (``extra["delta_ci_*"]``). The data is
 embedded once (:class:`~autoprune.tasks.prepared.PreparedSet`); per schedule only the
 backbone runs, through one function (``forward``, default :func:`reduced_logits`) that
-a faster implementation (e.g. a prefix activation cache) can replace. The identity
-schedule's result is cached as the baseline; other results are cached by schedule.
+a faster implementation can replace. With ``prefix_cache`` (a
+:class:`~autoprune.tasks.prefix_cache.PrefixCache`, or ``True`` for one of the default
+size) each batch's unreduced prefix is computed once and every schedule resumes at the
+first layer it must run — exact, see that module. The identity schedule's result is cached
+as the baseline; other results are cached by schedule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 
 from ..interfaces import TaskResult
 from ..schedule import Schedule
+from .prefix_cache import PrefixCache
 from .prepared import PreparedSet, QAModel
 
 __all__ = ["AccuracyEvaluator", "FidelityEvaluator", "reduced_logits", "bootstrap_ci", "kernels_flag",
@@ -80,7 +85,8 @@ class _Evaluator:
     metric = ""
 
     def __init__(self, qa: QAModel, data: PreparedSet, *, batch_size: int = 64, seed: int = 0,
-                 n_boot: int = 1000, forward: ForwardFn | None = None, device=None):
+                 n_boot: int = 1000, forward: ForwardFn | None = None, device=None,
+                 prefix_cache: PrefixCache | bool | None = None):
         from .. import model_signature
 
         if len(data) == 0:
@@ -93,6 +99,9 @@ class _Evaluator:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.forward = forward or reduced_logits
+        if prefix_cache is True:
+            prefix_cache = PrefixCache(qa.module)
+        self.prefix_cache: PrefixCache | None = prefix_cache or None
         g = torch.Generator().manual_seed(self.seed)
         self.resamples = torch.randint(len(data), (int(n_boot), len(data)), generator=g)
         self.identity = Schedule.identity(self.signature.num_layers)
@@ -106,12 +115,15 @@ class _Evaluator:
         schedule.check_model(self.signature)
         out = []
         with torch.inference_mode():
-            for g in self.data.groups:
+            for gi, g in enumerate(self.data.groups):
                 parts = []
                 for s in range(0, len(g), self.batch_size):
                     x = g.inputs_embeds[s: s + self.batch_size]
                     vm = g.visual_mask[None].expand(x.shape[0], -1)
-                    logits = self.forward(self.qa, x, vm, schedule).float()
+                    reuse = (contextlib.nullcontext() if self.prefix_cache is None
+                             else self.prefix_cache.resume((gi, s, x.shape[0]), schedule, g.num_visual))
+                    with reuse:
+                        logits = self.forward(self.qa, x, vm, schedule).float()
                     if g.has_choices:
                         ch, cm = g.choice_ids[s: s + self.batch_size], g.choice_mask[s: s + self.batch_size]
                         logits = torch.gather(logits, 1, ch).masked_fill(~cm, float("-inf"))
@@ -139,6 +151,15 @@ class _Evaluator:
     def seconds(self, schedule: Schedule) -> float:
         """Wall seconds the forward passes of ``schedule`` took (0 if not evaluated yet)."""
         return self._seconds.get(_schedule_key(schedule), 0.0)
+
+    def evaluation_seconds(self) -> float:
+        """Wall seconds of all forward passes so far (every schedule evaluated once)."""
+        return float(sum(self._seconds.values()))
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct schedules evaluated so far."""
+        return len(self._seconds)
 
     def clear_cache(self) -> None:
         """Forget cached outcomes and results (e.g. to time a schedule again)."""
