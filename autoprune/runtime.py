@@ -116,17 +116,12 @@ class _Prefill:
         self.h = handle
         L = handle.length
         self.pos = torch.arange(L, device=device)[None].expand(batch, -1).contiguous()
-        self.is_vis = handle.visual_mask.to(device)
-        self.is_query = handle.query_mask.to(device)
+        self.is_vis, self.is_query, self.q_valid = handle.device_masks(device)
         self.valid = None if token_valid is None else token_valid.to(device)
         self.state = scoring.ImportanceState(batch, handle.num_visual, momentum=handle.schedule.scorer.state_momentum,
                                              device=device)
         self.n_vis = handle.num_visual
-        q_counts = handle.query_mask.sum(dim=1)
-        self.n_query = int(q_counts.max())
-        self.q_valid = None
-        if not bool((q_counts == self.n_query).all()):
-            self.q_valid = (torch.arange(self.n_query)[None] < q_counts[:, None]).to(device)
+        self.n_query = handle.num_query
         self.version = 0
         self.active = True
         self._slices: dict = {}
@@ -244,6 +239,13 @@ class ReductionHandle:
         self.visual_mask, self.query_mask = self._check_masks(visual_mask, query_mask)
         self.batch, self.length = self.visual_mask.shape
         self.num_visual = int(self.visual_mask[0].sum())
+        q_counts = self.query_mask.sum(dim=1)
+        self.num_query = int(q_counts.max())
+        # rows with fewer query tokens than the longest one: which of their query slots are real
+        self._q_valid = None
+        if not bool((q_counts == self.num_query).all()):
+            self._q_valid = torch.arange(self.num_query)[None] < q_counts[:, None]
+        self._on_device: dict = {}
         self.plan = plan_reduction(schedule, self.adapter.layer_kinds, self.num_visual)
         self._prefill: _Prefill | None = None
         self.last: _Prefill | None = None
@@ -330,6 +332,23 @@ class ReductionHandle:
         self.remove()
         return False
 
+    def device_masks(self, device) -> tuple:
+        """``(visual_mask, query_mask, query_valid | None)`` on ``device``, copied once per handle.
+
+        Copies to a GPU go through pinned memory without blocking: a pageable copy would wait
+        for the stream to drain at every prefill, and the copy would also break CUDA-graph
+        capture of a prefill (warm up once, eagerly, before capturing).
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        got = self._on_device.get(device)
+        if got is None:
+            got = tuple(None if t is None else _to_device(t, device)
+                        for t in (self.visual_mask, self.query_mask, self._q_valid))
+            self._on_device[device] = got
+        return got
+
     @property
     def kept_positions(self) -> torch.Tensor | None:
         return None if self.last is None else self.last.pos
@@ -356,7 +375,7 @@ class ReductionHandle:
                 token_valid = am.bool()
                 if bool(token_valid.all()):
                     token_valid = None
-                elif bool((~token_valid & self.visual_mask.to(am.device)).any()):
+                elif bool((~token_valid & self.device_masks(am.device)[0]).any()):
                     raise ReductionInputError("attention_mask masks out a visual token")
             pf = self._prefill = _Prefill(self, b, token_valid, x.device)
             pf.store = _EVIDENCE_STORES.get(self.adapter.decoder)
@@ -501,6 +520,12 @@ class ReductionHandle:
                 self._record(pf, j, "mamba", ev)
             return None
         return hook
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None, use_kernels: bool | None = None):
