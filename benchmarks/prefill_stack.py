@@ -21,9 +21,8 @@ configurations — unreduced, uniform 25% and the staged low-to-high mean-25% sc
 - ``cuda-graph``: the whole prefill (and the reduced prefill, hooks active during capture)
   captured in one CUDA graph with static inputs (warm-up on a side stream), the replay
   timed; a capture failure is recorded with its message and traceback;
-- ``cuda-graph [staged masks]``: only if the plain capture of a reduced prefill fails: the
-  same with the handle's visual/query masks copied to the GPU before capture (a what-if
-  patch of ``_Prefill.__init__`` in this script, not in autoprune);
+  (capturable since the runtime keeps a handle's masks on the GPU after its first prefill:
+  the first H100 run of this script found the per-prefill host-to-device mask copy);
 - ``combined``: every feature above that ran all configurations, with a CUDA graph.
 
 Per variant and configuration: median ms (:func:`autoprune.profiling.time_fn`, CUDA events),
@@ -62,11 +61,10 @@ from autoprune import Schedule
 from autoprune.profiling import GpuMonitor, time_fn
 from autoprune.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops
 
-VARIANTS = ("eager", "triton-conv", "compiled-blocks", "compiled+triton-conv", "cuda-graph",
-            "cuda-graph [staged masks]", "combined")
+VARIANTS = ("eager", "triton-conv", "compiled-blocks", "compiled+triton-conv", "cuda-graph", "combined")
 FEATURES = {"eager": (), "triton-conv": ("tconv",), "compiled-blocks": ("compile",),
-            "compiled+triton-conv": ("compile", "tconv"), "cuda-graph": ("graph",),
-            "cuda-graph [staged masks]": ("graph", "staged")}
+            "compiled+triton-conv": ("compile", "tconv"), "cuda-graph": ("graph",)}
+NO_MASKS = {"full_attention": None, "linear_attention": None}  # causal SDPA, no padding
 TINY = ModelShape(name="tiny-cpu", family="nemotron_h", layer_kinds="M-*M-M*M-M*-", hidden_size=128,
                   num_attention_heads=4, num_kv_heads=2, head_dim=32, mamba_num_heads=8, mamba_head_dim=32,
                   n_groups=2, ssm_state_size=32, conv_kernel=4, mlp_intermediate_size=256, vocab_size=512,
@@ -199,45 +197,6 @@ def conv_check(model, mn, x, cuda: bool) -> dict:
 
 
 # ---------------------------------------------------------- stack: CUDA graph
-class _Staged:
-    """Stands in for a CPU mask inside ``_Prefill.__init__``: ``.to`` gives the staged GPU copy,
-    ``.sum`` counts on the CPU copy (no host sync)."""
-
-    def __init__(self, cpu, dev):
-        self.cpu, self.dev = cpu, dev
-
-    def to(self, *args, **kwargs):
-        return self.dev
-
-    def sum(self, *args, **kwargs):
-        return self.cpu.sum(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def staged_masks():
-    """What-if: ``_Prefill`` uses mask copies made on the GPU before capture (benchmark-only patch)."""
-    from autoprune import runtime
-
-    orig = runtime._Prefill.__init__
-
-    def init(self, handle, batch, token_valid, device):
-        st = handle.__dict__.get("_bench_staged")
-        if st is None:
-            return orig(self, handle, batch, token_valid, device)
-        vm, qm = handle.visual_mask, handle.query_mask
-        handle.visual_mask, handle.query_mask = _Staged(vm, st[0]), _Staged(qm, st[1])
-        try:
-            orig(self, handle, batch, token_valid, device)
-        finally:
-            handle.visual_mask, handle.query_mask = vm, qm
-
-    runtime._Prefill.__init__ = init
-    try:
-        yield
-    finally:
-        runtime._Prefill.__init__ = orig
-
-
 def capture(body, warmup: int = 2):
     """Warm ``body`` up on a side stream, capture it in a CUDA graph, replay once."""
     s = torch.cuda.Stream()
@@ -248,7 +207,9 @@ def capture(body, warmup: int = 2):
     torch.cuda.current_stream().wait_stream(s)
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+    # Capture on the warmed-up stream: cuBLAS(Lt) caches its workspace per stream, and a
+    # capture on a fresh stream may run GEMMs without one (slower algorithms).
+    with torch.cuda.graph(g, stream=s):
         out = body()
     g.replay()
     torch.cuda.synchronize()
@@ -285,7 +246,11 @@ def run_variant(name, feats, *, model, mn, x, vm, configs, counts, base_flops, s
     V = layout.visual
 
     def forward():
-        return model(inputs_embeds=x, logits_to_keep=1)
+        # Masks given as transformers' per-pattern dict (as generate() does for compiled caches):
+        # left to build them, transformers materialises a dense causal mask under capture (it
+        # cannot skip it while the stream is capturing) and cuDNN's SDPA runs 4x slower with it
+        # (graph_profile.py: 14 -> 64 ms at 16k). Eagerly the dict changes nothing (no mask either way).
+        return model(inputs_embeds=x, attention_mask=NO_MASKS, logits_to_keep=1)
 
     with contextlib.ExitStack() as es:
         try:
@@ -321,8 +286,6 @@ def run_variant(name, feats, *, model, mn, x, vm, configs, counts, base_flops, s
                 info["recompiled_for_token_counts"] = (a.get("frames") != b.get("frames")
                                                        or a.get("stats") != b.get("stats"))
                 rec["compile"] = info
-            if "staged" in feats:
-                es.enter_context(staged_masks())
         except Exception as e:  # noqa: BLE001  (any failure of a stack variant is a finding: record it, go on)
             rec["failed"], rec["error"] = True, describe_error(e)
             print(f"  {name}: setup failed: {rec['error']['type']}: {rec['error']['message'][:300]}", flush=True)
@@ -341,9 +304,6 @@ def run_variant(name, feats, *, model, mn, x, vm, configs, counts, base_flops, s
                             g, out = capture(lambda: (last_logits(forward()), None))
                         else:
                             with autoprune.reduce(model, sched, visual_mask=vm) as h:
-                                if "staged" in feats:
-                                    h._bench_staged = (h.visual_mask.to(x.device), h.query_mask.to(x.device))
-
                                 def body(h=h):
                                     logits = last_logits(forward())
                                     return logits, h.kept_positions
@@ -437,10 +397,10 @@ def ok(rec: dict | None) -> bool:
 
 def combined_features(done: dict) -> tuple[str, ...] | None:
     feats = [f for f, v in (("compile", "compiled-blocks"), ("tconv", "triton-conv")) if ok(done.get(v))]
+    if ok(done.get("compiled+triton-conv")):
+        feats = ["compile", "tconv"]
     if ok(done.get("cuda-graph")):
         feats.append("graph")
-    elif ok(done.get("cuda-graph [staged masks]")):
-        feats += ["graph", "staged"]
     else:
         return None  # without a graph, compiled+triton-conv is already the combination
     return tuple(feats)
@@ -525,12 +485,6 @@ def main(argv=None) -> int:
             if time.perf_counter() - t_start > args.budget_s:
                 size["variants"].append({"variant": name, "failed": True, "skipped": "time budget", "rows": []})
                 continue
-            if name == "cuda-graph [staged masks]":
-                plain = done.get("cuda-graph")
-                if plain is not None and not plain["failed"]:
-                    size["variants"].append({"variant": name, "failed": False, "rows": [],
-                                             "skipped": "the plain capture worked"})
-                    continue
             if name == "combined":
                 feats = combined_features(done)
                 if feats is None:
