@@ -60,14 +60,18 @@ def build_evaluator(*, model: str = "demo", task: str | None = None, **options: 
     from .evaluate import AccuracyEvaluator, FidelityEvaluator
     from .records import load_jsonl
 
+    raw = options.get("prefix_cache_mb", DEFAULT_MAX_BYTES >> 20)
+    try:
+        cache_mb = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"prefix_cache_mb must be a number of MiB (0 turns the cache off), got {raw!r}") from None
+    if not cache_mb >= 0:  # also NaN
+        raise ConfigError(f"prefix_cache_mb must be >= 0 (0 turns the cache off), got {cache_mb!r}")
     device = options.get("device") or "cpu"
     net = load(options.get("weights"), device=device)
     qa = DemoQA(net)
     kw = {"batch_size": int(options.get("batch_size", 64)), "seed": int(options.get("seed", 0)),
           "n_boot": int(options.get("n_boot", 1000))}
-    cache_mb = float(options.get("prefix_cache_mb", DEFAULT_MAX_BYTES >> 20))
-    if cache_mb < 0:
-        raise ConfigError(f"prefix_cache_mb must be >= 0 (0 turns the cache off), got {cache_mb!r}")
     if cache_mb > 0:
         kw["prefix_cache"] = PrefixCache(net, max_bytes=int(cache_mb * 2**20))
     with torch.inference_mode():

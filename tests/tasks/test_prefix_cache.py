@@ -176,5 +176,6 @@ def test_an_evaluator_with_the_cache_gives_the_same_results(qa):
 def test_the_demo_evaluator_caches_by_default_and_the_option_turns_it_off():
     assert isinstance(build_evaluator(model="demo", n=4).prefix_cache, PrefixCache)
     assert build_evaluator(model="demo", n=4, prefix_cache_mb=0).prefix_cache is None
-    with pytest.raises(ConfigError, match="prefix_cache_mb"):
-        build_evaluator(model="demo", n=4, prefix_cache_mb=-1)
+    for bad in (-1, "lots", float("nan")):
+        with pytest.raises(ConfigError, match="prefix_cache_mb"):
+            build_evaluator(model="demo", n=4, prefix_cache_mb=bad)
