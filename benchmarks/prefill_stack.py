@@ -321,22 +321,18 @@ def run_variant(name, feats, *, model, mn, x, vm, configs, counts, base_flops, s
                                 with autoprune.reduce(model, sched, visual_mask=vm):
                                     forward()
 
-                    with torch.no_grad():
-                        if sched is None:
-                            check = {"logits": last_logits(forward()), "kept": None}
-                        else:
+                    def eager_check(sched=sched):
+                        with torch.no_grad():
+                            if sched is None:
+                                return {"logits": last_logits(forward()), "kept": None}
                             with autoprune.reduce(model, sched, visual_mask=vm) as h:
-                                check = {"logits": last_logits(forward())}
-                            check["kept"] = h.kept_positions
+                                logits = last_logits(forward())
+                            return {"logits": logits, "kept": h.kept_positions}
+
+                    check = eager_check()
                 if name == "eager" and cname not in refs:
                     refs[cname] = check
-                    with torch.no_grad():  # run-to-run noise floor of eager itself
-                        if sched is None:
-                            check = {"logits": last_logits(forward()), "kept": None}
-                        else:
-                            with autoprune.reduce(model, sched, visual_mask=vm) as h:
-                                check = {"logits": last_logits(forward())}
-                            check["kept"] = h.kept_positions
+                    check = eager_check()  # run-to-run noise floor of eager itself
                 row.update(agreement(check, refs.get(cname)))
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
