@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-import autoprune
-from autoprune import Schedule, ScorerConfig
-from autoprune.shapes import NEMOTRON_H_8B, TokenLayout
+sys.path.insert(0, str(Path(__file__).parent))
+import autoprune  # noqa: E402
+from autoprune import Schedule, ScorerConfig  # noqa: E402
+from autoprune.shapes import NEMOTRON_H_8B, TokenLayout  # noqa: E402
+from runtime_overhead import prefill  # noqa: E402  (the same call as prefill_speed)
 
 FAMILIES = [
     ("ssd (mamba_ssm triton)", r"_chunk|_state_passing|_bmm_chunk|ssd"),
@@ -63,13 +65,8 @@ def main() -> int:
     }
     out = {}
     for name, sched in configs.items():
-        def fn():
-            with torch.no_grad():
-                if sched is None:
-                    model(inputs_embeds=x, logits_to_keep=1)
-                else:
-                    with autoprune.reduce(model, sched, visual_mask=vm):
-                        model(inputs_embeds=x, logits_to_keep=1)
+        def fn(sched=sched):
+            prefill(model, x, vm, sched)
         for _ in range(2):
             fn()
         torch.cuda.synchronize()

@@ -33,7 +33,7 @@ import autoprune  # noqa: E402
 from autoprune import Schedule, ScorerConfig  # noqa: E402
 from autoprune.profiling import GpuMonitor, time_fn  # noqa: E402
 from autoprune.shapes import NEMOTRON_H_8B, TokenLayout, prefill_flops  # noqa: E402
-from runtime_overhead import low_to_high  # noqa: E402  (the same staged schedule)
+from runtime_overhead import low_to_high, prefill  # noqa: E402  (the same staged schedule and call)
 
 
 def main(argv=None) -> int:
@@ -71,13 +71,8 @@ def main(argv=None) -> int:
         base_flops = prefill_flops(shape, layout)
         rows = []
         for name, sched in configs.items():
-            def fn(sched=sched):
-                with torch.no_grad():
-                    if sched is None:
-                        model(inputs_embeds=x, logits_to_keep=1)
-                    else:
-                        with autoprune.reduce(model, sched, visual_mask=vm):
-                            model(inputs_embeds=x, logits_to_keep=1)
+            def fn(sched=sched, x=x):  # bound now: x is deleted at the end of the loop
+                prefill(model, x, vm, sched)
             torch.cuda.reset_peak_memory_stats()
             mon = GpuMonitor(energy=True, min_window_s=1.0)
             stats = time_fn(fn, monitor=mon, energy=True, warmup_ms=500.0, rep_ms=args.rep_ms, min_reps=3,

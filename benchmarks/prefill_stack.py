@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtime_overhead import low_to_high  # the same staged schedule as prefill_speed
+from runtime_overhead import low_to_high, prefill  # the same staged schedule and call as prefill_speed
 
 import autoprune  # installs the mamba-ssm import shim before transformers' models are imported
 from autoprune import Schedule
@@ -314,20 +314,11 @@ def run_variant(name, feats, *, model, mn, x, vm, configs, counts, base_flops, s
                     fn = g.replay
                 else:
                     def fn(sched=sched):
-                        with torch.no_grad():
-                            if sched is None:
-                                forward()
-                            else:
-                                with autoprune.reduce(model, sched, visual_mask=vm):
-                                    forward()
+                        prefill(model, x, vm, sched, call={"attention_mask": NO_MASKS})
 
                     def eager_check(sched=sched):
-                        with torch.no_grad():
-                            if sched is None:
-                                return {"logits": last_logits(forward()), "kept": None}
-                            with autoprune.reduce(model, sched, visual_mask=vm) as h:
-                                logits = last_logits(forward())
-                            return {"logits": logits, "kept": h.kept_positions}
+                        out, h = prefill(model, x, vm, sched, call={"attention_mask": NO_MASKS})
+                        return {"logits": last_logits(out), "kept": None if h is None else h.kept_positions}
 
                     check = eager_check()
                 if name == "eager" and cname not in refs:

@@ -31,6 +31,18 @@ from autoprune import Schedule, ScorerConfig
 from autoprune.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops
 
 
+def prefill(model, x, vm, schedule=None, *, use_kernels=None, call=None):
+    """One prefill on ``inputs_embeds=x`` (logits of the last position only), reduced by
+    ``schedule`` (``None``: the unreduced model, no hooks). Returns the model's output and the
+    reduction handle (``None`` when unreduced). ``call``: more keyword arguments of the model."""
+    kw = {"inputs_embeds": x, "logits_to_keep": 1, **(call or {})}
+    with torch.no_grad():
+        if schedule is None:
+            return model(**kw), None
+        with autoprune.reduce(model, schedule, visual_mask=vm, use_kernels=use_kernels) as h:
+            return model(**kw), h
+
+
 def timer(fn, *, device: str, warmup: int, repeats: int) -> dict:
     """Median (and p20/p80) of ``repeats`` calls after ``warmup``; CUDA events on a GPU."""
     for _ in range(warmup):
@@ -148,14 +160,10 @@ def main(argv=None) -> int:
     base_flops = prefill_flops(shape, layout)
 
     def run_plain():
-        with torch.no_grad():
-            model(inputs_embeds=x, logits_to_keep=1)
+        prefill(model, x, vm)
 
     def run_with(sched, use_kernels=None):
-        def fn():
-            with torch.no_grad(), autoprune.reduce(model, sched, visual_mask=vm, use_kernels=use_kernels):
-                model(inputs_embeds=x, logits_to_keep=1)
-        return fn
+        return lambda: prefill(model, x, vm, sched, use_kernels=use_kernels)
 
     rows = []
     warm = 2 if dev == "cuda" else 3

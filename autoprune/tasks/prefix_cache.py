@@ -132,19 +132,19 @@ class PrefixCache:
 
     def resume_point(self, key: Hashable, schedule: Schedule, num_visual: int) -> int:
         """The first layer ``schedule`` will run for batch ``key`` (0: nothing reused)."""
-        return self._skip_to(key, schedule, num_visual) + 1
-
-    def _skip_to(self, key, schedule, num_visual) -> int:
         first, evidence = prefix_of(schedule, self.layer_kinds, num_visual)
+        return self._skip_to(key, schedule.scorer, first, evidence) + 1
+
+    def _skip_to(self, key, scorer: ScorerConfig, first: int, evidence: dict[int, str]) -> int:
         outputs, stored = self._outputs.get(key, {}), self._evidence.get(key, {})
-        missing = [j for j, kind in evidence.items() if _evidence_key(j, kind, schedule.scorer) not in stored]
+        missing = [j for j, kind in evidence.items() if _evidence_key(j, kind, scorer) not in stored]
         limit = min([first, *missing])  # layers from here on must run
         return max((j for j in outputs if j < limit), default=-1)
 
     @contextlib.contextmanager
     def resume(self, key: Hashable, schedule: Schedule, num_visual: int) -> Iterator[None]:
-        first, _ = prefix_of(schedule, self.layer_kinds, num_visual)
-        skip_to = self._skip_to(key, schedule, num_visual)
+        first, evidence = prefix_of(schedule, self.layer_kinds, num_visual)
+        skip_to = self._skip_to(key, schedule.scorer, first, evidence)
         outputs = self._outputs.setdefault(key, {})
         store = _EvidenceStore(self, self._evidence.setdefault(key, {}), skip_to)
         restore: list[tuple[nn.Module, object]] = []
