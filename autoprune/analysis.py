@@ -393,7 +393,7 @@ def _figure(width_in: float, height_in: float, ncols: int = 1):
 
 def _save(fig, path) -> Path:
     """Lay out and write the PNG atomically (a crash never leaves half a figure)."""
-    from ._atomic import write_bytes
+    from ._io import write_bytes
     from .report.style import png_bytes
 
     fig.tight_layout()

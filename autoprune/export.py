@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _atomic
+from . import __version__, _io
 from .budget import parse_budget
 from .errors import ConfigError
 from .schedule import ModelSignature, Schedule, ScorerConfig, Target
@@ -233,8 +233,8 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
         "agrees_with_optuna_best_trials": agrees,
         "schedules": entries,
     }
-    index_path = _atomic.write_json(run_dir / "pareto.json", index)
-    csv_path = _atomic.write_text(run_dir / "trials.csv", df.to_csv(index=False))
+    index_path = _io.write_json(run_dir / "pareto.json", index)
+    csv_path = _io.write_text(run_dir / "trials.csv", df.to_csv(index=False))
     summary = _summary(df, s, baseline_score, warnings)
     return ExportResult(run_dir=run_dir, pareto=front, files=files, index_path=index_path, csv_path=csv_path,
                         frame=df, summary=summary, agrees_with_optuna=agrees, warnings=warnings)

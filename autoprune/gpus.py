@@ -16,8 +16,8 @@
 5. Otherwise :class:`~autoprune.errors.UnknownGPUError`: an ambiguous prefix lists the
    candidates (``a100-sxm4`` matches two files); an unknown name lists close matches.
 
-Files are found with :mod:`importlib.resources` on ``autoprune.profiles`` (works from a
-wheel and from the source tree); extra directories can be given explicitly.
+Files are found in the package's data (``autoprune/data/profiles``, :func:`autoprune._io.data_dir`);
+extra directories can be given explicitly.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import _atomic
+from . import _io
 from .errors import ConfigError, UnknownGPUError, check_keys
 
 __all__ = [
@@ -194,20 +194,13 @@ CPU = GpuSpec(
 
 # --------------------------------------------------------------------- loading
 def profiles_root() -> Path:
-    """Directory of the ``autoprune.profiles`` data package (wheel or source tree)."""
-    try:
-        from importlib.resources import files
-
-        root = files("autoprune.profiles")
-        return Path(str(root))
-    except ModuleNotFoundError:
-        # A source checkout run without installation: the package maps profiles/ here.
-        return Path(__file__).resolve().parent.parent / "profiles"
+    """Directory of the GPU specs and measured tables shipped in the package."""
+    return _io.data_dir("profiles")
 
 
 def load_spec(path: str | Path) -> GpuSpec:
     path = Path(path)
-    spec = GpuSpec.from_dict(_atomic.read_json(path), origin=str(path))
+    spec = GpuSpec.from_dict(_io.read_json(path), origin=str(path))
     if path.stem != spec.id:
         raise ConfigError(f"{path}: id is {spec.id!r} but the file is named {path.name!r}; name it {spec.id}.json")
     return spec

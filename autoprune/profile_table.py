@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _atomic
+from . import _io
 from .errors import ConfigError
 from .shapes import ModelShape
 
@@ -277,12 +277,12 @@ class ProfileTable:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (a reader never sees half a file)."""
-        return _atomic.write_json(path, self.to_dict())
+        return _io.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProfileTable:
         path = Path(path)
-        return cls.from_dict(_atomic.read_json(path), origin=str(path))
+        return cls.from_dict(_io.read_json(path), origin=str(path))
 
 
 # ----------------------------------------------------------------- locations
@@ -296,7 +296,7 @@ def default_search_dirs() -> list[Path]:
 
     ``$AUTOPRUNE_PROFILE_DIRS`` (``os.pathsep``-separated ``measured`` directories), then
     ``./profiles/measured`` (what ``autoprune profile`` writes by default), then the
-    tables shipped in the package (``autoprune.profiles/measured``).
+    tables shipped in the package (``autoprune/data/profiles/measured``).
     """
     dirs = [Path(p) for p in os.environ.get("AUTOPRUNE_PROFILE_DIRS", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "profiles" / "measured")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _atomic
+from . import _io
 from .errors import (
     ModelMismatchError,
     MonotonicityError,
@@ -420,7 +420,7 @@ class Schedule:
         """Write JSON v1 atomically (a reader never sees half a file)."""
         if self.model is None:
             raise ScheduleFormatError("cannot save a schedule without a model signature (use .replace(model=...))")
-        return _atomic.write_text(path, self.to_json() + "\n")
+        return _io.write_text(path, self.to_json() + "\n")
 
 
 def _refuse_constant(name: str):

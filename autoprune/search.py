@@ -101,12 +101,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _atomic
+from . import __version__, _io
 from .budget import Budget, fit_to_budget, parse_budget
 from .errors import AutopruneError, ConfigError, ScheduleError, StorageError
 from .interfaces import LatencyEstimate, TaskResult
 from .schedule import ModelSignature, Schedule
-from .space import SearchSpace, check_keys, first_cut_layer, load_space, read_yaml_mapping, space_from_dict
+from ._io import find_data_file, read_yaml_mapping
+from .errors import check_keys
+from .space import SearchSpace, first_cut_layer, load_space, space_from_dict
 
 __all__ = [
     "StudyInputs",
@@ -260,9 +262,7 @@ class StudySpec:
 
 def load_study_spec(name_or_path: str | os.PathLike) -> StudySpec:
     """Load ``studies/<name>.yaml`` (or a path); unknown keys → ConfigError naming key and file."""
-    from .space import _find_yaml
-
-    path = _find_yaml(name_or_path, "studies", "study spec")
+    path = find_data_file(name_or_path, "studies", "study spec")
     data = read_yaml_mapping(path, "study spec")
     check_keys(data, _SPEC_KEYS, {"model"}, str(path))
     kw = dict(data)
@@ -1049,7 +1049,7 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
             if created_dir and not plan.exists:
                 shutil.rmtree(plan.run_dir, ignore_errors=True)
             raise
-        _atomic.write_json(plan.run_dir / "search.json", {**plan.settings, "storage": plan.storage.display,
+        _io.write_json(plan.run_dir / "search.json", {**plan.settings, "storage": plan.storage.display,
                                                           "study": plan.study_name})
         recovered = recover_orphans(study, log=log) if plan.exists else []
         total = plan.settings["trials"]

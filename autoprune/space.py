@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._io import data_dir, find_data_file, read_yaml_mapping
 from .errors import ConfigError, ScheduleError, check_keys
 from .schedule import ModelSignature, Schedule, ScorerConfig
 
@@ -52,7 +53,6 @@ __all__ = [
     "Choice",
     "load_space",
     "available_spaces",
-    "data_dir",
     "first_cut_layer",
 ]
 
@@ -62,46 +62,6 @@ _CATEGORICAL_KNOBS = ("mamba_decay", "head_agg", "selector")
 _KNOBS = _FLOAT_KNOBS + _INT_KNOBS + _CATEGORICAL_KNOBS
 # Tolerance when mapping a schedule back to parameters (float products drift by ulps).
 _TOL = 1e-9
-
-
-# --------------------------------------------------------------------- data dirs
-def data_dir(kind: str) -> Path:
-    """Folder of the packaged YAML files ``kind`` (``search_spaces`` or ``studies``).
-
-    An installed wheel has them inside the package (``autoprune/<kind>``, installed as
-    ``autoprune.<kind>``); a source checkout or an editable install beside it.
-    """
-    here = Path(__file__).resolve().parent
-    for cand in (here / kind, here.parent / kind):
-        if cand.is_dir():
-            return cand
-    return here / kind
-
-
-def _find_yaml(name_or_path: str | os.PathLike, kind: str, what: str) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists() or os.sep in str(name_or_path):
-        if not p.is_file():
-            raise ConfigError(f"{what} file {str(p)!r} does not exist")
-        return p
-    cand = data_dir(kind) / f"{name_or_path}.yaml"
-    if cand.is_file():
-        return cand
-    known = sorted(q.stem for q in data_dir(kind).glob("*.yaml"))
-    raise ConfigError(f"unknown {what} {str(name_or_path)!r}; known: {known} (or give a path to a .yaml file)")
-
-
-def read_yaml_mapping(path: Path, what: str) -> dict:
-    """Parse a YAML file that must hold a mapping; errors name the file."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a {what} file must hold a mapping, got {type(data).__name__}")
-    return data
 
 
 # ------------------------------------------------------------------------ knobs
@@ -484,7 +444,7 @@ def load_space(name_or_path: str | os.PathLike = "progressive") -> SearchSpace:
 
     Raises :class:`~autoprune.errors.ConfigError` naming the file and the key at fault.
     """
-    path = _find_yaml(name_or_path, "search_spaces", "search space")
+    path = find_data_file(name_or_path, "search_spaces", "search space")
     return space_from_dict(read_yaml_mapping(path, "search space"), source=str(path))
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from autoprune.cli import main
-from autoprune.space import data_dir
+from autoprune._io import data_dir
 from autoprune.search import load_study_spec
 
 

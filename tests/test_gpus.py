@@ -54,10 +54,10 @@ def test_every_number_has_a_source_and_peaks_are_dense():
     assert h100.bf16_tflops == pytest.approx(989.4)  # the datasheet's 1,979 is with 2:4 sparsity
 
 
-def test_registry_is_found_through_importlib_resources():
-    from importlib.resources import files
+def test_registry_is_found_inside_the_package():
+    from autoprune._io import data_dir
 
-    assert (Path(str(files("autoprune.profiles"))) / "gpus" / "a100-sxm4-80gb.json").is_file()
+    assert (data_dir("profiles") / "gpus" / "a100-sxm4-80gb.json").is_file()
 
 
 # -------------------------------------------------------------- resolution
@@ -225,7 +225,7 @@ def test_registry_loads_from_a_built_wheel(tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-        assert "autoprune/profiles/gpus/a100-sxm4-80gb.json" in names
+        assert "autoprune/data/profiles/gpus/a100-sxm4-80gb.json" in names
         z.extractall(site)
     code = ("import autoprune.gpus as g, pathlib; r = g.resolve('a100'); "
             f"assert pathlib.Path(g.__file__).is_relative_to({str(site)!r}), g.__file__; print(r.id)")

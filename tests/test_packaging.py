@@ -3,7 +3,6 @@ code and data must be found inside the installation; from a source checkout, at 
 
 import importlib
 import importlib.metadata
-import importlib.resources as res
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,16 @@ def test_subpackages_import_and_live_inside_an_installed_package(module):
         assert PACKAGE_DIR in Path(mod.__file__).resolve().parents
 
 
-@pytest.mark.parametrize("package,pattern,at_least", [
-    ("autoprune.search_spaces", "*.yaml", 3),
-    ("autoprune.studies", "*.yaml", 3),
-    ("autoprune.profiles", "gpus/*.json", 12),
-    ("autoprune.profiles", "measured/*/*.json", 2),
+@pytest.mark.parametrize("kind,pattern,at_least", [
+    ("search_spaces", "*.yaml", 3),
+    ("studies", "*.yaml", 3),
+    ("profiles", "gpus/*.json", 12),
+    ("profiles", "measured/*/*.json", 2),
 ])
-def test_data_files_ship_with_the_package(package, pattern, at_least):
-    root = Path(str(res.files(package))).resolve()
+def test_data_files_ship_with_the_package(kind, pattern, at_least):
+    from autoprune._io import data_dir
+
+    root = data_dir(kind).resolve()
     if INSTALLED:
         assert PACKAGE_DIR in root.parents
     assert len(list(root.glob(pattern))) >= at_least

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autoprune import _atomic
+from autoprune import _io
 from autoprune.errors import ConfigError
 from autoprune.export import trials_frame
 from autoprune.report import FIGURES, write_report
@@ -89,8 +89,8 @@ def test_regenerating_gives_the_same_bytes_and_writes_every_file_atomically(run,
     before = {p.relative_to(r.run_dir): p.read_bytes() for p in r.run_dir.rglob("*")
               if p.is_file() and p.suffix in (".md", ".html", ".csv", ".png")}
     written = []
-    real = _atomic.write_bytes
-    monkeypatch.setattr(_atomic, "write_bytes", lambda path, data: written.append(Path(path)) or real(path, data))
+    real = _io.write_bytes
+    monkeypatch.setattr(_io, "write_bytes", lambda path, data: written.append(Path(path)) or real(path, data))
     result = write_report(study, r.run_dir, log=quiet)
     after = {p.relative_to(r.run_dir): p.read_bytes() for p in r.run_dir.rglob("*")
              if p.is_file() and p.suffix in (".md", ".html", ".csv", ".png")}

@@ -10,7 +10,8 @@ from autoprune.errors import ConfigError
 from autoprune.runtime import plan_reduction
 from autoprune.schedule import ModelSignature, Schedule, ScorerConfig
 from autoprune.shapes import NEMOTRON_H_8B
-from autoprune.space import available_spaces, data_dir, first_cut_layer, load_space
+from autoprune._io import data_dir
+from autoprune.space import available_spaces, first_cut_layer, load_space
 
 SIG = ModelSignature("synthetic", NEMOTRON_H_8B.layer_kinds)
 SMALL = ModelSignature("synthetic", "*-M-M*-M-")

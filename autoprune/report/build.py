@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _atomic
+from .. import _io
 from ..errors import ConfigError
 from . import FIGURES, document as doc, style
 from .context import StudyContext, load_context
@@ -82,7 +82,7 @@ def write_report(study, run_dir: str | Path, *, tolerance: float = DEFAULT_TOLER
                 return
             fig = draw(data)
             png = style.png_bytes(fig)
-            path = _atomic.write_bytes(fig_dir / name, png)
+            path = _io.write_bytes(fig_dir / name, png)
             result.figures[name] = path
             images[name] = doc.Image(f"{FIGURE_DIR}/{name}", alt, png, caption(data) if callable(caption) else caption)
         except Exception as e:  # one section's failure must not cost the others
@@ -132,9 +132,9 @@ def write_report(study, run_dir: str | Path, *, tolerance: float = DEFAULT_TOLER
             stale.unlink()
             removed.append(stale)
     result.removed = removed
-    _atomic.write_text(result.csv_path, ctx.frame.to_csv(index=False))
-    _atomic.write_text(result.markdown_path, doc.to_markdown(blocks))
-    _atomic.write_text(result.html_path, doc.to_html(blocks, title=title))
+    _io.write_text(result.csv_path, ctx.frame.to_csv(index=False))
+    _io.write_text(result.markdown_path, doc.to_markdown(blocks))
+    _io.write_text(result.html_path, doc.to_html(blocks, title=title))
     log(f"report: {result.markdown_path} and {result.html_path} ({len(result.figures)} figures in {fig_dir})"
         + (f"; {len(result.problems)} problem(s)" if result.problems else ""))
     return result

@@ -1,1 +1,0 @@
-"""Data package: YAML files shipped inside the wheel."""
