@@ -36,6 +36,7 @@ from torch import nn
 
 from . import scoring
 from .adapters import HybridAdapter, get_adapter
+from .kernels import causal_conv1d_act_ref, dispatch
 from .errors import ReductionInputError
 from .schedule import Schedule
 
@@ -532,9 +533,10 @@ def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None
     """B, C (post conv + activation), dt (post softplus + clip) and A from ``in_proj``'s output.
 
     The conv is recomputed on the B/C channels only (``2·G·N`` of them), so this also
-    works where a fused kernel bypasses the mixer's conv module. B and C keep the conv
-    weight's dtype, as in the mixer (float64 stays float64 for the oracle tests); dt and
-    A are fp32 (or float64).
+    works where a fused kernel bypasses the mixer's conv module; for a SiLU mixer
+    :func:`autoprune.kernels.dispatch.causal_conv1d_act` picks the Triton conv or torch's
+    (``use_kernels`` as for the scoring). B and C keep the conv weight's dtype, as in the
+    mixer (float64 stays float64 for the oracle tests); dt and A are fp32 (or float64).
     """
     I, G, N = parts.intermediate_size, parts.n_groups, parts.state_size
     b, n, _ = zxbcdt.shape
@@ -542,16 +544,10 @@ def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None
     w = parts.conv_weight[I:conv_dim]
     bias = None if parts.conv_bias is None else parts.conv_bias[I:conv_dim]
     bc = zxbcdt[..., 2 * I : 2 * I + 2 * G * N]
-    # The conv kernel is elementwise work: worth it for fp32 as well as 16-bit activations.
-    conv_kernel = use_kernels is not False and zxbcdt.is_cuda and zxbcdt.dtype != torch.float64
-    if conv_kernel and parts.activation_name in ("silu", "swish"):
-        from .kernels import causal_conv1d_act
-
-        out = causal_conv1d_act(bc, w, bias, "silu")
+    if parts.activation_name in ("silu", "swish"):
+        out = dispatch.causal_conv1d_act(bc, w, bias, "silu", use_kernels=use_kernels)
     else:
-        K = w.shape[-1]
-        out = F.conv1d(bc.transpose(1, 2).to(w.dtype), w, bias, padding=K - 1, groups=2 * G * N)[..., :n]
-        out = parts.activation(out).transpose(1, 2)
+        out = parts.activation(causal_conv1d_act_ref(bc, w, bias, None))
     if valid is not None:
         out = out * valid[..., None].to(out.dtype)
     B = out[..., : G * N].reshape(b, n, G, N)

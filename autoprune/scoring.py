@@ -14,6 +14,11 @@ Shapes (``b`` batch, ``L`` current length, ``Q`` query rows, ``V`` visual tokens
 
 Evidence returned is ``(b, V)``, non-negative, aggregated over heads; callers
 normalise it with :func:`normalise`.
+
+The attention and Mamba2 evidence have a Triton kernel and a torch reference each, defined
+side by side in :mod:`autoprune.kernels`; :func:`attention_evidence` and
+:func:`mamba2_evidence` here are the entry points the runtime calls, and leave the choice
+between the two to :mod:`autoprune.kernels.dispatch`.
 """
 
 from __future__ import annotations
@@ -21,14 +26,13 @@ from __future__ import annotations
 import torch
 
 from .errors import ReductionInputError
+from .kernels import dispatch
+from .kernels._common import aggregate_heads, heads_per_group
 
 __all__ = [
-    "attention_query_probs",
     "attention_evidence",
-    "attention_evidence_torch",
     "mamba2_alpha",
     "mamba2_evidence",
-    "mamba2_evidence_torch",
     "mamba1_alpha",
     "mamba1_evidence",
     "normalise",
@@ -40,110 +44,19 @@ __all__ = [
 
 
 # --------------------------------------------------------------------- attention
-def attention_query_probs(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    query_index: torch.Tensor,
-    *,
-    scaling: float,
-    key_valid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Softmax attention rows of the query tokens over all keys: ``(b, H, Q, L)`` fp32.
-
-    Causal: query at current index ``t`` sees keys ``0..t``. ``key_valid (b, L)`` masks
-    padding. Equals what eager attention returns for those rows (tested).
-    """
-    b, H, Qn, d = q.shape
-    Hkv, L = k.shape[1], k.shape[2]
-    if H % Hkv:
-        raise ReductionInputError(f"{H} query heads are not a multiple of {Hkv} key/value heads")
-    kk = k.float().repeat_interleave(H // Hkv, dim=1)
-    logits = torch.matmul(q.float(), kk.transpose(-1, -2)) * scaling
-    allowed = torch.arange(L, device=q.device)[None, None, :] <= query_index[:, :, None]
-    if key_valid is not None:
-        allowed = allowed & key_valid[:, None, :].bool()
-    logits = logits.masked_fill(~allowed[:, None], float("-inf"))
-    return torch.softmax(logits, dim=-1)
-
-
-def attention_evidence_torch(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    query_index: torch.Tensor,
-    visual_index: torch.Tensor,
-    *,
-    scaling: float,
-    head_agg: str = "mean",
-    key_valid: torch.Tensor | None = None,
-    query_valid: torch.Tensor | None = None,
-    heads_per_chunk: int = 8,
-) -> torch.Tensor:
-    """``e(v) = agg_h Σ_{q∈Q} softmax(q·k/√d)[h, q, v]``: ``(b, V)`` fp32.
-
-    Heads are processed in chunks so that memory is ``O(b · chunk · Q · L)``.
-    """
-    b, H = q.shape[:2]
-    Hkv = k.shape[1]
-    rep = H // Hkv
-    per_head = []
-    for h0 in range(0, H, heads_per_chunk):
-        h1 = min(H, h0 + heads_per_chunk)
-        kv0, kv1 = h0 // rep, (h1 - 1) // rep + 1
-        kk = k[:, kv0:kv1].repeat_interleave(rep, dim=1)[:, h0 - kv0 * rep : h1 - kv0 * rep]
-        p = attention_query_probs(q[:, h0:h1], kk, query_index, scaling=scaling, key_valid=key_valid)
-        if query_valid is not None:
-            p = p * query_valid[:, None, :, None].to(p.dtype)
-        cols = p.sum(dim=2)  # (b, h, L)
-        per_head.append(torch.gather(cols, 2, visual_index[:, None, :].expand(-1, h1 - h0, -1)))
-    ev = torch.cat(per_head, dim=1)  # (b, H, V)
-    return _aggregate_heads(ev, head_agg)
-
-
 def attention_evidence(q, k, query_index, visual_index, *, scaling, head_agg="mean", key_valid=None,
                        query_valid=None, use_kernels: bool | None = None) -> torch.Tensor:
-    """Attention evidence; uses the Triton kernel on CUDA when available (see ``autoprune.kernels``)."""
-    if _want_kernels(q, use_kernels) and key_valid is None:
-        from .kernels import attention_evidence as kernel
+    """``e(v) = agg_h Σ_{q∈Q} softmax(q·k/√d)[h, q, v]``: ``(b, V)`` fp32.
 
-        return kernel(q, k, query_index, visual_index, scaling=scaling, head_agg=head_agg,
-                      query_valid=query_valid)
-    return attention_evidence_torch(q, k, query_index, visual_index, scaling=scaling, head_agg=head_agg,
-                                    key_valid=key_valid, query_valid=query_valid)
-
-
-def _aggregate_heads(ev: torch.Tensor, head_agg: str) -> torch.Tensor:
-    if head_agg == "mean":
-        return ev.mean(dim=1)
-    if head_agg == "max":
-        return ev.amax(dim=1)
-    raise ReductionInputError(f"head_agg must be 'mean' or 'max', got {head_agg!r}")
-
-
-def _want_kernels(t: torch.Tensor, use_kernels: bool | None) -> bool:
-    """Kernels on CUDA; by default only for 16-bit activations: with fp32 operands the
-    kernels use exact (non-tf32) dots and are slower than torch's tf32 matmuls (measured on
-    an H100: attention evidence 2.7 ms vs 1.2 ms at 16k tokens; bf16: 0.12 ms vs 1.4 ms)."""
-    if use_kernels is False or not t.is_cuda:
-        return False
-    if use_kernels is None and t.dtype not in (torch.bfloat16, torch.float16):
-        return False
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        if use_kernels:
-            raise ReductionInputError("use_kernels=True but triton is not installed (pip install triton)") from None
-        return False
-    return True
+    The Triton kernel or the torch reference, as :func:`autoprune.kernels.dispatch.attention_evidence`
+    picks them (``use_kernels``: None = kernel on CUDA for 16-bit activations, True = kernel
+    wherever it takes the inputs, False = reference; ``key_valid`` = reference).
+    """
+    return dispatch.attention_evidence(q, k, query_index, visual_index, scaling=scaling, head_agg=head_agg,
+                                       key_valid=key_valid, query_valid=query_valid, use_kernels=use_kernels)
 
 
 # ------------------------------------------------------------------ Mamba2 / SSD
-def _heads_per_group(B: torch.Tensor, dt: torch.Tensor) -> int:
-    G, H = B.shape[2], dt.shape[2]
-    if H % G:
-        raise ReductionInputError(f"{H} Mamba heads are not a multiple of {G} groups")
-    return H // G
-
-
 def mamba2_alpha(B, C, dt, A, rows: torch.Tensor, *, decay: bool = True) -> torch.Tensor:
     """Implicit attention rows ``α^h[t, s]`` for ``t`` in ``rows (b, R)``: ``(b, H, R, L)``.
 
@@ -152,7 +65,7 @@ def mamba2_alpha(B, C, dt, A, rows: torch.Tensor, *, decay: bool = True) -> torc
     """
     b, L, G, N = B.shape
     H = dt.shape[2]
-    hpg = _heads_per_group(B, dt)
+    hpg = heads_per_group(B, dt)
     Ct = torch.gather(C, 1, rows[:, :, None, None].expand(-1, -1, G, N))  # (b, R, G, N)
     Gm = torch.einsum("brgn,bsgn->bgrs", Ct, B)  # (b, G, R, L)
     Gm = Gm.repeat_interleave(hpg, dim=1)  # (b, H, R, L)
@@ -169,51 +82,15 @@ def mamba2_alpha(B, C, dt, A, rows: torch.Tensor, *, decay: bool = True) -> torc
     return alpha.masked_fill(~causal[:, None], 0.0)
 
 
-def mamba2_evidence_torch(
-    B, C, dt, A, query_index, visual_index, *, decay: bool = False, head_agg: str = "mean",
-    query_valid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``e(v) = agg_h Σ_{t∈Q} |α^h[t, v]|`` for visual tokens before every query row: ``(b, V)``.
-
-    Exact, per query row (the ``|·|`` is taken per term), in ``O(G·Q·V·N + H·Q·V)``:
-    for ``s < q0 = min Q ≤ t`` the decay factorises,
-    ``exp(cum_t − cum_s) = exp(cum_t − cum_q0) · exp(cum_q0 − cum_s)`` (both exponents ≤ 0),
-    so ``Σ_t |α[t,s]| = Δ_s e^{cum_q0 − cum_s} Σ_t |C_t·B_s| e^{cum_t − cum_q0}``.
-    """
-    b, L, G, N = B.shape
-    H = dt.shape[2]
-    hpg = _heads_per_group(B, dt)
-    f32 = torch.float64 if B.dtype == torch.float64 else torch.float32
-    Qn, V = query_index.shape[1], visual_index.shape[1]
-    Cq = torch.gather(C, 1, query_index[:, :, None, None].expand(-1, -1, G, N)).to(f32)
-    Bv = torch.gather(B, 1, visual_index[:, :, None, None].expand(-1, -1, G, N)).to(f32)
-    P = torch.einsum("bqgn,bvgn->bgqv", Cq, Bv).abs_()  # (b, G, Q, V)
-    if query_valid is not None:
-        P = P * query_valid[:, None, :, None].to(f32)
-    dts = dt.to(f32).permute(0, 2, 1)  # (b, H, L)
-    dt_v = torch.gather(dts, 2, visual_index[:, None, :].expand(-1, H, -1))  # (b, H, V)
-    if decay:
-        cum = torch.cumsum(dts * A.to(f32)[None, :, None], dim=-1)  # (b, H, L)
-        q0 = query_index.min(dim=1, keepdim=True).values  # (b, 1)
-        cum_q0 = torch.gather(cum, 2, q0[:, None, :].expand(-1, H, -1))  # (b, H, 1)
-        w = torch.exp(torch.gather(cum, 2, query_index[:, None, :].expand(-1, H, -1)) - cum_q0)  # (b,H,Q)
-        s_fac = dt_v * torch.exp(cum_q0 - torch.gather(cum, 2, visual_index[:, None, :].expand(-1, H, -1)))
-        per_head = torch.einsum("bgqv,bghq->bghv", P, w.view(b, G, hpg, Qn)).reshape(b, H, V) * s_fac
-    else:
-        per_head = (P.sum(dim=2)[:, :, None, :] * dt_v.view(b, G, hpg, V)).reshape(b, H, V)
-    return _aggregate_heads(per_head.float() if f32 != torch.float64 else per_head, head_agg)
-
-
 def mamba2_evidence(B, C, dt, A, query_index, visual_index, *, decay=False, head_agg="mean",
                     query_valid=None, use_kernels: bool | None = None) -> torch.Tensor:
-    """Mamba2 evidence; uses the Triton kernel on CUDA when available (see ``autoprune.kernels``)."""
-    if _want_kernels(B, use_kernels):
-        from .kernels import mamba2_evidence as kernel
+    """``e(v) = agg_h Σ_{t∈Q} |α^h[t, v]|`` for visual tokens before every query row: ``(b, V)``.
 
-        return kernel(B, C, dt, A, query_index, visual_index, decay=decay, head_agg=head_agg,
-                      query_valid=query_valid)
-    return mamba2_evidence_torch(B, C, dt, A, query_index, visual_index, decay=decay, head_agg=head_agg,
-                                 query_valid=query_valid)
+    The Triton kernel or the torch reference, as :func:`autoprune.kernels.dispatch.mamba2_evidence`
+    picks them (``use_kernels`` as for :func:`attention_evidence`).
+    """
+    return dispatch.mamba2_evidence(B, C, dt, A, query_index, visual_index, decay=decay, head_agg=head_agg,
+                                    query_valid=query_valid, use_kernels=use_kernels)
 
 
 # ------------------------------------------------------------------------ Mamba1
@@ -244,7 +121,7 @@ def mamba1_evidence(B, C, dt, A, query_index, visual_index, *, decay=False, head
                     query_valid=None, channels_per_chunk: int = 64) -> torch.Tensor:
     """``e(v) = agg_d Σ_{t∈Q} |α^d[t, v]|`` for visual tokens before every query row: ``(b, V)``.
 
-    Uses the same factorisation at ``q0 = min Q`` as :func:`mamba2_evidence_torch`, per
+    Uses the same factorisation at ``q0 = min Q`` as :func:`~autoprune.kernels.mamba2_evidence_ref`, per
     channel and state dimension; channels are processed in chunks.
     """
     b, L, N = B.shape
@@ -260,7 +137,7 @@ def mamba1_evidence(B, C, dt, A, query_index, visual_index, *, decay=False, head
         if qv is not None:
             P = P * qv[:, :, None]
         per_ch = P.sum(dim=1)[:, None, :] * dt_v.permute(0, 2, 1)  # (b, D, V)
-        return _aggregate_heads(per_ch.to(torch.float32) if f != torch.float64 else per_ch, head_agg)
+        return aggregate_heads(per_ch.to(torch.float32) if f != torch.float64 else per_ch, head_agg)
     cum = torch.cumsum(dt, dim=1)  # (b, L, D)
     q0 = query_index.min(dim=1, keepdim=True).values
     cum_q0 = torch.gather(cum, 1, q0[:, :, None].expand(-1, -1, D))  # (b, 1, D)
@@ -277,7 +154,7 @@ def mamba1_evidence(B, C, dt, A, query_index, visual_index, *, decay=False, head
             a = a * qv[:, None, :, None]
         out.append(a.sum(dim=2) * dt_v[:, :, d0:d1].permute(0, 2, 1))
     per_ch = torch.cat(out, dim=1)
-    return _aggregate_heads(per_ch.to(torch.float32) if f != torch.float64 else per_ch, head_agg)
+    return aggregate_heads(per_ch.to(torch.float32) if f != torch.float64 else per_ch, head_agg)
 
 
 # ---------------------------------------------------------------- state & select

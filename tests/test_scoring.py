@@ -5,6 +5,7 @@ import torch
 
 from autoprune import scoring
 from autoprune.adapters import get_adapter
+from autoprune.kernels import attention_query_probs, mamba2_evidence_ref
 from autoprune.runtime import mamba2_inputs
 from tiny_models import tiny_bamba, tiny_nemotron_h
 
@@ -52,7 +53,7 @@ def test_attention_query_rows_equal_eager_attention_weights(family):
     if parts.rotary is not None:
         q, k = parts.rotary(q, k, *seen["rope"])
     q_rows = torch.gather(q, 2, q_idx[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[-1]))
-    probs = scoring.attention_query_probs(q_rows.detach(), k.detach(), q_idx, scaling=parts.scaling)
+    probs = attention_query_probs(q_rows.detach(), k.detach(), q_idx, scaling=parts.scaling)
     ref = torch.gather(eager, 2, q_idx[:, None, :, None].expand(-1, eager.shape[1], -1, L))
     torch.testing.assert_close(probs, ref, atol=1e-5, rtol=1e-5)
 
@@ -134,7 +135,7 @@ def test_mamba2_evidence_equals_the_sum_of_absolute_implicit_attention(decay, he
     alpha = scoring.mamba2_alpha(B, C, dt, A, q_idx, decay=decay).abs()  # (b, H, Q, L)
     ref = torch.gather(alpha.sum(dim=2), 2, v_idx[:, None, :].expand(-1, H, -1))
     ref = ref.mean(dim=1) if head_agg == "mean" else ref.amax(dim=1)
-    got = scoring.mamba2_evidence_torch(B, C, dt, A, q_idx, v_idx, decay=decay, head_agg=head_agg)
+    got = mamba2_evidence_ref(B, C, dt, A, q_idx, v_idx, decay=decay, head_agg=head_agg)
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
 
 
@@ -146,8 +147,8 @@ def test_mamba2_evidence_masks_padded_query_rows():
     _, _, q_idx, v_idx = _layout()
     valid = torch.ones_like(q_idx, dtype=torch.bool)
     valid[1, 5:] = False
-    got = scoring.mamba2_evidence_torch(B, C, dt, A, q_idx, v_idx, decay=True, query_valid=valid)
-    short = scoring.mamba2_evidence_torch(B[1:], C[1:], dt[1:], A, q_idx[1:, :5], v_idx[1:], decay=True)
+    got = mamba2_evidence_ref(B, C, dt, A, q_idx, v_idx, decay=True, query_valid=valid)
+    short = mamba2_evidence_ref(B[1:], C[1:], dt[1:], A, q_idx[1:, :5], v_idx[1:], decay=True)
     torch.testing.assert_close(got[1:], short)
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the evidence kernels' launchers (no Triton code here)."""
+"""Helpers shared by the evidence kernels' launchers and their torch references (no Triton code here)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 
 from autoprune.errors import ReductionInputError
 
-# Dtypes the kernels take as operands; anything else (float64 in particular) goes to the
-# torch reference, which computes in float64 when given float64.
+# Dtypes the kernels take as operands. The Triton ops refuse anything else (float64 in
+# particular); :mod:`autoprune.kernels.dispatch` sends those to the torch reference, which
+# computes in float64 when given float64.
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # Finite stand-in for -inf as the initial running maximum of an online softmax: a row that
@@ -69,6 +70,21 @@ def check_head_agg(head_agg: str) -> bool:
     if head_agg not in ("mean", "max"):
         raise ReductionInputError(f"head_agg must be 'mean' or 'max', got {head_agg!r}")
     return head_agg == "max"
+
+
+def aggregate_heads(ev: torch.Tensor, head_agg: str) -> torch.Tensor:
+    """``ev (b, H, V)`` → ``(b, V)``: mean or max over the head axis (the references' aggregation)."""
+    if check_head_agg(head_agg):
+        return ev.amax(dim=1)
+    return ev.mean(dim=1)
+
+
+def heads_per_group(B: torch.Tensor, dt: torch.Tensor) -> int:
+    """Mamba2 heads sharing one B/C group: ``H / G`` for ``B (b, L, G, N)``, ``dt (b, L, H)``."""
+    G, H = B.shape[2], dt.shape[2]
+    if H % G:
+        raise ReductionInputError(f"{H} Mamba heads are not a multiple of {G} groups")
+    return H // G
 
 
 def check_index(name: str, idx: torch.Tensor, batch: int, device: torch.device) -> None:

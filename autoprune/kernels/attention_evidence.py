@@ -1,8 +1,9 @@
 """Attention evidence ``e(v) = agg_h Σ_{q∈Q} softmax_k(q_h·k_h · scaling)[q, v]`` in Triton.
 
-Ladder (mamba_ssm style): ``_attention_evidence_*_kernel`` (``@triton.jit``) →
-``_attention_evidence`` (launcher) → :func:`attention_evidence` (public) →
-:data:`attention_evidence_ref` (the torch reference in :mod:`autoprune.scoring`).
+Ladder (mamba_ssm style), all in this file: ``_attention_evidence_*_kernel`` (``@triton.jit``)
+→ ``_attention_evidence`` (launcher) → :func:`attention_evidence` (public Triton op) →
+:func:`attention_evidence_ref` (the torch reference, built on :func:`attention_query_probs`).
+Which of the two runs for a call is decided in one place, :mod:`autoprune.kernels.dispatch`.
 
 Nothing of shape ``(H × Q × L)`` is ever stored. Three launches:
 
@@ -36,11 +37,11 @@ import triton
 import triton.language as tl
 
 from autoprune.errors import ReductionInputError
-from autoprune.scoring import attention_evidence_torch
 
 from ._common import (
     KERNEL_DTYPES,
     NEG_BIG,
+    aggregate_heads,
     check_head_agg,
     check_index,
     combine_splits,
@@ -52,10 +53,7 @@ from ._common import (
     valid_as_uint8,
 )
 
-__all__ = ["attention_evidence", "attention_evidence_ref"]
-
-#: Pure-torch reference (same arguments, plus ``key_valid``); the kernels are tested against it.
-attention_evidence_ref = attention_evidence_torch
+__all__ = ["attention_evidence", "attention_evidence_ref", "attention_query_probs"]
 
 _LOG2E = 1.4426950408889634
 
@@ -373,12 +371,72 @@ def attention_evidence(
     - ``query_valid (b, Q)`` bool or None: rows marked False add nothing;
     - ``head_agg``: ``"mean"`` or ``"max"`` over the ``H`` heads.
 
-    Same function as :data:`attention_evidence_ref` without ``key_valid`` (every key is a real
-    token). float64 inputs are passed to the reference (the kernels take fp32/bf16/fp16).
-    Raises :class:`~autoprune.errors.ReductionInputError` on inconsistent shapes or arguments.
+    Same function as :func:`attention_evidence_ref` without ``key_valid`` (every key is a real
+    token). Raises :class:`~autoprune.errors.ReductionInputError` on inconsistent shapes or
+    arguments, and for a dtype the kernels do not take (fp32/bf16/fp16 only: float64 is the
+    reference's, see :func:`autoprune.kernels.dispatch.attention_evidence`).
     """
-    if q.dtype == torch.float64:
-        return attention_evidence_ref(q, k, query_index, visual_index, scaling=scaling, head_agg=head_agg,
-                                      query_valid=query_valid)
     return _attention_evidence(q, k, query_index, visual_index, scaling=scaling, head_agg=head_agg,
                                query_valid=query_valid)
+
+
+# --------------------------------------------------------------------------- reference
+def attention_query_probs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    query_index: torch.Tensor,
+    *,
+    scaling: float,
+    key_valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax attention rows of the query tokens over all keys: ``(b, H, Q, L)`` fp32.
+
+    Causal: query at current index ``t`` sees keys ``0..t``. ``key_valid (b, L)`` masks
+    padding. Equals what eager attention returns for those rows (tested).
+    """
+    b, H, Qn, d = q.shape
+    Hkv, L = k.shape[1], k.shape[2]
+    if H % Hkv:
+        raise ReductionInputError(f"{H} query heads are not a multiple of {Hkv} key/value heads")
+    kk = k.float().repeat_interleave(H // Hkv, dim=1)
+    logits = torch.matmul(q.float(), kk.transpose(-1, -2)) * scaling
+    allowed = torch.arange(L, device=q.device)[None, None, :] <= query_index[:, :, None]
+    if key_valid is not None:
+        allowed = allowed & key_valid[:, None, :].bool()
+    logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def attention_evidence_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    query_index: torch.Tensor,
+    visual_index: torch.Tensor,
+    *,
+    scaling: float,
+    head_agg: str = "mean",
+    key_valid: torch.Tensor | None = None,
+    query_valid: torch.Tensor | None = None,
+    heads_per_chunk: int = 8,
+) -> torch.Tensor:
+    """``e(v) = agg_h Σ_{q∈Q} softmax(q·k/√d)[h, q, v]``: ``(b, V)`` fp32 (pure torch).
+
+    Same arguments as :func:`attention_evidence`, plus ``key_valid (b, L)`` (padding keys);
+    any floating dtype (logits and softmax in fp32). Heads are processed in chunks so that
+    memory is ``O(b · chunk · Q · L)``.
+    """
+    b, H = q.shape[:2]
+    Hkv = k.shape[1]
+    rep = H // Hkv
+    per_head = []
+    for h0 in range(0, H, heads_per_chunk):
+        h1 = min(H, h0 + heads_per_chunk)
+        kv0, kv1 = h0 // rep, (h1 - 1) // rep + 1
+        kk = k[:, kv0:kv1].repeat_interleave(rep, dim=1)[:, h0 - kv0 * rep : h1 - kv0 * rep]
+        p = attention_query_probs(q[:, h0:h1], kk, query_index, scaling=scaling, key_valid=key_valid)
+        if query_valid is not None:
+            p = p * query_valid[:, None, :, None].to(p.dtype)
+        cols = p.sum(dim=2)  # (b, h, L)
+        per_head.append(torch.gather(cols, 2, visual_index[:, None, :].expand(-1, h1 - h0, -1)))
+    ev = torch.cat(per_head, dim=1)  # (b, H, V)
+    return aggregate_heads(ev, head_agg)

@@ -3,13 +3,14 @@
 Evidence needs ``B`` and ``C`` of a Mamba2 mixer *after* its depthwise causal conv and
 activation. Where a fused kernel (or mamba-ssm) skips the mixer's conv module, autoprune
 recomputes the conv on the ``2·G·N`` B/C channels of ``in_proj``'s output. torch's
-depthwise ``conv1d`` is slow for this shape (a generic kernel, ~0.4 ms for 2,048 channels ×
-16k tokens on an H100) and needs a transposed copy; this kernel reads the strided slice in
-place, accumulates the ``K`` taps in fp32, applies SiLU and writes ``(b, n, C)`` once.
+depthwise ``conv1d`` is a generic kernel, slow for this shape, and needs a transposed copy;
+this kernel reads the strided slice in place, accumulates the ``K`` taps in fp32, applies
+SiLU and writes ``(b, n, C)`` once.
 
-Ladder: ``_causal_conv1d_act_kernel`` → ``_causal_conv1d_act`` → :func:`causal_conv1d_act` →
-:func:`causal_conv1d_act_ref` (what the mixer computes: torch ``conv1d`` in the weight's
-dtype, then the activation).
+Ladder: ``_causal_conv1d_act_kernel`` → ``_causal_conv1d_act`` → :func:`causal_conv1d_act`
+(public Triton op) → :func:`causal_conv1d_act_ref` (what the mixer computes: torch ``conv1d``
+in the weight's dtype, then the activation). Which of the two runs inside the runtime is
+decided in :mod:`autoprune.kernels.dispatch`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import triton.language as tl
 from autoprune.errors import ReductionInputError
 
 from ._common import KERNEL_DTYPES
+
+__all__ = ["causal_conv1d_act", "causal_conv1d_act_ref"]
 
 
 @triton.jit
@@ -72,6 +75,10 @@ def causal_conv1d_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     """``act(conv1d_causal(x))`` per channel: ``x (b, n, C)`` (last dim contiguous, any row
     stride), ``weight (C, 1, K)`` or ``(C, K)``, ``bias (C,)`` → ``(b, n, C)`` in ``weight``'s dtype.
     ``activation`` is ``"silu"`` or ``None``.
+
+    Raises :class:`~autoprune.errors.ReductionInputError` on inconsistent arguments and for a
+    dtype of ``x`` or ``weight`` the kernel does not take (fp32/bf16/fp16; float64 is the
+    reference's).
     """
     if activation not in ("silu", None):
         raise ReductionInputError(f"causal_conv1d_act supports activation 'silu' or None, got {activation!r}")
@@ -82,7 +89,8 @@ def causal_conv1d_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     if w2d.shape[0] != x.shape[2]:
         raise ReductionInputError(f"weight has {w2d.shape[0]} channels, x has {x.shape[2]}")
     if x.dtype not in KERNEL_DTYPES or w2d.dtype not in KERNEL_DTYPES:
-        return causal_conv1d_act_ref(x, weight, bias, activation)
+        raise ReductionInputError(f"causal_conv1d_act takes x and weight in {KERNEL_DTYPES}, got {x.dtype}, "
+                                  f"{w2d.dtype}")
     out = torch.empty(x.shape, dtype=w2d.dtype, device=x.device)
     return _causal_conv1d_act(x, w2d, None if bias is None else bias.contiguous(), activation == "silu", out)
 

@@ -1,8 +1,9 @@
 """Mamba2/SSD implicit-attention evidence ``e(v) = agg_h Σ_{t∈Q} |α^h[t, v]|`` in Triton.
 
-Ladder (mamba_ssm style): ``_mamba2_evidence_*_kernel`` (``@triton.jit``) →
-``_mamba2_evidence`` (launcher) → :func:`mamba2_evidence` (public) →
-:data:`mamba2_evidence_ref` (the torch reference in :mod:`autoprune.scoring`).
+Ladder (mamba_ssm style), all in this file: ``_mamba2_evidence_*_kernel`` (``@triton.jit``) →
+``_mamba2_evidence`` (launcher) → :func:`mamba2_evidence` (public Triton op) →
+:func:`mamba2_evidence_ref` (the torch reference). Which of the two runs for a call is
+decided in one place, :mod:`autoprune.kernels.dispatch`.
 
 With ``q0 = min Q`` and every visual position ``s < q0``, per head ``h`` of group ``g``:
 
@@ -20,8 +21,8 @@ Launches:
   from ``q0`` outwards (backwards for ``s ≤ q0``, forwards for ``t > q0``), so every value is a
   sum of terms of one sign that starts at ``q0``: it carries fp32 *relative* precision. (The
   reference's ``cum_{q0} − cum_s`` from one forward fp32 cumsum loses absolute precision as
-  ``|cum|`` grows: measured against float64, 6e-5 relative error at ``|cum| ≈ 2e4`` and 3.5e-4
-  at ``|cum| ≈ 9e4``, where this kernel stays at 2e-7.) A scan cannot be fused into the main kernel: a
+  ``|cum|`` grows; this scan does not, see ``test_decay_keeps_precision_far_from_the_sequence_start``.)
+  A scan cannot be fused into the main kernel: a
   visual block needs the sum over everything between it and ``q0``, which other programs
   compute; two extra cheap launches (about 3 × ``b·L·H`` fp32 of traffic) are the price.
 - ``_mamba2_evidence_kernel``, one pass over the visual span: per (batch, block of visual
@@ -47,13 +48,14 @@ import triton
 import triton.language as tl
 
 from autoprune.errors import ReductionInputError
-from autoprune.scoring import mamba2_evidence_torch
 
 from ._common import (
     KERNEL_DTYPES,
+    aggregate_heads,
     check_head_agg,
     check_index,
     combine_splits,
+    heads_per_group,
     largest_divisor_at_most,
     num_programs_target,
     pow2_at_least,
@@ -63,9 +65,6 @@ from ._common import (
 )
 
 __all__ = ["mamba2_evidence", "mamba2_evidence_ref"]
-
-#: Pure-torch reference (same arguments); the kernels are tested against it.
-mamba2_evidence_ref = mamba2_evidence_torch
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -402,11 +401,55 @@ def mamba2_evidence(
     - ``query_valid (b, Q)`` bool or None: rows marked False add nothing;
     - ``decay``: keep the position-dependent decay ``exp(Σ Δ A)``; ``head_agg``: mean or max.
 
-    Same function as :data:`mamba2_evidence_ref`. float64 inputs are passed to the reference.
-    Raises :class:`~autoprune.errors.ReductionInputError` on inconsistent shapes or arguments.
+    Same function as :func:`mamba2_evidence_ref`. Raises
+    :class:`~autoprune.errors.ReductionInputError` on inconsistent shapes or arguments, and for
+    a dtype of ``B``/``C`` the kernels do not take (fp32/bf16/fp16 only: float64 is the
+    reference's, see :func:`autoprune.kernels.dispatch.mamba2_evidence`).
     """
-    if B.dtype == torch.float64:
-        return mamba2_evidence_ref(B, C, dt, A, query_index, visual_index, decay=decay, head_agg=head_agg,
-                                   query_valid=query_valid)
     return _mamba2_evidence(B, C, dt, A, query_index, visual_index, decay=decay, head_agg=head_agg,
                             query_valid=query_valid)
+
+
+# --------------------------------------------------------------------------- reference
+def mamba2_evidence_ref(
+    B: torch.Tensor,
+    C: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    query_index: torch.Tensor,
+    visual_index: torch.Tensor,
+    *,
+    decay: bool = False,
+    head_agg: str = "mean",
+    query_valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``e(v) = agg_h Σ_{t∈Q} |α^h[t, v]|`` for visual tokens before every query row: ``(b, V)``.
+
+    Pure torch, same arguments as :func:`mamba2_evidence`; fp32 (float64 in, float64 out).
+    Exact, per query row (the ``|·|`` is taken per term), in ``O(G·Q·V·N + H·Q·V)``:
+    for ``s < q0 = min Q ≤ t`` the decay factorises,
+    ``exp(cum_t − cum_s) = exp(cum_t − cum_q0) · exp(cum_q0 − cum_s)`` (both exponents ≤ 0),
+    so ``Σ_t |α[t,s]| = Δ_s e^{cum_q0 − cum_s} Σ_t |C_t·B_s| e^{cum_t − cum_q0}``.
+    """
+    b, L, G, N = B.shape
+    H = dt.shape[2]
+    hpg = heads_per_group(B, dt)
+    f32 = torch.float64 if B.dtype == torch.float64 else torch.float32
+    Qn, V = query_index.shape[1], visual_index.shape[1]
+    Cq = torch.gather(C, 1, query_index[:, :, None, None].expand(-1, -1, G, N)).to(f32)
+    Bv = torch.gather(B, 1, visual_index[:, :, None, None].expand(-1, -1, G, N)).to(f32)
+    P = torch.einsum("bqgn,bvgn->bgqv", Cq, Bv).abs_()  # (b, G, Q, V)
+    if query_valid is not None:
+        P = P * query_valid[:, None, :, None].to(f32)
+    dts = dt.to(f32).permute(0, 2, 1)  # (b, H, L)
+    dt_v = torch.gather(dts, 2, visual_index[:, None, :].expand(-1, H, -1))  # (b, H, V)
+    if decay:
+        cum = torch.cumsum(dts * A.to(f32)[None, :, None], dim=-1)  # (b, H, L)
+        q0 = query_index.min(dim=1, keepdim=True).values  # (b, 1)
+        cum_q0 = torch.gather(cum, 2, q0[:, None, :].expand(-1, H, -1))  # (b, H, 1)
+        w = torch.exp(torch.gather(cum, 2, query_index[:, None, :].expand(-1, H, -1)) - cum_q0)  # (b,H,Q)
+        s_fac = dt_v * torch.exp(cum_q0 - torch.gather(cum, 2, visual_index[:, None, :].expand(-1, H, -1)))
+        per_head = torch.einsum("bgqv,bghq->bghv", P, w.view(b, G, hpg, Qn)).reshape(b, H, V) * s_fac
+    else:
+        per_head = (P.sum(dim=2)[:, :, None, :] * dt_v.view(b, G, hpg, V)).reshape(b, H, V)
+    return aggregate_heads(per_head.float() if f32 != torch.float64 else per_head, head_agg)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import autoprune.kernels as K
 from autoprune import scoring
 from autoprune.errors import ReductionInputError
+from autoprune.kernels import dispatch
 from autoprune.kernels.attention_evidence import _attention_evidence, attention_evidence, attention_evidence_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -159,9 +160,15 @@ def test_default_launch_configuration():
     assert rel_err(out, reference(*case)) < TOL[torch.bfloat16]
 
 
+def test_float64_inputs_are_refused_by_the_triton_op():
+    q, k, qi, vi, _ = make_case()
+    with pytest.raises(ReductionInputError, match="dtype"):
+        attention_evidence(q.double(), k.double(), qi, vi, scaling=0.2)
+
+
 def test_float64_inputs_use_the_reference():
     q, k, qi, vi, _ = make_case()
-    out = attention_evidence(q.double(), k.double(), qi, vi, scaling=0.2)
+    out = dispatch.attention_evidence(q.double(), k.double(), qi, vi, scaling=0.2, use_kernels=True)
     torch.testing.assert_close(out, attention_evidence_ref(q.double(), k.double(), qi, vi, scaling=0.2),
                                rtol=0, atol=0)
 
@@ -186,8 +193,8 @@ def test_rejects_inconsistent_arguments(mutate, match):
 
 
 def test_scoring_dispatch_reaches_the_kernel(monkeypatch):
-    # scoring.attention_evidence dispatches only for CUDA tensors; force it here and check that
-    # it calls autoprune.kernels.attention_evidence with its keyword arguments.
+    # The dispatch picks the kernel only for CUDA tensors; force it here and check that
+    # scoring.attention_evidence calls autoprune.kernels.attention_evidence with its keyword arguments.
     calls = []
     real = K.attention_evidence
 
@@ -195,8 +202,8 @@ def test_scoring_dispatch_reaches_the_kernel(monkeypatch):
         calls.append(sorted(kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_want_kernels", lambda t, use: use is not False)
-    monkeypatch.setattr(K, "attention_evidence", spy)
+    monkeypatch.setattr(dispatch, "use_triton", lambda x, use_kernels, **kw: use_kernels is not False)
+    monkeypatch.setattr(dispatch, "attention_evidence_triton", spy)
     q, k, qi, vi, valid = make_case(pad=True)
     kw = dict(scaling=24 ** -0.5, head_agg="max", query_valid=valid)
     out = scoring.attention_evidence(q, k, qi, vi, **kw)

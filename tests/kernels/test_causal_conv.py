@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from autoprune.errors import ReductionInputError
 from autoprune.kernels import causal_conv1d_act, causal_conv1d_act_ref
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -40,3 +41,10 @@ def test_the_first_outputs_see_only_zero_padding_not_the_future():
     w = torch.ones(4, 1, 4, device=DEV)
     out = causal_conv1d_act(x, w, None, None)
     assert out[0, :5].abs().max() == 0 and torch.all(out[0, 5:9] == 1) and out[0, 9].abs().max() == 0
+
+
+def test_float64_inputs_are_refused_by_the_triton_op():
+    x = torch.randn(1, 20, 8, device=DEV, dtype=torch.float64)
+    w = torch.randn(8, 1, 4, device=DEV, dtype=torch.float64)
+    with pytest.raises(ReductionInputError, match="takes x and weight"):
+        causal_conv1d_act(x, w, None, "silu")

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import autoprune.kernels as K
 from autoprune import scoring
 from autoprune.errors import ReductionInputError
+from autoprune.kernels import dispatch
 from autoprune.kernels.mamba2_evidence import (
     _mamba2_evidence,
     _mamba2_logdecay,
@@ -181,10 +182,16 @@ def test_default_launch_configuration(decay):
     assert rel_err(out, reference(*case, decay=decay, head_agg="max")) < TOL[torch.bfloat16]
 
 
+def test_float64_inputs_are_refused_by_the_triton_op():
+    B, C, dt, A, qi, vi, _ = make_case()
+    with pytest.raises(ReductionInputError, match="dtype"):
+        mamba2_evidence(B.double(), C.double(), dt.double(), A.double(), qi, vi, decay=True)
+
+
 def test_float64_inputs_use_the_reference():
     B, C, dt, A, qi, vi, _ = make_case()
     args = (B.double(), C.double(), dt.double(), A.double(), qi, vi)
-    out = mamba2_evidence(*args, decay=True)
+    out = dispatch.mamba2_evidence(*args, decay=True, use_kernels=True)
     torch.testing.assert_close(out, mamba2_evidence_ref(*args, decay=True), rtol=0, atol=0)
 
 
@@ -209,8 +216,8 @@ def test_rejects_inconsistent_arguments(mutate, match):
 
 
 def test_scoring_dispatch_reaches_the_kernel(monkeypatch):
-    # scoring.mamba2_evidence dispatches only for CUDA tensors; force it here and check that it
-    # calls autoprune.kernels.mamba2_evidence with its keyword arguments.
+    # The dispatch picks the kernel only for CUDA tensors; force it here and check that
+    # scoring.mamba2_evidence calls autoprune.kernels.mamba2_evidence with its keyword arguments.
     calls = []
     real = K.mamba2_evidence
 
@@ -218,8 +225,8 @@ def test_scoring_dispatch_reaches_the_kernel(monkeypatch):
         calls.append(sorted(kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_want_kernels", lambda t, use: use is not False)
-    monkeypatch.setattr(K, "mamba2_evidence", spy)
+    monkeypatch.setattr(dispatch, "use_triton", lambda x, use_kernels, **kw: use_kernels is not False)
+    monkeypatch.setattr(dispatch, "mamba2_evidence_triton", spy)
     B, C, dt, A, qi, vi, valid = make_case(pad=True)
     kw = dict(decay=True, head_agg="max", query_valid=valid)
     out = scoring.mamba2_evidence(B, C, dt, A, qi, vi, **kw)
