@@ -22,7 +22,7 @@ the plain sum of per-layer times was off by up to 18% at low keep. CPU tables ar
 summed (on a CPU, host and compute are the same thread).
 
 (``k_i`` from :meth:`Schedule.tokens_per_layer`, evidence and prune layers from
-:func:`autoprune.runtime.plan_reduction`.) Each term comes from one of three sources,
+:func:`autoprune.plan.plan_reduction`.) Each term comes from one of three sources,
 named in the returned :class:`~autoprune.interfaces.LatencyEstimate`:
 
 ``table``
@@ -564,7 +564,7 @@ class LatencyModel:
 
     def breakdown(self, schedule: Schedule) -> LatencyBreakdown:
         """Per-term prediction for ``schedule`` at this layout's visual-token count."""
-        from .runtime import plan_reduction
+        from .plan import plan_reduction
 
         self._check_schedule(schedule)
         V, text = self.layout.visual, self.layout.text

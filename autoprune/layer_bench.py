@@ -378,7 +378,7 @@ def _gather_setup(ctx: _Ctx):
     """What ``_Prefill.prune`` does at a prune layer (keeping half the visual tokens present),
     plus the index refresh that follows it."""
     from . import scoring as sc
-    from .runtime import _first_true
+    from .runtime import first_true_indices
 
     torch, h, Q = ctx.torch, ctx.shape.hidden_size, ctx.query
 
@@ -396,15 +396,15 @@ def _gather_setup(ctx: _Ctx):
 
         def fn(i):
             with torch.inference_mode():
-                v_idx = _first_true(is_vis, V)
+                v_idx = first_true_indices(is_vis, V)
                 pick = sc.select_topk(scores, k)
                 chosen = torch.gather(v_idx, 1, pick)
                 keep = (~is_vis).scatter(1, chosen, True)
-                cur = _first_true(keep, n - V + k)
+                cur = first_true_indices(keep, n - V + k)
                 out = torch.gather(hs[i], 1, cur[..., None].expand(-1, -1, h))
                 torch.gather(pos_ids, 1, cur)
-                _first_true(torch.gather(is_q, 1, cur), Q)
-                _first_true(torch.gather(is_vis, 1, cur), k)
+                first_true_indices(torch.gather(is_q, 1, cur), Q)
+                first_true_indices(torch.gather(is_vis, 1, cur), k)
                 return out
         return fn, rot
     return setup, lambda n: n * h * ctx.shape.dtype_bytes * 3 + n * 64

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +35,12 @@ from torch import nn
 
 from . import scoring
 from .adapters import HybridAdapter, get_adapter
-from .kernels import causal_conv1d_act_ref, dispatch
 from .errors import ReductionInputError
+from .kernels import causal_conv1d_act_ref, dispatch
+from .plan import plan_reduction
 from .schedule import Schedule
 
-__all__ = ["ReductionHandle", "ReductionPlan", "attach_evidence_store", "plan_reduction", "reduce"]
+__all__ = ["ReductionHandle", "attach_evidence_store", "first_true_indices", "mamba2_inputs", "reduce"]
 
 # decoder module -> evidence store attached for the duration of one call (see the module docstring)
 _EVIDENCE_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -64,49 +64,14 @@ def attach_evidence_store(model: nn.Module, store):
         _EVIDENCE_STORES.pop(decoder, None)
 
 
-@dataclass(frozen=True)
-class ReductionPlan:
-    """What happens at each layer for a sample with ``num_visual`` visual tokens."""
+def first_true_indices(flag: torch.Tensor, m: int) -> torch.Tensor:
+    """Column indices ``(b, m)`` of the first ``m`` True entries of each row of ``flag (b, n)``, ascending.
 
-    num_visual: int
-    counts: tuple[int, ...]  # visual tokens entering each layer
-    prune_layers: tuple[int, ...]
-    evidence_layers: dict  # layer -> "attention" | "mamba" (state updates)
-
-    @property
-    def mean_keep(self) -> float:
-        return sum(self.counts) / (len(self.counts) * max(1, self.num_visual))
-
-
-def plan_reduction(schedule: Schedule, layer_kinds: str, num_visual: int) -> ReductionPlan:
-    """Token counts, prune points and evidence layers; raises if a prune point has no evidence."""
-    counts = schedule.tokens_per_layer(num_visual)
-    prunes = schedule.prune_layers(num_visual)
-    sc = schedule.scorer
-    evidence: dict[int, str] = {}
-    if sc.selector == "language":
-        wanted = {"*": ("attention", sc.w_attn), "M": ("mamba", sc.w_mamba)}
-        for p in prunes:
-            if p == 0:
-                continue  # only a query-agnostic prefilter can act before layer 0
-            found = 0
-            for j in range(p - 1, -1, -1):
-                kind = wanted.get(layer_kinds[j])
-                if kind and kind[1] > 0:
-                    evidence[j] = kind[0]
-                    found += 1
-                    if found == sc.evidence_window:
-                        break
-            if found == 0:
-                raise ReductionInputError(
-                    f"the schedule removes tokens at layer {p} but no layer before it gives evidence "
-                    f"(layer kinds {layer_kinds[:p]!r}, w_attn={sc.w_attn}, w_mamba={sc.w_mamba})"
-                )
-    return ReductionPlan(num_visual, tuple(counts), tuple(prunes), dict(sorted(evidence.items())))
-
-
-def _first_true(flag: torch.Tensor, m: int) -> torch.Tensor:
-    """Column indices of the first ``m`` True entries per row, ascending, without a host sync."""
+    One stable sort, no host synchronisation (``nonzero`` would need one). Every row must
+    hold at least ``m`` True entries, else its remaining columns are False ones. The runtime
+    finds the current positions of the visual and query tokens, and of the tokens kept at a
+    prune point, with it (and the profiler times the same call).
+    """
     return torch.sort((~flag).to(torch.int8), dim=1, stable=True).indices[:, :m]
 
 
@@ -140,10 +105,10 @@ class _Prefill:
     def indices(self):
         """Current-sequence indices of query rows (padded + valid) and of visual tokens."""
         if self._index is None or self._index[0] != self.version:
-            q_idx = _first_true(self.is_query, self.n_query)
+            q_idx = first_true_indices(self.is_query, self.n_query)
             if self.q_valid is not None:  # rows with fewer query tokens repeat their first one, masked out
                 q_idx = torch.where(self.q_valid, q_idx, q_idx[:, :1])
-            v_idx = _first_true(self.is_vis, self.n_vis)
+            v_idx = first_true_indices(self.is_vis, self.n_vis)
             self._index = (self.version, q_idx, self.q_valid, v_idx)
         return self._index[1:]
 
@@ -167,7 +132,7 @@ class _Prefill:
         chosen = torch.gather(v_idx, 1, pick)
         self.selections[layer] = torch.gather(self.pos, 1, chosen)
         keep = (~self.is_vis).scatter(1, chosen, True)
-        cur = _first_true(keep, self.pos.shape[1] - n_vis + n_keep)
+        cur = first_true_indices(keep, self.pos.shape[1] - n_vis + n_keep)
         hidden = torch.gather(hidden, 1, cur[..., None].expand(-1, -1, hidden.shape[-1]))
         self.pos = torch.gather(self.pos, 1, cur)
         self.is_vis = torch.gather(self.is_vis, 1, cur)

@@ -23,7 +23,7 @@ A space says how an Optuna trial becomes a :class:`~autoprune.schedule.Schedule`
 
 No cut is placed before the first layer that can give evidence (a mixer layer whose
 kind has a positive weight): such cuts are moved to that layer, so every sampled
-schedule passes :func:`autoprune.runtime.plan_reduction`.
+schedule passes :func:`autoprune.plan.plan_reduction`.
 
 :meth:`SearchSpace.params_for` maps a schedule back to parameters (for
 ``study.enqueue_trial``), or returns ``None`` when the space cannot express it.

@@ -19,7 +19,7 @@ from autoprune.latency import (
     roofline_ms,
 )
 from autoprune.profile_table import FORMAT, ProfileTable, Series, find_table, list_tables, table_path
-from autoprune.runtime import plan_reduction
+from autoprune.plan import plan_reduction
 from autoprune.schedule import Schedule, ScorerConfig
 from autoprune.shapes import NEMOTRON_H_8B, TokenLayout, layer_flops
 from hw_fixtures import TINY, TINY_BF16, linear_table

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from autoprune.errors import ConfigError
-from autoprune.runtime import plan_reduction
+from autoprune.plan import plan_reduction
 from autoprune.schedule import ModelSignature, Schedule, ScorerConfig
 from autoprune.shapes import NEMOTRON_H_8B
 from autoprune._io import data_dir

@@ -33,7 +33,8 @@ from torch import nn
 
 from ..adapters import get_adapter
 from ..errors import ReductionInputError
-from ..runtime import attach_evidence_store, plan_reduction
+from ..plan import plan_reduction
+from ..runtime import attach_evidence_store
 from ..schedule import Schedule, ScorerConfig
 
 __all__ = ["DEFAULT_MAX_BYTES", "PrefixCache", "PrefixCacheStats", "prefix_of"]
