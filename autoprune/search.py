@@ -188,9 +188,9 @@ def build_default_study_inputs(*, model: str, task: str | None, gpu: str, measur
       tests, benchmarks.
     - ``model="demo"``: the shipped demo model and its test videos
       (:func:`autoprune.tasks.build_evaluator`); latency predicted by
-      :class:`~autoprune.latency.LatencyModel` for the demo's layer pattern at NemotronH-8B
+      :class:`~autoprune.cost.latency.LatencyModel` for the demo's layer pattern at NemotronH-8B
       widths on ``gpu`` (see :mod:`autoprune.tasks.build`), or with ``measure`` timed on the
-      present device (:class:`~autoprune.latency.MeasuredLatency`), the latency model of that
+      present device (:class:`~autoprune.cost.latency.MeasuredLatency`), the latency model of that
       device projecting candidates onto the budget.
     - another model: give a factory of your own (``--inputs module:function``).
     """
@@ -198,8 +198,8 @@ def build_default_study_inputs(*, model: str, task: str | None, gpu: str, measur
         from .synthetic import build_inputs
 
         return build_inputs(gpu=gpu, task=task, measure=measure, options=options)
-    from . import gpus
-    from .latency import LatencyModel
+    from .cost import gpus
+    from .cost.latency import LatencyModel
     from .tasks.build import build_evaluator, measured_latency
 
     spec = gpus.detect() if gpu == "auto" else gpus.resolve(gpu)  # UnknownGPUError before anything expensive

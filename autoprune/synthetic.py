@@ -31,12 +31,12 @@ from typing import Any
 from .errors import ConfigError, UnknownGPUError
 from .interfaces import LatencyEstimate, TaskResult
 from .schedule import ModelSignature, Schedule
-from .shapes import NEMOTRON_H_8B, TokenLayout
+from .cost.shapes import NEMOTRON_H_8B, TokenLayout
 
 __all__ = ["SyntheticEvaluator", "SyntheticLatency", "SYNTHETIC_GPUS", "resolve_synthetic_gpu", "build_inputs"]
 
 # name -> (canonical name, relative time per unit of work). A stand-in for the GPU
-# registry (autoprune.gpus) so that this module works without it.
+# registry (autoprune.cost.gpus) so that this module works without it.
 SYNTHETIC_GPUS: dict[str, tuple[str, float]] = {
     "a100": ("a100-sxm4-80gb", 1.0),
     "h100": ("h100-sxm5-80gb", 0.55),

@@ -3,7 +3,7 @@
 What it does, in one process:
 
 1. (``--profile`` or when no table exists for the present GPU and shape) measure the
-   per-layer table with :func:`autoprune.layer_bench.profile_shape` and write it to
+   per-layer table with :func:`autoprune.profiler.layer_bench.profile_shape` and write it to
    ``$OUT/profiles/measured/<gpu>/<shape>.json`` (``benchmarks/results/...`` without ``$OUT``);
 2. build the whole model (transformers ``NemotronHForCausalLM``, random bf16 weights,
    created directly on the GPU), then for each visual-token count ``V``:
@@ -98,7 +98,7 @@ def random_schedules(num_layers: int, count: int, seed: int = 0, mean_keep=(0.15
 
 # ------------------------------------------------------------------- model
 def build_model(shape, device, dtype, seed: int = 0):
-    from autoprune.layer_bench import build_random_model
+    from autoprune.profiler.layer_bench import build_random_model
 
     return build_random_model(shape, device, dtype, seed)
 
@@ -158,12 +158,12 @@ def main(argv=None) -> int:
 
     t_all = time.monotonic()
     from autoprune.commands.profile import load_shape
-    from autoprune.gpus import CPU, detect, load_registry
-    from autoprune.latency import LatencyModel, MeasuredLatency, calibrate
-    from autoprune.layer_bench import environment_info, profile_shape, scoring_kernels_available, token_grid
-    from autoprune.profile_table import ProfileTable, find_table, table_path
-    from autoprune.profiling import GpuMonitor
-    from autoprune.shapes import TokenLayout
+    from autoprune.cost.gpus import CPU, detect, load_registry
+    from autoprune.cost.latency import LatencyModel, MeasuredLatency, calibrate
+    from autoprune.profiler.layer_bench import environment_info, profile_shape, scoring_kernels_available, token_grid
+    from autoprune.cost.profile_table import ProfileTable, find_table, table_path
+    from autoprune.profiler.timing import GpuMonitor
+    from autoprune.cost.shapes import TokenLayout
 
     shape = load_shape(args.shape)
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

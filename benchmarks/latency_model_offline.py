@@ -2,7 +2,7 @@
 
 ``benchmarks/latency_model.py`` records, for every schedule it times, its keep vector,
 scorer and measured latency. This script predicts those schedules again from a measured
-table with the current :class:`autoprune.latency.LatencyModel` and reports the errors
+table with the current :class:`autoprune.cost.latency.LatencyModel` and reports the errors
 (median, p90, max of |pred − meas| / meas, and of the speedup), so a change of the
 model can be checked against every GPU measurement already made. Prints a table and
 writes ``benchmarks/results/latency_model_offline.json``.
@@ -20,10 +20,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from autoprune.latency import LatencyModel
-from autoprune.profile_table import ProfileTable
+from autoprune.cost.latency import LatencyModel
+from autoprune.cost.profile_table import ProfileTable
 from autoprune.schedule import Schedule, ScorerConfig
-from autoprune.shapes import TokenLayout
+from autoprune.cost.shapes import TokenLayout
 
 
 def quantile(xs, q):

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import autoprune  # noqa: E402
 from autoprune import Schedule, ScorerConfig  # noqa: E402
-from autoprune.shapes import NEMOTRON_H_8B, TokenLayout  # noqa: E402
+from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout  # noqa: E402
 from runtime_overhead import prefill  # noqa: E402  (the same call as prefill_speed)
 
 FAMILIES = [

@@ -9,10 +9,10 @@ tokens. Per visual-token count:
   schedule, both with the real language-aware scores (Triton kernels);
 - the same low-to-high schedule with a score-free selector: the difference is the time
   spent in scoring and selection;
-- FLOP-ideal speedup of each (``autoprune.shapes.prefill_flops``), NVML energy per
+- FLOP-ideal speedup of each (``autoprune.cost.shapes.prefill_flops``), NVML energy per
   prefill (counter delta over a window of >= 1 s), peak memory, clock-event flags.
 
-Timing with :func:`autoprune.profiling.time_fn` (CUDA events, warm-up, median, re-measure
+Timing with :func:`autoprune.profiler.timing.time_fn` (CUDA events, warm-up, median, re-measure
 on spread or slowdown). Prints a table; writes ``$OUT/prefill_speed.json`` (else
 ``benchmarks/results/``).
 """
@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import autoprune  # noqa: E402
 from autoprune import Schedule, ScorerConfig  # noqa: E402
-from autoprune.profiling import GpuMonitor, time_fn  # noqa: E402
-from autoprune.shapes import NEMOTRON_H_8B, TokenLayout, prefill_flops  # noqa: E402
+from autoprune.profiler.timing import GpuMonitor, time_fn  # noqa: E402
+from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout, prefill_flops  # noqa: E402
 from runtime_overhead import low_to_high, prefill  # noqa: E402  (the same staged schedule and call)
 
 

@@ -25,9 +25,9 @@ configurations — unreduced, uniform 25% and the staged low-to-high mean-25% sc
   the first H100 run of this script found the per-prefill host-to-device mask copy);
 - ``combined``: every feature above that ran all configurations, with a CUDA graph.
 
-Per variant and configuration: median ms (:func:`autoprune.profiling.time_fn`, CUDA events),
+Per variant and configuration: median ms (:func:`autoprune.profiler.timing.time_fn`, CUDA events),
 speedup over the variant's own unreduced prefill, FLOP-ideal speedup
-(``autoprune.shapes.prefill_flops``), their ratio, NVML energy per prefill and its ratio,
+(``autoprune.cost.shapes.prefill_flops``), their ratio, NVML energy per prefill and its ratio,
 and agreement with the eager run of the same configuration (last-position logits: max abs
 difference, top-1 equal; kept positions: overlap). A variant or configuration that fails
 is flagged with its error; the run goes on.
@@ -58,8 +58,8 @@ from runtime_overhead import low_to_high, prefill  # the same staged schedule an
 
 import autoprune  # installs the mamba-ssm import shim before transformers' models are imported
 from autoprune import Schedule
-from autoprune.profiling import GpuMonitor, time_fn
-from autoprune.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops
+from autoprune.profiler.timing import GpuMonitor, time_fn
+from autoprune.cost.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops
 
 VARIANTS = ("eager", "triton-conv", "compiled-blocks", "compiled+triton-conv", "cuda-graph", "combined")
 FEATURES = {"eager": (), "triton-conv": ("tconv",), "compiled-blocks": ("compile",),

@@ -28,7 +28,7 @@ import torch
 
 import autoprune
 from autoprune import Schedule, ScorerConfig
-from autoprune.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops
+from autoprune.cost.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops
 
 
 def prefill(model, x, vm, schedule=None, *, use_kernels=None, call=None):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from autoprune.profile_table import ProfileTable, Series
-from autoprune.profiling import METHOD_CUDA_EVENTS
-from autoprune.shapes import ModelShape
+from autoprune.cost.profile_table import ProfileTable, Series
+from autoprune.profiler.timing import METHOD_CUDA_EVENTS
+from autoprune.cost.shapes import ModelShape
 
 # A NemotronH-family shape small enough to build and time on a 2-core CPU in milliseconds.
 TINY = ModelShape(

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from autoprune.budget import Budget, fit_to_budget, parse_budget, project_keep
 from autoprune.errors import BudgetError
 from autoprune.schedule import ModelSignature, Schedule
-from autoprune.shapes import NEMOTRON_H_8B, TokenLayout
+from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout
 from autoprune.synthetic import SyntheticLatency
 
 SIG = ModelSignature("synthetic", NEMOTRON_H_8B.layer_kinds)

@@ -1,7 +1,7 @@
 import json
 
 from autoprune.cli import main
-from autoprune.profile_table import table_path
+from autoprune.cost.profile_table import table_path
 from hw_fixtures import TINY_BF16, linear_table
 
 

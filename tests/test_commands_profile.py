@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autoprune.cli import main
-from autoprune.profile_table import ProfileTable
+from autoprune.cost.profile_table import ProfileTable
 from hw_fixtures import TINY
 
 

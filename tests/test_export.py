@@ -10,7 +10,7 @@ import pytest
 from autoprune.export import export_study
 from autoprune.schedule import Schedule
 from autoprune.search import SearchConfig, run_search
-from autoprune.shapes import TokenLayout
+from autoprune.cost.shapes import TokenLayout
 from autoprune.synthetic import SyntheticLatency
 
 

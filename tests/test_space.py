@@ -9,7 +9,7 @@ import yaml
 from autoprune.errors import ConfigError
 from autoprune.plan import plan_reduction
 from autoprune.schedule import ModelSignature, Schedule, ScorerConfig
-from autoprune.shapes import NEMOTRON_H_8B
+from autoprune.cost.shapes import NEMOTRON_H_8B
 from autoprune._io import data_dir
 from autoprune.space import available_spaces, first_cut_layer, load_space
 

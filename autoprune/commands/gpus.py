@@ -49,8 +49,8 @@ def _fmt(v) -> str:
 def gpus_command(args: argparse.Namespace) -> int:
     import json
 
-    from ..gpus import load_registry, resolve_verbose
-    from ..profile_table import list_tables
+    from ..cost.gpus import load_registry, resolve_verbose
+    from ..cost.profile_table import list_tables
 
     registry = load_registry()
     if args.resolve:

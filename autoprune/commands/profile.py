@@ -56,7 +56,7 @@ def load_shape(spec: str):
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..shapes import PRESETS, ModelShape, get_shape
+    from ..cost.shapes import PRESETS, ModelShape, get_shape
 
     if spec in PRESETS:
         return get_shape(spec)
@@ -83,7 +83,7 @@ def _target(gpu: str):
     import torch
 
     from ..errors import ConfigError, UnknownGPUError
-    from ..gpus import CPU, detect, resolve
+    from ..cost.gpus import CPU, detect, resolve
 
     if gpu.strip().lower() == "cpu":
         return "cpu", CPU.id, None
@@ -113,8 +113,8 @@ def profile_command(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ConfigError
-    from ..layer_bench import profile_shape, token_grid
-    from ..profile_table import table_path
+    from ..profiler.layer_bench import profile_shape, token_grid
+    from ..cost.profile_table import table_path
 
     shape = load_shape(args.shape)
     device, gpu_id, note = _target(args.gpu)
@@ -129,7 +129,7 @@ def profile_command(args: argparse.Namespace) -> int:
         tokens = token_grid(args.min_tokens, args.max_tokens, args.per_octave)
     monitor = None
     if device == "cuda" and not args.no_monitor:
-        from ..profiling import GpuMonitor
+        from ..profiler.timing import GpuMonitor
 
         monitor = GpuMonitor(energy=False)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))

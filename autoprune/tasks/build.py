@@ -1,8 +1,8 @@
 """``build_evaluator``: (model, task, options) → an evaluator the search can use.
 
 The evaluator also carries what the latency side needs: ``shape`` (the
-:class:`~autoprune.shapes.ModelShape` whose cost is predicted) and ``layout`` (the
-:class:`~autoprune.shapes.TokenLayout` of the prefill being sped up).
+:class:`~autoprune.cost.shapes.ModelShape` whose cost is predicted) and ``layout`` (the
+:class:`~autoprune.cost.shapes.TokenLayout` of the prefill being sped up).
 
 The demo model is tiny, so its own prefill says nothing about a served VLM. Its latency is
 therefore predicted for **its layer pattern at NemotronH-8B widths** (``demo@nemotron-h-8b``)
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..latency import MeasuredLatency
-from ..shapes import NEMOTRON_H_8B, TokenLayout
+from ..cost.latency import MeasuredLatency
+from ..cost.shapes import NEMOTRON_H_8B, TokenLayout
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 
 __all__ = ["build_evaluator", "DEMO_LATENCY_LAYOUT", "demo_latency_shape", "DEMO_OPTIONS"]
@@ -116,8 +116,8 @@ def measured_latency(evaluator, gpu: str | None = None):
     import torch
 
     if evaluator.device.type == "cuda":
-        from ..layer_bench import build_random_model
-        from ..profiling import GpuMonitor
+        from ..profiler.layer_bench import build_random_model
+        from ..profiler.timing import GpuMonitor
 
         dev = evaluator.device
         proxy = build_random_model(evaluator.shape, dev, torch.bfloat16)

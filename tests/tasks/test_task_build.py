@@ -4,7 +4,7 @@ import pytest
 
 from autoprune.errors import ConfigError
 from autoprune.schedule import Schedule, ScorerConfig
-from autoprune.shapes import NEMOTRON_H_8B
+from autoprune.cost.shapes import NEMOTRON_H_8B
 from autoprune.tasks import build_evaluator
 from autoprune.tasks.build import DEMO_LATENCY_LAYOUT
 

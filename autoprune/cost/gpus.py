@@ -31,8 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import _io
-from .errors import ConfigError, UnknownGPUError, check_keys
+from .. import _io
+from ..errors import ConfigError, UnknownGPUError, check_keys
 
 __all__ = [
     "FORMAT",

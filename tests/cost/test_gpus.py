@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from autoprune.errors import ConfigError, UnknownGPUError
-from autoprune.gpus import (
+from autoprune.cost.gpus import (
     CPU,
     NUMERIC_FIELDS,
     GpuSpec,
@@ -25,7 +25,7 @@ from hw_fixtures import FakeNvml
 
 REQUIRED = ["a100-sxm4-40gb", "a100-sxm4-80gb", "a100-pcie-40gb", "a100-pcie-80gb", "h100-sxm5-80gb",
             "h100-pcie-80gb", "h200-sxm-141gb", "l40s", "l4", "a10g", "rtx-4090", "b200"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def spec_dict(**over):
@@ -227,7 +227,7 @@ def test_registry_loads_from_a_built_wheel(tmp_path):
         names = z.namelist()
         assert "autoprune/data/profiles/gpus/a100-sxm4-80gb.json" in names
         z.extractall(site)
-    code = ("import autoprune.gpus as g, pathlib; r = g.resolve('a100'); "
+    code = ("import autoprune.cost.gpus as g, pathlib; r = g.resolve('a100'); "
             f"assert pathlib.Path(g.__file__).is_relative_to({str(site)!r}), g.__file__; print(r.id)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin"},
                          capture_output=True, text=True)

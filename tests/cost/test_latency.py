@@ -4,12 +4,12 @@ import math
 
 import pytest
 
-from autoprune.profiling import METHOD_WALL_CLOCK
+from autoprune.profiler.timing import METHOD_WALL_CLOCK
 
 from autoprune.errors import ConfigError, ModelMismatchError
-from autoprune.gpus import resolve
+from autoprune.cost.gpus import resolve
 from autoprune.interfaces import LatencyEstimate, LatencySource
-from autoprune.latency import (
+from autoprune.cost.latency import (
     DEFAULT_EFFICIENCY,
     Calibration,
     KindEfficiency,
@@ -18,10 +18,10 @@ from autoprune.latency import (
     layer_bytes,
     roofline_ms,
 )
-from autoprune.profile_table import FORMAT, ProfileTable, Series, find_table, list_tables, table_path
+from autoprune.cost.profile_table import FORMAT, ProfileTable, Series, find_table, list_tables, table_path
 from autoprune.plan import plan_reduction
 from autoprune.schedule import Schedule, ScorerConfig
-from autoprune.shapes import NEMOTRON_H_8B, TokenLayout, layer_flops
+from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout, layer_flops
 from hw_fixtures import TINY, TINY_BF16, linear_table
 
 LAYOUT = TokenLayout(prefix=32, visual=1024, query=64)
@@ -42,7 +42,7 @@ def test_series_interpolation_is_exact_for_power_laws():
 
 def test_series_follows_linear_plus_quadratic_attention_closely():
     # attention = projections (a·n) + scores (b·n²); grid √2-spaced as `autoprune profile` measures
-    from autoprune.layer_bench import token_grid
+    from autoprune.profiler.layer_bench import token_grid
 
     grid = token_grid(512, 131072, 2)
     f = lambda n: 1e-3 * n + 4e-8 * n * n + 0.05  # noqa: E731
@@ -210,7 +210,7 @@ def test_gpu_prediction_is_a_host_gpu_pipeline_of_layers_scoring_gather_and_head
 
 
 def test_pipeline_time_is_the_longest_host_then_gpu_path():
-    from autoprune.latency import pipeline_ms
+    from autoprune.cost.latency import pipeline_ms
 
     assert pipeline_ms([10, 1, 1], [1, 1, 1]) == 13  # GPU-bound: host 1 then all GPU work
     assert pipeline_ms([1, 1, 1], [3, 3, 3]) == 10  # host-bound: all host work, then the last GPU stage
@@ -218,8 +218,8 @@ def test_pipeline_time_is_the_longest_host_then_gpu_path():
 
 
 def test_a_series_is_split_into_a_host_floor_and_the_gpu_time_above_it():
-    from autoprune.latency import gpu_part, host_floor
-    from autoprune.profile_table import Series
+    from autoprune.cost.latency import gpu_part, host_floor
+    from autoprune.cost.profile_table import Series
 
     # Host-bound plateau (1.3 ms) up to 1024 tokens, then GPU-bound and linear.
     s = Series((256, 512, 1024, 2048, 4096, 8192), (1.3, 1.3, 1.35, 2.0, 4.0, 8.0))
@@ -363,7 +363,7 @@ def test_measured_ms_must_be_finite(tmp_path):
 
 
 def test_a_table_of_the_same_widths_predicts_another_layer_pattern(tmp_path):
-    from autoprune.shapes import NEMOTRON_H_8B
+    from autoprune.cost.shapes import NEMOTRON_H_8B
 
     table = linear_table(NEMOTRON_H_8B)
     table.save(tmp_path / "h100-sxm5-80gb" / "nemotron-h-8b.json")
@@ -381,7 +381,7 @@ def test_a_table_of_the_same_widths_predicts_another_layer_pattern(tmp_path):
 
 
 def test_a_table_of_other_widths_is_refused():
-    from autoprune.shapes import NEMOTRON_H_8B
+    from autoprune.cost.shapes import NEMOTRON_H_8B
 
     other = dataclasses.replace(NEMOTRON_H_8B, name="narrower", hidden_size=2048)
     with pytest.raises(ConfigError, match="other dimensions"):

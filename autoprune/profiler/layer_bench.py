@@ -1,13 +1,13 @@
 """Measure a model shape's per-layer latency table on the present device (``autoprune profile``).
 
-For each layer kind of a :class:`~autoprune.shapes.ModelShape` one transformers
+For each layer kind of a :class:`~autoprune.cost.shapes.ModelShape` one transformers
 ``NemotronHBlock`` with random weights is built (``shape.to_nemotron_h_config()``) and
 timed on a log-spaced token grid — prefill, queries = keys = ``n`` — followed by the
 reduction's own costs at the same sizes: the evidence of an attention layer and of a
 Mamba2 layer (the runtime's hook work: :func:`autoprune.runtime.mamba2_inputs`,
 :mod:`autoprune.scoring`, the importance-state update), the gather of kept tokens at a
 prune layer, and the head (final norm over all tokens + LM head on the last one). The
-result is a :class:`~autoprune.profile_table.ProfileTable` written atomically.
+result is a :class:`~autoprune.cost.profile_table.ProfileTable` written atomically.
 
 Only prefill is measured: the schedule changes the prefill; decoding after it runs
 on the reduced cache (a 2-D queries × cache grid would be a separate table).
@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
-from .errors import ConfigError
-from .profile_table import KIND_NAMES, ProfileTable, Series
-from .shapes import ModelShape
+from .. import __version__
+from ..errors import ConfigError
+from ..cost.profile_table import KIND_NAMES, ProfileTable, Series
+from ..cost.shapes import ModelShape
 
 __all__ = ["token_grid", "DEFAULT_GRID", "profile_shape", "environment_info", "mamba_kernel_status",
            "activation_bytes", "build_block", "scoring_kernels_available"]
@@ -181,7 +181,7 @@ def environment_info(device) -> dict[str, Any]:
         env["device_name"] = platform.processor() or platform.machine()
         env["threads"] = torch.get_num_threads()
     try:
-        from .compat import mamba_ssm_shim
+        from ..compat import mamba_ssm_shim
 
         env["mamba_ssm_shim"] = mamba_ssm_shim.is_installed()
     except Exception:  # pragma: no cover
@@ -266,7 +266,7 @@ def spread_ssm_parameters_(module):
 
 
 def _mamba_parts(mixer):
-    from .adapters.base import Mamba2Parts
+    from ..adapters.base import Mamba2Parts
 
     return Mamba2Parts(
         module=mixer, in_proj=mixer.in_proj, conv_weight=mixer.conv1d.weight, conv_bias=mixer.conv1d.bias,
@@ -294,7 +294,7 @@ class _Ctx:
         return [self.torch.randn(1, n, width, device=self.dev, dtype=self.dtype) for _ in range(count)]
 
     def rotations(self, bytes_per_set: int) -> int:
-        from .profiling import rotation_count
+        from .timing import rotation_count
 
         return rotation_count(bytes_per_set) if self.dev.type == "cuda" else 1
 
@@ -324,7 +324,7 @@ def _layer_setup(ctx: _Ctx, block):
 
 def _attention_scoring_setup(ctx: _Ctx, config):
     """What the runtime's q/k hooks do at an attention evidence layer with ``n`` tokens present."""
-    from . import scoring as sc
+    from .. import scoring as sc
 
     torch = ctx.torch
     Hq, Hk, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
@@ -350,8 +350,8 @@ def _attention_scoring_setup(ctx: _Ctx, config):
 
 def _mamba_scoring_setup(ctx: _Ctx, block, decay: bool):
     """What the runtime's ``in_proj`` hook does at a Mamba2 evidence layer with ``n`` tokens present."""
-    from . import scoring as sc
-    from .runtime import mamba2_inputs
+    from .. import scoring as sc
+    from ..runtime import mamba2_inputs
 
     torch, shape = ctx.torch, ctx.shape
     parts = _mamba_parts(block.mixer)
@@ -377,8 +377,8 @@ def _mamba_scoring_setup(ctx: _Ctx, block, decay: bool):
 def _gather_setup(ctx: _Ctx):
     """What ``_Prefill.prune`` does at a prune layer (keeping half the visual tokens present),
     plus the index refresh that follows it."""
-    from . import scoring as sc
-    from .runtime import first_true_indices
+    from .. import scoring as sc
+    from ..runtime import first_true_indices
 
     torch, h, Q = ctx.torch, ctx.shape.hidden_size, ctx.query
 
@@ -506,18 +506,18 @@ def profile_shape(
     ``gpu_id`` is the registry id the table is filed under (default: detected; ``cpu`` on
     the CPU). ``use_kernels`` is passed to the scoring functions (``None``: the Triton
     kernels when ``autoprune.kernels`` provides them and the device is CUDA).
-    ``timer_kw`` goes to :func:`autoprune.profiling.time_fn`.
+    ``timer_kw`` goes to :func:`autoprune.profiler.timing.time_fn`.
     """
     # Before transformers imports NemotronH's modeling module, which picks its Mamba
     # kernels once: without the shim an installed mamba-ssm 2.3.2 fails to import and
     # transformers silently takes the torch path (out of memory at long sequences on a GPU).
-    from .compat import mamba_ssm_shim
+    from ..compat import mamba_ssm_shim
 
     mamba_ssm_shim.install()
 
     import torch
 
-    from .profiling import default_clock, time_fn
+    from .timing import default_clock, time_fn
 
     log = log or (lambda s: None)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -528,7 +528,7 @@ def profile_shape(
         if dev.type == "cpu":
             gpu_id = "cpu"
         else:
-            from .gpus import detect
+            from ..cost.gpus import detect
 
             gpu_id = detect().id
     grid = sorted(set(int(t) for t in (tokens if tokens is not None else DEFAULT_GRID)))

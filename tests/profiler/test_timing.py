@@ -6,7 +6,7 @@ import time
 import pytest
 
 from autoprune.errors import AutopruneError
-from autoprune.profiling import (
+from autoprune.profiler.timing import (
     METHOD_CUDA_EVENTS,
     METHOD_WALL_CLOCK,
     GpuMonitor,
@@ -273,8 +273,8 @@ def test_rotation_count_covers_twice_the_l2():
 
 
 def test_import_autoprune_does_not_import_optional_packages():
-    code = ("import sys, autoprune, autoprune.profiling, autoprune.gpus, autoprune.latency, "
-            "autoprune.profile_table, autoprune.cli; "
+    code = ("import sys, autoprune, autoprune.profiler.timing, autoprune.cost.gpus, autoprune.cost.latency, "
+            "autoprune.cost.profile_table, autoprune.cli; "
             "bad = [m for m in ('pynvml', 'pandas', 'matplotlib', 'optuna') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -287,9 +287,9 @@ def test_spread_is_zero_for_identical_durations():
 
 
 def test_every_clock_method_is_accepted_by_timing_stats_and_tables(tmp_path):
-    from autoprune.profile_table import ProfileTable
-    from autoprune.profiling import METHODS, summarize
-    from autoprune.shapes import NEMOTRON_H_8B
+    from autoprune.cost.profile_table import ProfileTable
+    from autoprune.profiler.timing import METHODS, summarize
+    from autoprune.cost.shapes import NEMOTRON_H_8B
     from hw_fixtures import linear_table
 
     for method in METHODS:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from autoprune.latency import LatencyModel, MeasuredLatency
-from autoprune.layer_bench import (
+from autoprune.cost.latency import LatencyModel, MeasuredLatency
+from autoprune.profiler.layer_bench import (
     activation_bytes,
     build_block,
     environment_info,
@@ -10,10 +10,10 @@ from autoprune.layer_bench import (
     profile_shape,
     token_grid,
 )
-from autoprune.profile_table import ProfileTable
-from autoprune.profiling import METHOD_WALL_CLOCK
+from autoprune.cost.profile_table import ProfileTable
+from autoprune.profiler.timing import METHOD_WALL_CLOCK
 from autoprune.schedule import Schedule
-from autoprune.shapes import NEMOTRON_H_8B, TokenLayout
+from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout
 from hw_fixtures import TINY
 
 QUICK = {"rep_ms": 1.0, "warmup_ms": 0.0, "min_reps": 2, "max_reps": 3, "retries": 0, "estimate_calls": 1}
@@ -97,7 +97,7 @@ def test_measured_latency_on_the_cpu_is_a_cpu_measurement():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from tiny_models import tiny_nemotron_h
 
     model = tiny_nemotron_h()
@@ -112,7 +112,7 @@ def test_measured_latency_on_the_cpu_is_a_cpu_measurement():
 
 
 def test_out_of_memory_points_are_skipped_and_larger_ones_not_tried(monkeypatch):
-    import autoprune.layer_bench as lb
+    import autoprune.profiler.layer_bench as lb
 
     calls = []
     real = lb.build_block
@@ -139,7 +139,7 @@ def test_out_of_memory_points_are_skipped_and_larger_ones_not_tried(monkeypatch)
 
 
 def test_a_failing_point_is_recorded_and_the_other_series_go_on(monkeypatch):
-    import autoprune.layer_bench as lb
+    import autoprune.profiler.layer_bench as lb
 
     real = lb._gather_setup
 
@@ -158,8 +158,8 @@ def test_a_failing_point_is_recorded_and_the_other_series_go_on(monkeypatch):
 
 
 def test_mamba_points_beyond_mamba_ssm_int32_indexing_are_known_in_advance():
-    from autoprune.layer_bench import int32_limit_tokens
-    from autoprune.shapes import NEMOTRON_H_8B
+    from autoprune.profiler.layer_bench import int32_limit_tokens
+    from autoprune.cost.shapes import NEMOTRON_H_8B
 
     limit = int32_limit_tokens(NEMOTRON_H_8B, "mamba")
     assert 65_536 < limit < 131_072  # 131k tokens crashed an H200; 64k ran

@@ -1,7 +1,7 @@
 """Measured latency tables (``autoprune.profile/v1``): one file per (device, model shape).
 
-Written by ``autoprune profile`` (see :mod:`autoprune.layer_bench`) to
-``profiles/measured/<gpu-id>/<shape-name>.json``, read by :mod:`autoprune.latency`::
+Written by ``autoprune profile`` (see :mod:`autoprune.profiler.layer_bench`) to
+``profiles/measured/<gpu-id>/<shape-name>.json``, read by :mod:`autoprune.cost.latency`::
 
     {"format": "autoprune.profile/v1",
      "gpu": "h100-sxm5-80gb", "device_name": "NVIDIA H100 80GB HBM3",
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _io
-from .errors import ConfigError
+from .. import _io
+from ..errors import ConfigError
 from .shapes import ModelShape
 
 __all__ = [
@@ -189,7 +189,7 @@ class ProfileTable:
             raise ConfigError(f"{o}: gpu must be a non-empty string, got {self.gpu!r}")
         if not isinstance(self.shape, ModelShape):
             raise ConfigError(f"{o}: shape must be a ModelShape")
-        from .profiling import METHODS
+        from ..profiler.timing import METHODS
 
         if self.method not in METHODS:
             raise ConfigError(f"{o}: method must be one of {METHODS}, got {self.method!r}")
@@ -212,7 +212,7 @@ class ProfileTable:
 
     @property
     def is_cpu(self) -> bool:
-        from .profiling import METHOD_WALL_CLOCK
+        from ..profiler.timing import METHOD_WALL_CLOCK
 
         return self.gpu == "cpu" or self.method == METHOD_WALL_CLOCK
 

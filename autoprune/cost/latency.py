@@ -26,12 +26,12 @@ summed (on a CPU, host and compute are the same thread).
 named in the returned :class:`~autoprune.interfaces.LatencyEstimate`:
 
 ``table``
-    a table measured on this GPU for this shape (:mod:`autoprune.profile_table`),
+    a table measured on this GPU for this shape (:mod:`autoprune.cost.profile_table`),
     interpolated log-log between grid points.
 ``roofline``
     ``t(n) = o + max(F(n) / (P·e_c), B(n) / (W·e_m))`` with the target's spec peaks
     ``P`` (dense bf16/fp16 TFLOP/s) and ``W`` (GB/s), FLOPs ``F`` from
-    :func:`autoprune.shapes.layer_flops`, bytes ``B`` from :func:`layer_bytes`, and
+    :func:`autoprune.cost.shapes.layer_flops`, bytes ``B`` from :func:`layer_bytes`, and
     per-kind factors ``(e_c, e_m, o)`` fitted on a table measured on *another* GPU
     (:func:`calibrate`). Scoring, gather and head times are that GPU's measurements
     scaled by the bandwidth ratio (they are small, memory-bound kernels).
@@ -51,11 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelMismatchError
+from ..errors import ConfigError, ModelMismatchError
 from .gpus import CPU, GpuSpec, Registry, load_registry, resolve
-from .interfaces import LatencyEstimate
+from ..interfaces import LatencyEstimate
 from .profile_table import KIND_NAMES, ProfileTable, Series, find_table, list_tables
-from .schedule import Schedule
+from ..schedule import Schedule
 from .shapes import ModelShape, TokenLayout, layer_flops
 
 __all__ = [
@@ -374,9 +374,9 @@ class LatencyBreakdown:
 class LatencyModel:
     """Predicted prefill latency of schedules for one (shape, layout, GPU); a ``LatencySource``.
 
-    ``gpu`` is a :class:`GpuSpec` or a name for :func:`autoprune.gpus.resolve`. The source is
+    ``gpu`` is a :class:`GpuSpec` or a name for :func:`autoprune.cost.gpus.resolve`. The source is
     chosen in this order: ``table`` (argument, or found by
-    :func:`autoprune.profile_table.find_table` for this GPU and shape); ``calibration``
+    :func:`autoprune.cost.profile_table.find_table` for this GPU and shape); ``calibration``
     (argument, or fitted on a table of this shape measured on another GPU of the
     registry) → ``roofline``; else ``roofline-uncalibrated``. The CPU pseudo-GPU needs a table.
 
@@ -564,7 +564,7 @@ class LatencyModel:
 
     def breakdown(self, schedule: Schedule) -> LatencyBreakdown:
         """Per-term prediction for ``schedule`` at this layout's visual-token count."""
-        from .plan import plan_reduction
+        from ..plan import plan_reduction
 
         self._check_schedule(schedule)
         V, text = self.layout.visual, self.layout.text
@@ -630,7 +630,7 @@ class MeasuredLatency:
     """``LatencySource`` that runs each schedule on the present device (``--measure``).
 
     Times ``model(inputs_embeds=..., **forward_kwargs)`` under :func:`autoprune.reduce`
-    with :func:`autoprune.profiling.time_fn` (CUDA events on a GPU, the wall clock on the
+    with :func:`autoprune.profiler.timing.time_fn` (CUDA events on a GPU, the wall clock on the
     CPU — the estimate's ``source`` is then ``cpu-measured``) and, with a monitor, NVML
     energy per prefill. The unreduced baseline is measured once and cached.
     """
@@ -671,20 +671,20 @@ class MeasuredLatency:
             return self.model(inputs_embeds=self.inputs_embeds, **self.forward_kwargs)
 
     def _time(self):
-        from .profiling import time_fn
+        from ..profiler.timing import time_fn
 
         return time_fn(lambda: self._forward(), clock=self.clock, monitor=self.monitor, energy=self.energy,
                        device=self.inputs_embeds.device, **self.timer_kw)
 
     def baseline(self):
-        """:class:`~autoprune.profiling.TimingStats` of the unreduced model (cached)."""
+        """:class:`~autoprune.profiler.timing.TimingStats` of the unreduced model (cached)."""
         if self._baseline is None:
             self._baseline = self._time()
         return self._baseline
 
     def measure(self, schedule: Schedule):
-        """:class:`~autoprune.profiling.TimingStats` of the model reduced by ``schedule``."""
-        from .runtime import reduce
+        """:class:`~autoprune.profiler.timing.TimingStats` of the model reduced by ``schedule``."""
+        from ..runtime import reduce
 
         with reduce(self.model, schedule, visual_mask=self.visual_mask, query_mask=self.query_mask,
                     use_kernels=self.use_kernels):

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import AutopruneError
+from ..errors import AutopruneError
 
 __all__ = [
     "METHOD_CUDA_EVENTS",

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["ModelShape", "TokenLayout", "PRESETS", "get_shape", "layer_flops", "prefill_flops"]
 

@@ -1,0 +1,12 @@
+"""Predicting a schedule's cost: model shapes and FLOPs, the GPU registry, measured tables, the latency model.
+
+Modules (import them directly; nothing heavy is imported here, torch included):
+
+- :mod:`~autoprune.cost.shapes` — :class:`ModelShape`, :class:`TokenLayout`, FLOP counts;
+- :mod:`~autoprune.cost.gpus` — GPU spec sheets and name resolution (``--gpu a100``);
+- :mod:`~autoprune.cost.profile_table` — measured per-layer tables (``autoprune.profile/v1``);
+- :mod:`~autoprune.cost.roofline` — the roofline and its calibration on a measured table;
+- :mod:`~autoprune.cost.latency` — :class:`LatencyModel`, the predicted ``LatencySource``.
+
+Measuring (timers, NVML, the per-layer benchmark, measured latency) is :mod:`autoprune.profiler`.
+"""
