@@ -190,7 +190,7 @@ def build_default_study_inputs(*, model: str, task: str | None, gpu: str, measur
       (:func:`autoprune.tasks.build_evaluator`); latency predicted by
       :class:`~autoprune.cost.latency.LatencyModel` for the demo's layer pattern at NemotronH-8B
       widths on ``gpu`` (see :mod:`autoprune.tasks.build`), or with ``measure`` timed on the
-      present device (:class:`~autoprune.cost.latency.MeasuredLatency`), the latency model of that
+      present device (:class:`~autoprune.profiler.measured.MeasuredLatency`), the latency model of that
       device projecting candidates onto the budget.
     - another model: give a factory of your own (``--inputs module:function``).
     """

@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .cost.shapes import NEMOTRON_H_8B, TokenLayout
 from .errors import ConfigError, UnknownGPUError
 from .interfaces import LatencyEstimate, TaskResult
 from .schedule import ModelSignature, Schedule
-from .cost.shapes import NEMOTRON_H_8B, TokenLayout
 
 __all__ = ["SyntheticEvaluator", "SyntheticLatency", "SYNTHETIC_GPUS", "resolve_synthetic_gpu", "build_inputs"]
 

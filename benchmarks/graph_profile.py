@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import autoprune  # noqa: F401,E402  (mamba-ssm import shim before transformers' models)
-from autoprune.profiler.timing import time_fn  # noqa: E402
 from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout  # noqa: E402
+from autoprune.profiler.timing import time_fn  # noqa: E402
 from prefill_profile import family  # noqa: E402
 from prefill_stack import capture  # noqa: E402
 

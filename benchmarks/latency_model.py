@@ -98,7 +98,7 @@ def random_schedules(num_layers: int, count: int, seed: int = 0, mean_keep=(0.15
 
 # ------------------------------------------------------------------- model
 def build_model(shape, device, dtype, seed: int = 0):
-    from autoprune.profiler.layer_bench import build_random_model
+    from autoprune.profiler.random_model import build_random_model
 
     return build_random_model(shape, device, dtype, seed)
 
@@ -159,11 +159,14 @@ def main(argv=None) -> int:
     t_all = time.monotonic()
     from autoprune.commands.profile import load_shape
     from autoprune.cost.gpus import CPU, detect, load_registry
-    from autoprune.cost.latency import LatencyModel, MeasuredLatency, calibrate
-    from autoprune.profiler.layer_bench import environment_info, profile_shape, scoring_kernels_available, token_grid
+    from autoprune.cost.latency import LatencyModel
     from autoprune.cost.profile_table import ProfileTable, find_table, table_path
-    from autoprune.profiler.timing import GpuMonitor
+    from autoprune.cost.roofline import calibrate
     from autoprune.cost.shapes import TokenLayout
+    from autoprune.profiler.environment import environment_info, scoring_kernels_available
+    from autoprune.profiler.layer_bench import profile_shape, token_grid
+    from autoprune.profiler.measured import MeasuredLatency
+    from autoprune.profiler.monitor import GpuMonitor
 
     shape = load_shape(args.shape)
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from autoprune.cost.latency import LatencyModel
 from autoprune.cost.profile_table import ProfileTable
-from autoprune.schedule import Schedule, ScorerConfig
 from autoprune.cost.shapes import TokenLayout
+from autoprune.schedule import Schedule, ScorerConfig
 
 
 def quantile(xs, q):

@@ -31,8 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import autoprune  # noqa: E402
 from autoprune import Schedule, ScorerConfig  # noqa: E402
-from autoprune.profiler.timing import GpuMonitor, time_fn  # noqa: E402
 from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout, prefill_flops  # noqa: E402
+from autoprune.profiler.monitor import GpuMonitor  # noqa: E402
+from autoprune.profiler.timing import time_fn  # noqa: E402
 from runtime_overhead import low_to_high, prefill  # noqa: E402  (the same staged schedule and call)
 
 

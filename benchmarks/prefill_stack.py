@@ -58,8 +58,9 @@ from runtime_overhead import low_to_high, prefill  # the same staged schedule an
 
 import autoprune  # installs the mamba-ssm import shim before transformers' models are imported
 from autoprune import Schedule
-from autoprune.profiler.timing import GpuMonitor, time_fn
 from autoprune.cost.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops
+from autoprune.profiler.monitor import GpuMonitor
+from autoprune.profiler.timing import time_fn
 
 VARIANTS = ("eager", "triton-conv", "compiled-blocks", "compiled+triton-conv", "cuda-graph", "combined")
 FEATURES = {"eager": (), "triton-conv": ("tconv",), "compiled-blocks": ("compile",),

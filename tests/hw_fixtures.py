@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from autoprune.cost.profile_table import ProfileTable, Series
-from autoprune.profiler.timing import METHOD_CUDA_EVENTS
 from autoprune.cost.shapes import ModelShape
+from autoprune.profiler.timing import METHOD_CUDA_EVENTS
 
 # A NemotronH-family shape small enough to build and time on a 2-core CPU in milliseconds.
 TINY = ModelShape(

@@ -55,8 +55,8 @@ def load_shape(spec: str):
     import json
     from pathlib import Path
 
-    from ..errors import ConfigError
     from ..cost.shapes import PRESETS, ModelShape, get_shape
+    from ..errors import ConfigError
 
     if spec in PRESETS:
         return get_shape(spec)
@@ -82,8 +82,8 @@ def _target(gpu: str):
     """(device string, registry id, note) for --gpu."""
     import torch
 
-    from ..errors import ConfigError, UnknownGPUError
     from ..cost.gpus import CPU, detect, resolve
+    from ..errors import ConfigError, UnknownGPUError
 
     if gpu.strip().lower() == "cpu":
         return "cpu", CPU.id, None
@@ -112,9 +112,9 @@ def profile_command(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..cost.profile_table import table_path
     from ..errors import ConfigError
     from ..profiler.layer_bench import profile_shape, token_grid
-    from ..cost.profile_table import table_path
 
     shape = load_shape(args.shape)
     device, gpu_id, note = _target(args.gpu)
@@ -129,7 +129,7 @@ def profile_command(args: argparse.Namespace) -> int:
         tokens = token_grid(args.min_tokens, args.max_tokens, args.per_octave)
     monitor = None
     if device == "cuda" and not args.no_monitor:
-        from ..profiler.timing import GpuMonitor
+        from ..profiler.monitor import GpuMonitor
 
         monitor = GpuMonitor(energy=False)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))

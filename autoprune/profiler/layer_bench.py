@@ -1,8 +1,8 @@
 """Measure a model shape's per-layer latency table on the present device (``autoprune profile``).
 
 For each layer kind of a :class:`~autoprune.cost.shapes.ModelShape` one transformers
-``NemotronHBlock`` with random weights is built (``shape.to_nemotron_h_config()``) and
-timed on a log-spaced token grid — prefill, queries = keys = ``n`` — followed by the
+``NemotronHBlock`` with random weights is built (``shape.to_nemotron_h_config()``,
+:mod:`autoprune.profiler.random_model`) and timed on a log-spaced token grid — prefill, queries = keys = ``n`` — followed by the
 reduction's own costs at the same sizes: the evidence of an attention layer and of a
 Mamba2 layer (the runtime's hook work: :func:`autoprune.runtime.mamba2_inputs`,
 :mod:`autoprune.scoring`, the importance-state update), the gather of kept tokens at a
@@ -21,23 +21,27 @@ smallest point of each series is always measured, so no kind is left without dat
 from __future__ import annotations
 
 import gc
-import importlib.metadata as _md
 import logging
 import math
-import platform
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..errors import ConfigError
 from ..cost.profile_table import KIND_NAMES, ProfileTable, Series
 from ..cost.shapes import ModelShape
+from ..errors import ConfigError
+from .environment import (
+    FallbackWarnings,
+    environment_info,
+    mamba_kernel_status,
+    scoring_kernels_available,
+)
+from .random_model import build_block, mamba2_parts_of
+from .timing import default_clock, rotation_count, time_fn
 
-__all__ = ["token_grid", "DEFAULT_GRID", "profile_shape", "environment_info", "mamba_kernel_status",
-           "activation_bytes", "build_block", "scoring_kernels_available"]
+__all__ = ["token_grid", "DEFAULT_GRID", "profile_shape", "activation_bytes", "int32_limit_tokens"]
 
 
 def token_grid(lo: int = 128, hi: int = 131072, per_octave: int = 2, multiple: int = 8) -> list[int]:
@@ -96,186 +100,6 @@ def activation_bytes(shape: ModelShape, kind: str, tokens: int) -> int:
     raise ConfigError(f"unknown layer kind {kind!r}")
 
 
-# ---------------------------------------------------------------- environment
-def _version(dist: str) -> str | None:
-    try:
-        return _md.version(dist)
-    except _md.PackageNotFoundError:
-        return None
-
-
-def mamba_kernel_status() -> dict[str, str]:
-    """Which implementation transformers' NemotronH uses for each Mamba op, read from the module.
-
-    transformers >= 5.2x wraps each op with a hub-kernel/package/torch fallback chosen once at
-    import (its closure holds ``implementation`` and ``is_new_implementation``); older
-    versions bind module globals that are ``None`` when the package is missing.
-    """
-    try:
-        import transformers.models.nemotron_h.modeling_nemotron_h as m
-    except Exception as e:  # pragma: no cover
-        return {"error": f"cannot import NemotronH: {e}"}
-    out: dict[str, str] = {}
-    names = ("mamba2_chunk_scan", "causal_conv1d_fn", "mamba2_split_conv1d_scan_combined",
-             "mamba2_selective_state_update", "causal_conv1d_update", "mamba_chunk_scan_combined",
-             "mamba_split_conv1d_scan_combined", "selective_state_update")
-    for name in names:
-        if not hasattr(m, name):
-            continue
-        fn = getattr(m, name)
-        if fn is None:
-            out[name] = "missing (torch path)"
-            continue
-        cells = {}
-        code = getattr(fn, "__code__", None)
-        if code is not None and fn.__closure__:
-            cells = dict(zip(code.co_freevars, (c.cell_contents for c in fn.__closure__)))
-        impl = cells.get("implementation", fn)
-        if cells.get("is_new_implementation") is False:
-            out[name] = "torch reference (fallback)"
-        else:
-            qual = getattr(impl, "__qualname__", getattr(impl, "__name__", "?"))
-            out[name] = f"{getattr(impl, '__module__', '?')}.{qual}"
-    if hasattr(m, "is_fast_path_available"):
-        out["is_fast_path_available"] = str(m.is_fast_path_available)
-    return out
-
-
-def scoring_kernels_available() -> bool:
-    """True when ``autoprune.kernels`` provides the Triton evidence kernels the scoring dispatches to."""
-    try:
-        import autoprune.kernels as k
-    except ImportError:
-        return False
-    return all(hasattr(k, n) for n in ("attention_evidence", "mamba2_evidence"))
-
-
-def environment_info(device) -> dict[str, Any]:
-    import torch
-
-    dev = torch.device(device)
-    env: dict[str, Any] = {
-        "python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "transformers": _version("transformers"), "triton": _version("triton"),
-        "mamba_ssm": _version("mamba-ssm") or _version("mamba_ssm"), "causal_conv1d": _version("causal-conv1d"),
-        "nvidia_ml_py": _version("nvidia-ml-py"), "autoprune": __version__, "device": str(dev),
-    }
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev)
-        env.update({"device_name": props.name, "sm_count": props.multi_processor_count,
-                    "memory_total_bytes": props.total_memory,
-                    "l2_cache_bytes": getattr(props, "L2_cache_size", None),
-                    "capability": f"{props.major}.{props.minor}"})
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            try:
-                v = pynvml.nvmlSystemGetDriverVersion()
-                env["driver"] = v.decode() if isinstance(v, bytes) else v
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception as e:
-            env["driver"] = f"unknown (NVML: {type(e).__name__})"
-    else:
-        env["device_name"] = platform.processor() or platform.machine()
-        env["threads"] = torch.get_num_threads()
-    try:
-        from ..compat import mamba_ssm_shim
-
-        env["mamba_ssm_shim"] = mamba_ssm_shim.is_installed()
-    except Exception:  # pragma: no cover
-        pass
-    env["mamba_kernels"] = mamba_kernel_status()
-    return env
-
-
-class _FallbackLog(logging.Handler):
-    """Collects transformers' "falling back to ... PyTorch implementation" warnings."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if "falling back" in msg.lower() or "fall back" in msg.lower():
-            if msg not in self.messages:
-                self.messages.append(msg)
-
-
-# ------------------------------------------------------------------- builders
-def build_block(shape: ModelShape, kind: str, device, dtype):
-    """One ``NemotronHBlock`` of ``kind`` (letter) with random weights, on ``device`` in ``dtype``."""
-    import torch
-    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHBlock
-
-    if kind not in shape.layer_kinds:
-        raise ConfigError(f"shape {shape.name!r} has no layer of kind {kind!r}")
-    overrides: dict[str, Any] = {}
-    if "E" in shape.layer_kinds:
-        overrides.update(moe_intermediate_size=shape.moe_intermediate_size, num_experts_per_tok=shape.moe_top_k,
-                         moe_shared_expert_intermediate_size=shape.moe_shared_intermediate_size)
-    config = shape.to_nemotron_h_config(**overrides)
-    config._attn_implementation = "sdpa"
-    idx = shape.layer_kinds.index(kind)
-    prev = torch.get_default_dtype()
-    torch.manual_seed(1234 + idx)
-    try:
-        # Created directly on the device in the target dtype: seconds, not minutes, for 8B widths.
-        torch.set_default_dtype(dtype if dtype.is_floating_point else prev)
-        with torch.device(device):
-            block = NemotronHBlock(config, layer_idx=idx)
-    finally:
-        torch.set_default_dtype(prev)
-    block = spread_ssm_parameters_(block.to(device=device, dtype=dtype).eval())
-    return block, config
-
-
-def build_random_model(shape: ModelShape, device, dtype, seed: int = 0):
-    """Whole ``NemotronHForCausalLM`` of ``shape`` with random weights, built directly on
-    ``device`` (SDPA attention, SSM parameters spread like a trained model's)."""
-    import torch
-    from transformers import NemotronHForCausalLM
-
-    config = shape.to_nemotron_h_config(use_cache=False)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(seed)
-    prev = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(dtype)
-        with torch.device(device):
-            model = NemotronHForCausalLM(config)
-    finally:
-        torch.set_default_dtype(prev)
-    return spread_ssm_parameters_(model.to(device=device, dtype=dtype).eval())
-
-
-def spread_ssm_parameters_(module):
-    """Random-weight models: transformers' default init gives every Mamba head the same dt
-    bias and A; spread them as trained weights are, so per-head costs and scores are real."""
-    import torch
-
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("dt_bias"):
-                p.copy_(torch.randn_like(p) * 0.5 - 1.0)
-            elif name.endswith("A_log"):
-                p.copy_(torch.rand_like(p) * 2.0 - 1.0)
-    return module
-
-
-def _mamba_parts(mixer):
-    from ..adapters.base import Mamba2Parts
-
-    return Mamba2Parts(
-        module=mixer, in_proj=mixer.in_proj, conv_weight=mixer.conv1d.weight, conv_bias=mixer.conv1d.bias,
-        activation=mixer.act, intermediate_size=mixer.intermediate_size, n_groups=mixer.n_groups,
-        state_size=mixer.ssm_state_size, num_heads=mixer.num_heads, dt_bias=mixer.dt_bias, A_log=mixer.A_log,
-        dt_limit=tuple(mixer.time_step_limit),
-    )
-
-
 # ------------------------------------------------------- what is measured
 @dataclass(frozen=True)
 class _Ctx:
@@ -294,8 +118,6 @@ class _Ctx:
         return [self.torch.randn(1, n, width, device=self.dev, dtype=self.dtype) for _ in range(count)]
 
     def rotations(self, bytes_per_set: int) -> int:
-        from .timing import rotation_count
-
         return rotation_count(bytes_per_set) if self.dev.type == "cuda" else 1
 
     def indices(self, n: int):
@@ -354,7 +176,7 @@ def _mamba_scoring_setup(ctx: _Ctx, block, decay: bool):
     from ..runtime import mamba2_inputs
 
     torch, shape = ctx.torch, ctx.shape
-    parts = _mamba_parts(block.mixer)
+    parts = mamba2_parts_of(block.mixer)
     width = block.mixer.in_proj.out_features
     G, N, H = shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads
 
@@ -517,8 +339,6 @@ def profile_shape(
 
     import torch
 
-    from .timing import default_clock, time_fn
-
     log = log or (lambda s: None)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and dev.index is None:
@@ -555,7 +375,7 @@ def profile_shape(
                 "will not describe the fast path")
     t_start = time.monotonic()
     skipped: list[dict] = []
-    fallback_log = _FallbackLog()
+    fallback_log = FallbackWarnings()
     tf_logger = logging.getLogger("transformers")
     tf_logger.addHandler(fallback_log)
 

@@ -17,9 +17,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..cost.latency import MeasuredLatency
 from ..cost.shapes import NEMOTRON_H_8B, TokenLayout
+from ..errors import ConfigError
+from ..profiler.measured import MeasuredLatency
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 
 __all__ = ["build_evaluator", "DEMO_LATENCY_LAYOUT", "demo_latency_shape", "DEMO_OPTIONS"]
@@ -116,8 +116,8 @@ def measured_latency(evaluator, gpu: str | None = None):
     import torch
 
     if evaluator.device.type == "cuda":
-        from ..profiler.layer_bench import build_random_model
-        from ..profiler.timing import GpuMonitor
+        from ..profiler.monitor import GpuMonitor
+        from ..profiler.random_model import build_random_model
 
         dev = evaluator.device
         proxy = build_random_model(evaluator.shape, dev, torch.bfloat16)

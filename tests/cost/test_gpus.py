@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from autoprune.errors import ConfigError, UnknownGPUError
 from autoprune.cost.gpus import (
     CPU,
     NUMERIC_FIELDS,
@@ -21,6 +20,7 @@ from autoprune.cost.gpus import (
     resolve,
     resolve_verbose,
 )
+from autoprune.errors import ConfigError, UnknownGPUError
 from hw_fixtures import FakeNvml
 
 REQUIRED = ["a100-sxm4-40gb", "a100-sxm4-80gb", "a100-pcie-40gb", "a100-pcie-80gb", "h100-sxm5-80gb",

@@ -1,19 +1,14 @@
 import pytest
 import torch
 
-from autoprune.cost.latency import LatencyModel, MeasuredLatency
-from autoprune.profiler.layer_bench import (
-    activation_bytes,
-    build_block,
-    environment_info,
-    mamba_kernel_status,
-    profile_shape,
-    token_grid,
-)
+from autoprune.cost.latency import LatencyModel
 from autoprune.cost.profile_table import ProfileTable
+from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout
+from autoprune.profiler.environment import environment_info, mamba_kernel_status
+from autoprune.profiler.layer_bench import activation_bytes, profile_shape, token_grid
+from autoprune.profiler.random_model import build_block
 from autoprune.profiler.timing import METHOD_WALL_CLOCK
 from autoprune.schedule import Schedule
-from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout
 from hw_fixtures import TINY
 
 QUICK = {"rep_ms": 1.0, "warmup_ms": 0.0, "min_reps": 2, "max_reps": 3, "retries": 0, "estimate_calls": 1}
@@ -91,24 +86,6 @@ def test_environment_reports_versions_and_mamba_kernels():
     env = environment_info("cpu")
     assert env["torch"] == torch.__version__ and env["cuda"] == torch.version.cuda
     assert "mamba2_chunk_scan" in mamba_kernel_status() or "mamba_chunk_scan_combined" in mamba_kernel_status()
-
-
-def test_measured_latency_on_the_cpu_is_a_cpu_measurement():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tiny_models import tiny_nemotron_h
-
-    model = tiny_nemotron_h()
-    L, V = 40, 24
-    x = torch.randn(1, L, model.config.hidden_size)
-    mask = torch.zeros(1, L, dtype=torch.bool)
-    mask[:, 4:4 + V] = True
-    ml = MeasuredLatency(model, x, mask, timer_kw=QUICK)
-    est = ml.estimate(Schedule(keep=(1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25)))
-    assert est.source == "cpu-measured" and est.gpu == "cpu"
-    assert est.latency_ms > 0 and est.energy_j is None
 
 
 def test_out_of_memory_points_are_skipped_and_larger_ones_not_tried(monkeypatch):

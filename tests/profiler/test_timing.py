@@ -1,26 +1,23 @@
 import math
 import subprocess
 import sys
-import time
 
 import pytest
 
 from autoprune.errors import AutopruneError
+from autoprune.profiler.monitor import GpuMonitor, MonitorSample, decode_clock_event_reasons
 from autoprune.profiler.timing import (
     METHOD_CUDA_EVENTS,
     METHOD_WALL_CLOCK,
-    GpuMonitor,
-    MonitorSample,
-    NullMonitor,
     TimingStats,
     WallClock,
-    decode_clock_event_reasons,
     default_clock,
     rotation_count,
     summarize,
     time_fn,
 )
 from hw_fixtures import FakeNvml, ScriptedClock
+
 
 FIRST, EST = 1, 3  # time_fn's first call and estimate calls (defaults)
 
@@ -34,6 +31,8 @@ def phases(estimate=1.0, attempts=()):
 
 
 NOISY = [1.0, 2.0] * 5
+
+
 TIGHT = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.0, 1.01, 0.99]
 
 
@@ -180,88 +179,11 @@ def test_wall_clock_measures_elapsed_time_with_an_injected_timer():
     assert clock.time_calls(lambda i: None, [0, 1]) == pytest.approx([2.0, 5.0])
 
 
-# ---------------------------------------------------------------- monitor
-def test_reason_bits_decode_by_name():
-    assert decode_clock_event_reasons(0x1 | 0x4 | 0x40) == ("gpu_idle", "sw_power_cap", "hw_thermal_slowdown")
-    assert decode_clock_event_reasons(0x10000) == ("unknown_0x10000",)
-    assert MonitorSample(available=True, clock_event_reasons=("sw_thermal_slowdown",)).slowdown
-    assert not MonitorSample(available=True, clock_event_reasons=("gpu_idle", "sw_power_cap")).slowdown
-
-
-def test_monitor_without_nvml_notes_it_and_does_not_crash():
-    mon = GpuMonitor(nvml=FakeNvml(fail_init=True))
-    with mon:
-        pass
-    assert mon.result.available is False
-    assert "NVML unavailable" in mon.result.note and "Driver Not Loaded" in mon.result.note
-    snap = mon.snapshot()
-    assert snap.available is False and snap.note
-    ran = []
-    assert mon.energy_window(ran.append, 1.0).available is False
-    assert ran == []  # nothing to measure, nothing run
-
-
-def test_monitor_with_the_real_bindings_and_no_driver_notes_it():
-    pytest.importorskip("pynvml")
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    mon = GpuMonitor()
-    with mon:
-        pass
-    assert mon.result.available is False and "NVML" in mon.result.note
-
-
 def test_timer_reports_monitor_unavailable_as_a_flag_and_note():
     clock = ScriptedClock(phases(attempts=[TIGHT]))
     s = timed(clock, monitor=GpuMonitor(nvml=FakeNvml(fail_init=True)))
     assert "monitor-unavailable" in s.flags
     assert any("NVML unavailable" in n for n in s.notes)
-
-
-def test_monitor_energy_is_the_counter_delta_in_joules():
-    nv = FakeNvml(energy_step_mj=2500)  # each read advances the counter by 2.5 J
-    mon = GpuMonitor(nvml=nv, min_window_s=0.0)
-    with mon:
-        mon.add_calls(5)
-    r = mon.result
-    assert r.available and r.energy_j == pytest.approx(2.5)
-    assert r.energy_per_call_j == pytest.approx(0.5)
-    assert r.sm_clock_mhz == 1980 and r.device_name == "NVIDIA H100 80GB HBM3"
-
-
-def test_energy_window_repeats_the_callable_until_the_window_is_long_enough():
-    calls = []
-    mon = GpuMonitor(nvml=FakeNvml(), min_window_s=0.05)
-
-    def run(k):
-        calls.append(k)
-        time.sleep(0.002 * k)
-
-    r = mon.energy_window(run, per_call_ms=2.0)
-    assert r.window_s >= 0.05
-    assert r.calls == sum(calls) >= 25
-    assert r.energy_per_call_j is not None
-
-
-def test_short_energy_window_is_noted():
-    mon = GpuMonitor(nvml=FakeNvml(), min_window_s=10.0)
-    with mon:
-        pass
-    assert "shorter than" in mon.result.note
-
-
-def test_monitor_collects_reasons_over_the_window():
-    mon = GpuMonitor(nvml=FakeNvml(reasons=[0x0, 0x20, 0x0]), min_window_s=0.0)
-    with mon:
-        mon.sample()
-    assert "sw_thermal_slowdown" in mon.result.clock_event_reasons
-    assert mon.result.slowdown
-
-
-def test_null_monitor_says_why():
-    assert NullMonitor("no GPU").snapshot().note == "no GPU"
 
 
 def test_rotation_count_covers_twice_the_l2():
@@ -273,8 +195,8 @@ def test_rotation_count_covers_twice_the_l2():
 
 
 def test_import_autoprune_does_not_import_optional_packages():
-    code = ("import sys, autoprune, autoprune.profiler.timing, autoprune.cost.gpus, autoprune.cost.latency, "
-            "autoprune.cost.profile_table, autoprune.cli; "
+    code = ("import sys, autoprune, autoprune.profiler.timing, autoprune.profiler.monitor, autoprune.cost.gpus, "
+            "autoprune.cost.latency, autoprune.cost.roofline, autoprune.cost.profile_table, autoprune.cli; "
             "bad = [m for m in ('pynvml', 'pandas', 'matplotlib', 'optuna') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -285,11 +207,10 @@ def test_spread_is_zero_for_identical_durations():
     assert s.spread == 0.0 and math.isfinite(s.spread)
 
 
-
 def test_every_clock_method_is_accepted_by_timing_stats_and_tables(tmp_path):
     from autoprune.cost.profile_table import ProfileTable
-    from autoprune.profiler.timing import METHODS, summarize
     from autoprune.cost.shapes import NEMOTRON_H_8B
+    from autoprune.profiler.timing import METHODS, summarize
     from hw_fixtures import linear_table
 
     for method in METHODS:

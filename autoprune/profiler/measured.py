@@ -1,0 +1,91 @@
+"""Measured latency: a ``LatencySource`` that times each schedule on the present device (``--measure``).
+
+The counterpart of the prediction in :mod:`autoprune.cost.latency`: same
+:class:`~autoprune.interfaces.LatencyEstimate`, ``source`` ``measured`` (CUDA events) or
+``cpu-measured`` (the wall clock, a fallback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..cost.gpus import CPU
+from ..interfaces import LatencyEstimate
+from ..schedule import Schedule
+from .timing import time_fn
+
+__all__ = ["MeasuredLatency"]
+
+
+class MeasuredLatency:
+    """``LatencySource`` that runs each schedule on the present device (``--measure``).
+
+    Times ``model(inputs_embeds=..., **forward_kwargs)`` under :func:`autoprune.reduce`
+    with :func:`autoprune.profiler.timing.time_fn` (CUDA events on a GPU, the wall clock on the
+    CPU — the estimate's ``source`` is then ``cpu-measured``) and, with a monitor, NVML
+    energy per prefill. The unreduced baseline is measured once and cached.
+    """
+
+    def __init__(self, model, inputs_embeds, visual_mask, *, gpu: str | None = None, query_mask=None,
+                 clock=None, monitor=None, energy: bool = True, timer_kw: Mapping[str, Any] | None = None,
+                 use_kernels: bool | None = None, forward_kwargs: Mapping[str, Any] | None = None):
+        import torch
+
+        self.model = model
+        self.inputs_embeds = inputs_embeds
+        self.visual_mask = visual_mask
+        self.query_mask = query_mask
+        self.on_cuda = inputs_embeds.is_cuda
+        if gpu is None:
+            gpu = CPU.id
+            if self.on_cuda:
+                try:
+                    from ..cost.gpus import detect
+
+                    gpu = detect().id
+                except Exception:
+                    gpu = torch.cuda.get_device_name(inputs_embeds.device)
+        self.gpu = gpu
+        self.clock = clock
+        self.monitor = monitor
+        self.energy = energy and monitor is not None
+        self.timer_kw = dict(timer_kw or {})
+        self.use_kernels = use_kernels
+        self.forward_kwargs = {"use_cache": False, "logits_to_keep": 1} if forward_kwargs is None else dict(
+            forward_kwargs)
+        self._baseline = None
+
+    def _forward(self):
+        import torch
+
+        with torch.inference_mode():
+            return self.model(inputs_embeds=self.inputs_embeds, **self.forward_kwargs)
+
+    def _time(self):
+        return time_fn(lambda: self._forward(), clock=self.clock, monitor=self.monitor, energy=self.energy,
+                       device=self.inputs_embeds.device, **self.timer_kw)
+
+    def baseline(self):
+        """:class:`~autoprune.profiler.timing.TimingStats` of the unreduced model (cached)."""
+        if self._baseline is None:
+            self._baseline = self._time()
+        return self._baseline
+
+    def measure(self, schedule: Schedule):
+        """:class:`~autoprune.profiler.timing.TimingStats` of the model reduced by ``schedule``."""
+        from ..runtime import reduce
+
+        with reduce(self.model, schedule, visual_mask=self.visual_mask, query_mask=self.query_mask,
+                    use_kernels=self.use_kernels):
+            return self._time()
+
+    def estimate(self, schedule: Schedule) -> LatencyEstimate:
+        base = self.baseline()
+        stats = self.measure(schedule)
+        source = "cpu-measured" if stats.is_fallback else "measured"
+        return LatencyEstimate(
+            latency_ms=max(stats.median, 1e-9), baseline_ms=max(base.median, 1e-9), source=source, gpu=self.gpu,
+            energy_j=stats.energy_per_call_j, baseline_energy_j=base.energy_per_call_j, spread=stats.spread,
+            flags=tuple(stats.flags),
+        )

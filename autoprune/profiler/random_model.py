@@ -1,0 +1,89 @@
+"""Random-weight NemotronH blocks and models of a :class:`~autoprune.cost.shapes.ModelShape`.
+
+What the profiler times (one block per layer kind) and what ``--measure`` on a GPU prefills
+(a whole model of the latency shape): weights are random, built directly on the device in
+the target dtype, with the SSM parameters spread as a trained model's are (so per-head costs
+and scores are real).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..cost.shapes import ModelShape
+from ..errors import ConfigError
+
+__all__ = ["build_block", "build_random_model", "mamba2_parts_of", "spread_ssm_parameters_"]
+
+
+def build_block(shape: ModelShape, kind: str, device, dtype):
+    """One ``NemotronHBlock`` of ``kind`` (letter) with random weights, on ``device`` in ``dtype``."""
+    import torch
+    from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHBlock
+
+    if kind not in shape.layer_kinds:
+        raise ConfigError(f"shape {shape.name!r} has no layer of kind {kind!r}")
+    overrides: dict[str, Any] = {}
+    if "E" in shape.layer_kinds:
+        overrides.update(moe_intermediate_size=shape.moe_intermediate_size, num_experts_per_tok=shape.moe_top_k,
+                         moe_shared_expert_intermediate_size=shape.moe_shared_intermediate_size)
+    config = shape.to_nemotron_h_config(**overrides)
+    config._attn_implementation = "sdpa"
+    idx = shape.layer_kinds.index(kind)
+    prev = torch.get_default_dtype()
+    torch.manual_seed(1234 + idx)
+    try:
+        # Created directly on the device in the target dtype: seconds, not minutes, for 8B widths.
+        torch.set_default_dtype(dtype if dtype.is_floating_point else prev)
+        with torch.device(device):
+            block = NemotronHBlock(config, layer_idx=idx)
+    finally:
+        torch.set_default_dtype(prev)
+    block = spread_ssm_parameters_(block.to(device=device, dtype=dtype).eval())
+    return block, config
+
+
+def build_random_model(shape: ModelShape, device, dtype, seed: int = 0):
+    """Whole ``NemotronHForCausalLM`` of ``shape`` with random weights, built directly on
+    ``device`` (SDPA attention, SSM parameters spread like a trained model's)."""
+    import torch
+    from transformers import NemotronHForCausalLM
+
+    config = shape.to_nemotron_h_config(use_cache=False)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    prev = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype)
+        with torch.device(device):
+            model = NemotronHForCausalLM(config)
+    finally:
+        torch.set_default_dtype(prev)
+    return spread_ssm_parameters_(model.to(device=device, dtype=dtype).eval())
+
+
+def spread_ssm_parameters_(module):
+    """Random-weight models: transformers' default init gives every Mamba head the same dt
+    bias and A; spread them as trained weights are, so per-head costs and scores are real."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("dt_bias"):
+                p.copy_(torch.randn_like(p) * 0.5 - 1.0)
+            elif name.endswith("A_log"):
+                p.copy_(torch.rand_like(p) * 2.0 - 1.0)
+    return module
+
+
+def mamba2_parts_of(mixer):
+    """:class:`~autoprune.adapters.base.Mamba2Parts` of a transformers NemotronH Mamba2 mixer
+    (what the runtime's evidence hooks read), for timing the scoring on a lone block."""
+    from ..adapters.base import Mamba2Parts
+
+    return Mamba2Parts(
+        module=mixer, in_proj=mixer.in_proj, conv_weight=mixer.conv1d.weight, conv_bias=mixer.conv1d.bias,
+        activation=mixer.act, intermediate_size=mixer.intermediate_size, n_groups=mixer.n_groups,
+        state_size=mixer.ssm_state_size, num_heads=mixer.num_heads, dt_bias=mixer.dt_bias, A_log=mixer.A_log,
+        dt_limit=tuple(mixer.time_step_limit),
+    )
