@@ -3,18 +3,12 @@
 Everything is computed by functions that return small typed objects (what the tests
 check); ``render_*`` functions draw them with matplotlib (imported only there, Agg).
 
-Schedule shapes at equal mean keep ``m`` (``L`` layers, ``V`` visual tokens; keep ratios
-are monotone non-increasing and ``keep[0] = 1`` unless a query-agnostic prefilter acts):
-
-- ``low_to_high`` (progressive): ``keep_i = ρ^i``, ``ρ`` the largest value whose realised
-  token counts have mean keep ≤ ``m``; the share removed grows with depth;
-- ``high_to_low`` (early-aggressive, then flat): ``keep_0 = 1``, ``keep_i = r`` for
-  ``i ≥ 1``, ``r = (mL − 1)/(L − 1)``: everything is removed at the first layer that has
-  query evidence, later layers remove nothing — the most front-loaded monotone schedule;
-- ``one_shot`` (FastV-like, at layer ``K``): ``keep_i = 1`` for ``i < K``, then
-  ``(mL − K)/(L − K)``; ``K = 2`` by default, lowered to the largest feasible ``K < mL``;
-- ``uniform``: ``keep_i = m`` at every layer, layer 0 included — a query-agnostic
-  uniform-stride pre-filter before the language model, nothing removed after it.
+Schedule shapes at equal mean keep come from the one registry of named shapes
+(:mod:`autoprune.search.references`): ``low_to_high`` (geometric), ``uniform`` (one cut at the
+first layer with evidence, then flat: the most front-loaded monotone schedule), ``high_to_low``
+(a hard cut, then a mild one), ``fastv`` (one cut after the first attention layer) and
+``prefilter`` (a query-agnostic uniform-stride selection before layer 0), each placed at the
+mean keep by :func:`~autoprune.search.references.shape_at_mean_keep`.
 
 The selector (``language``, ``uniform_stride``, ``random``) is orthogonal to the shape.
 """
@@ -29,60 +23,22 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
-from .schedule import Schedule, ScorerConfig
+from .schedule import ModelSignature, Schedule, ScorerConfig
+from .search.references import shape_at_mean_keep
 
 __all__ = [
-    "SHAPES", "schedule_family", "SparsityResult", "StabilityResult", "EvidenceKindsResult", "ScheduleSweep",
+    "schedule_family", "SparsityResult", "StabilityResult", "EvidenceKindsResult", "ScheduleSweep",
     "SweepPoint", "collect_evidence", "layer_sparsity", "stability", "evidence_kinds", "schedule_sweep",
     "run_analysis", "render_sparsity", "render_stability", "render_evidence_kinds", "render_sweep",
 ]
 
-SHAPES = ("low_to_high", "high_to_low", "one_shot", "uniform")
 ANALYSIS_MIN_TOKENS = 1
 
 
-def _realised_mean(keep: Sequence[float], num_visual: int, min_tokens: int) -> float:
-    s = Schedule(keep=tuple(keep), min_tokens=min_tokens, prefilter="uniform_stride" if keep[0] < 1 else None)
-    counts = s.tokens_per_layer(num_visual)
-    return sum(counts) / (len(counts) * num_visual)
-
-
-def schedule_family(shape: str, mean_keep: float, *, num_layers: int, num_visual: int, one_shot_layer: int = 2,
-                    scorer: ScorerConfig | None = None, min_tokens: int = ANALYSIS_MIN_TOKENS,
-                    model=None) -> Schedule:
-    """The schedule of ``shape`` (see the module docstring) at mean keep ``mean_keep``."""
-    m, L = float(mean_keep), int(num_layers)
-    if not 0 < m <= 1:
-        raise ConfigError(f"mean_keep must be in (0, 1], got {mean_keep!r}")
-    if L < 2:
-        raise ConfigError("schedule shapes need at least 2 layers")
-    scorer = scorer or ScorerConfig()
-    prefilter = None
-    if m >= 1:
-        keep = [1.0] * L
-    elif shape == "low_to_high":
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            keep = [mid ** i for i in range(L)]
-            if _realised_mean(keep, num_visual, min_tokens) <= m:
-                lo = mid
-            else:
-                hi = mid
-        keep = [max(lo ** i, 1e-6) for i in range(L)]
-    elif shape in ("high_to_low", "one_shot"):
-        K = 1 if shape == "high_to_low" else max(1, min(int(one_shot_layer), math.ceil(m * L) - 1))
-        r = (m * L - K) / (L - K)
-        if r <= 0:
-            raise ConfigError(f"{shape} cannot reach mean keep {m} with {L} layers")
-        keep = [1.0] * K + [r] * (L - K)
-    elif shape == "uniform":
-        keep = [m] * L
-        prefilter = "uniform_stride"
-    else:
-        raise ConfigError(f"unknown schedule shape {shape!r}; known: {SHAPES}")
-    return Schedule(keep=tuple(keep), min_tokens=min_tokens, scorer=scorer, prefilter=prefilter, model=model)
+def schedule_family(shape: str, mean_keep: float, signature: ModelSignature, num_visual: int, *,
+                    scorer: ScorerConfig | None = None, min_tokens: int = ANALYSIS_MIN_TOKENS) -> Schedule:
+    """The registered shape ``shape`` at mean keep ``mean_keep`` for a model of ``signature``."""
+    return shape_at_mean_keep(shape, signature, mean_keep, num_visual, scorer=scorer, min_tokens=min_tokens)
 
 
 # --------------------------------------------------------------------------- evidence
@@ -333,16 +289,17 @@ class ScheduleSweep:
 # (shape, selector, variant, scorer overrides)
 DEFAULT_SWEEP = (
     ("low_to_high", "language", "default", {}),
+    ("uniform", "language", "default", {}),
     ("high_to_low", "language", "default", {}),
-    ("one_shot", "language", "default", {}),
-    ("uniform", "uniform_stride", "default", {}),
+    ("fastv", "language", "default", {}),
+    ("prefilter", "uniform_stride", "default", {}),
     ("low_to_high", "uniform_stride", "default", {"selector": "uniform_stride"}),
-    ("high_to_low", "uniform_stride", "default", {"selector": "uniform_stride"}),
+    ("uniform", "uniform_stride", "default", {"selector": "uniform_stride"}),
     ("low_to_high", "random", "default", {"selector": "random"}),
-    ("high_to_low", "random", "default", {"selector": "random"}),
+    ("uniform", "random", "default", {"selector": "random"}),
     ("low_to_high", "language", "mamba_decay", {"mamba_decay": True}),
-    ("one_shot", "language", "attention_only", {"w_mamba": 0.0}),
-    ("one_shot", "language", "mamba_only", {"w_attn": 0.0}),
+    ("fastv", "language", "attention_only", {"w_mamba": 0.0}),
+    ("fastv", "language", "mamba_only", {"w_attn": 0.0}),
 )
 
 
@@ -352,7 +309,6 @@ def schedule_sweep(evaluator, mean_keeps: Sequence[float] = (0.5, 0.25, 0.125), 
     from .errors import AutopruneError
 
     base_scorer = base_scorer or ScorerConfig()
-    L = evaluator.signature.num_layers
     V = evaluator.num_visual
     base = evaluator.baseline
     points = []
@@ -360,7 +316,7 @@ def schedule_sweep(evaluator, mean_keeps: Sequence[float] = (0.5, 0.25, 0.125), 
         for shape, selector, variant, over in sweep:
             sc = ScorerConfig(**{**base_scorer.to_dict(), **over})
             try:
-                s = schedule_family(shape, m, num_layers=L, num_visual=V, scorer=sc)
+                s = schedule_family(shape, m, evaluator.signature, V, scorer=sc)
             except AutopruneError as e:
                 points.append(SweepPoint(shape, selector, variant, m, float("nan"), (), None, None, None, None,
                                          None, None, {}, error=str(e)))

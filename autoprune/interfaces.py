@@ -1,8 +1,10 @@
-"""Small result types and protocols shared across subsystems.
+"""The typed seams between subsystems: results, latency estimates, and what a model source gives
+the search.
 
-The search talks to an :class:`Evaluator` (accuracy or fidelity of a schedule) and a
-:class:`LatencySource` (predicted or measured latency of a schedule) only through
-these; tests pass fakes.
+The search talks to an :class:`Evaluator` (the quality of a schedule) and a
+:class:`LatencySource` (its predicted or measured latency) only through these Protocols; a
+:class:`ModelSource` turns a :class:`SourceRequest` into the :class:`StudyInputs` of a study.
+Tests pass fakes that satisfy the same Protocols.
 """
 
 from __future__ import annotations
@@ -10,10 +12,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import AutopruneError
+from .errors import AutopruneError, ConfigError
 from .schedule import ModelSignature, Schedule
+
+if TYPE_CHECKING:  # annotations only: the cost model is not needed to describe these types
+    from .cost.gpus import GpuSpec
+    from .cost.shapes import ModelShape, TokenLayout
+
+__all__ = ["LATENCY_SOURCES", "TaskResult", "LatencyEstimate", "Evaluator", "LatencySource", "StudyInputs",
+           "SourceRequest", "ModelSource"]
 
 LATENCY_SOURCES = ("measured", "table", "roofline", "roofline-uncalibrated", "cpu-measured")
 
@@ -73,9 +83,20 @@ class LatencyEstimate:
     def speedup(self) -> float:
         return self.baseline_ms / self.latency_ms
 
+    def to_dict(self) -> dict:
+        return {"latency_ms": self.latency_ms, "baseline_ms": self.baseline_ms, "source": self.source,
+                "gpu": self.gpu, "energy_j": self.energy_j, "baseline_energy_j": self.baseline_energy_j,
+                "spread": self.spread, "flags": list(self.flags)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyEstimate:
+        return cls(**{**d, "flags": tuple(d.get("flags") or ())})
+
 
 @runtime_checkable
 class Evaluator(Protocol):
+    """The quality of a schedule on one evaluation set (``evaluate`` is called once per trial)."""
+
     signature: ModelSignature
     num_visual: int
     metric: str
@@ -85,6 +106,87 @@ class Evaluator(Protocol):
 
 @runtime_checkable
 class LatencySource(Protocol):
+    """The prefill latency of a schedule on one GPU (``gpu`` is its registry id)."""
+
     gpu: str
 
     def estimate(self, schedule: Schedule) -> LatencyEstimate: ...
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """What a study evaluates, built once per process by a :class:`ModelSource`.
+
+    - ``evaluator``: the score of a schedule; it loads its model and data once and reuses them.
+    - ``latency``: the objective's latency (predicted, or measured when the study measures); it
+      computes the unreduced latency once and returns it as ``baseline_ms`` with every estimate.
+    - ``predictor``: a cheap source that projects candidates onto the budget (default:
+      ``latency``); when ``latency`` measures, the latency *model* of the same GPU, so that
+      projecting a candidate does not time a dozen schedules.
+    - ``model``, ``task``: the source's name and the task evaluated (for the settings);
+    - ``shape``, ``layout``: the :class:`~autoprune.cost.shapes.ModelShape` and
+      :class:`~autoprune.cost.shapes.TokenLayout` whose latency is predicted or measured, where
+      that is a model shape (None for sources without one);
+    - ``latency_info``: what the latency is *of*, as plain data for provenance (shape, token
+      layout, source, calibration, proxy notes).
+    """
+
+    evaluator: Evaluator
+    latency: LatencySource
+    predictor: LatencySource | None = None
+    model: str = ""
+    task: str = ""
+    shape: ModelShape | None = None
+    layout: TokenLayout | None = None
+    latency_info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.predictor is None:
+            object.__setattr__(self, "predictor", self.latency)
+        if not isinstance(self.evaluator, Evaluator):
+            raise ConfigError(f"{type(self.evaluator).__name__} is not an Evaluator (needs signature, num_visual, "
+                              "metric and evaluate(schedule))")
+        for name in ("latency", "predictor"):
+            obj = getattr(self, name)
+            if not isinstance(obj, LatencySource):
+                raise ConfigError(f"StudyInputs.{name}: {type(obj).__name__} is not a LatencySource (needs gpu and "
+                                  "estimate(schedule))")
+        object.__setattr__(self, "latency_info", MappingProxyType(dict(self.latency_info)))
+
+    @property
+    def signature(self) -> ModelSignature:
+        return self.evaluator.signature
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """What the search asks a model source for: the resolved GPU, the task, whether latency is
+    measured on the present device, and the source's options (validated against its
+    ``options`` before anything loads)."""
+
+    gpu: GpuSpec
+    task: str | None = None
+    measure: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.measure, bool):
+            raise ConfigError(f"measure must be true or false, got {self.measure!r}")
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    """Turns a :class:`SourceRequest` into :class:`StudyInputs` (see :mod:`autoprune.models`).
+
+    ``options`` names every option the source takes (name → one-line help); ``check`` validates a
+    request cheaply (no model is loaded) and raises :class:`~autoprune.errors.ConfigError`;
+    ``build`` loads what the study needs. Both run in every worker process.
+    """
+
+    name: str
+    options: Mapping[str, str]
+
+    def check(self, request: SourceRequest) -> None: ...
+
+    def build(self, request: SourceRequest) -> StudyInputs: ...

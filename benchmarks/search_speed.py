@@ -27,8 +27,8 @@ completion, from the study's own timestamps), wall time of the whole run, second
 in evaluation, the share of layers the cache skipped, and whether the two studies agree
 trial by trial (they must: the cache is exact, so the seeded sampler sees the same values).
 
-To extend ``overhead``/``budget`` to another evaluator: pass ``--factory module:function``
-(an inputs factory, see ``autoprune.search.build_default_study_inputs``) and ``--model``.
+To extend ``overhead``/``budget`` to another evaluator: pass ``--model`` (a model source name or
+``module:attribute``, see :mod:`autoprune.models`).
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def hypervolume(points, chance: float, limit: float, best: float) -> float:
     return area / ((best - chance) * limit)
 
 
-def part_overhead(trials: int, factory: str, model: str, samplers, storages) -> list[dict]:
-    from autoprune.search import SearchConfig, run_search
+def part_overhead(trials: int, model: str, samplers, storages) -> list[dict]:
+    from autoprune.search.config import SearchConfig
+    from autoprune.search.run import run_search
 
     rows = []
     for storage in storages:
@@ -64,7 +65,7 @@ def part_overhead(trials: int, factory: str, model: str, samplers, storages) -> 
                 kw = {} if storage == "sqlite" else {"storage": f"journal:{d}/study.journal"}
                 t0 = time.perf_counter()
                 r = run_search(SearchConfig(model=model, gpu="a100", budget="4x", trials=trials, sampler=sampler,
-                                            out=f"{d}/runs", show_progress=False, inputs_factory=factory, **kw),
+                                            out=f"{d}/runs", show_progress=False, **kw),
                                log=lambda *_: None)
                 wall = time.perf_counter() - t0
             rows.append({"storage": storage, "sampler": sampler, "trials": r.n_trials, "wall_s": round(wall, 2),
@@ -74,16 +75,21 @@ def part_overhead(trials: int, factory: str, model: str, samplers, storages) -> 
     return rows
 
 
-def _study_for(mode: str, seed: int, factory: str, model: str):
+def _study_for(mode: str, seed: int, model: str):
     """An in-memory study with the references enqueued, and its objective (TrialRunner)."""
     import optuna
 
     from autoprune.budget import parse_budget
+    from autoprune.cost.gpus import resolve
+    from autoprune.interfaces import SourceRequest
+    from autoprune.models import get_model_source
     from autoprune.schedule import Schedule
-    from autoprune.search import TrialRunner, _load_factory, make_sampler, reference_schedules
-    from autoprune.space import load_space
+    from autoprune.search.objective import TrialRunner
+    from autoprune.search.references import reference_schedules
+    from autoprune.search.samplers import make_sampler
+    from autoprune.search.space import load_space
 
-    inputs = _load_factory(factory)(model=model, task=None, gpu="a100", measure=False, options={})
+    inputs = get_model_source(model).build(SourceRequest(gpu=resolve("a100")))
     space, budget = load_space("progressive"), parse_budget("4x")
     sig = inputs.evaluator.signature
     base = inputs.latency.estimate(Schedule.identity(sig.num_layers, model=sig)).baseline_ms
@@ -119,7 +125,7 @@ def _measure(study, runner, limit, eval_cost: float, wall: float) -> dict:
     }
 
 
-def part_budget(seeds: int, trials: int, eval_cost: float, factory: str, model: str) -> dict:
+def part_budget(seeds: int, trials: int, eval_cost: float, model: str) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -127,7 +133,7 @@ def part_budget(seeds: int, trials: int, eval_cost: float, factory: str, model: 
     for seed in range(seeds):
         runs = {}
         for mode in ("project", "reject"):
-            study, runner, limit = _study_for(mode, seed, factory, model)
+            study, runner, limit = _study_for(mode, seed, model)
             t0 = time.perf_counter()
             study.optimize(runner, n_trials=trials, catch=(Exception,))
             runs[mode] = _measure(study, runner, limit, eval_cost, time.perf_counter() - t0)
@@ -135,7 +141,7 @@ def part_budget(seeds: int, trials: int, eval_cost: float, factory: str, model: 
         results["reject@trials"].append(runs["reject"])
         # reject again until it has spent as many evaluations as project did in `trials` trials
         target = runs["project"]["evaluations"]
-        study, runner, limit = _study_for("reject", seed, factory, model)
+        study, runner, limit = _study_for("reject", seed, model)
 
         def stop_at_target(study, _trial, runner=runner, target=target):
             if runner.accuracy_evaluations >= target:
@@ -154,29 +160,39 @@ def part_budget(seeds: int, trials: int, eval_cost: float, factory: str, model: 
 _built: dict = {}
 
 
-def keeping_factory(**kw):
-    """The default inputs factory, keeping the evaluator to read its cache statistics."""
-    from autoprune.search import build_default_study_inputs
+def _keeping_demo_source():
+    """The demo model source, keeping the evaluator it builds to read its cache statistics."""
+    from autoprune.demo.source import DemoSource
+    from autoprune.models import register_model_source
 
-    inputs = build_default_study_inputs(**kw)
-    _built["evaluator"] = inputs.evaluator
-    return inputs
+    @register_model_source("demo-keeping")
+    class KeepingDemo(DemoSource):
+        name = "demo-keeping"
+
+        def build(self, request):
+            inputs = super().build(request)
+            _built["evaluator"] = inputs.evaluator
+            return inputs
+
+    return "demo-keeping"
 
 
 def part_cache(trials: int, repeats: int) -> dict:
     """Default demo study with and without the prefix cache (alternating, ``repeats`` times)."""
     import optuna
 
-    from autoprune.search import SearchConfig, run_search
+    from autoprune.search.config import SearchConfig
+    from autoprune.search.run import run_search
 
+    model = _keeping_demo_source()
     runs, values = [], {}
     for rep in range(repeats):
         for mode, opts in (("without cache", {"prefix_cache_mb": 0}), ("with cache", {})):
             with tempfile.TemporaryDirectory() as d:
                 t0 = time.perf_counter()
                 r = run_search(SearchConfig(gpu="a100", budget="4x", trials=trials, seed=0, out=f"{d}/runs",
-                                            model_options=opts, show_progress=False,
-                                            inputs_factory="__main__:keeping_factory"), log=lambda *_: None)
+                                            model=model, model_options=opts, show_progress=False),
+                               log=lambda *_: None)
                 wall = time.perf_counter() - t0
                 study = optuna.load_study(study_name=r.study_name, storage=r.storage)
                 done = [t for t in study.trials if t.datetime_complete is not None]
@@ -212,16 +228,15 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-cost", type=float, default=3.0, help="seconds per accuracy evaluation to project to")
     ap.add_argument("--samplers", default="tpe,random,nsga2")
     ap.add_argument("--storages", default="sqlite,journal")
-    ap.add_argument("--factory", default="autoprune.search:build_default_study_inputs")
     ap.add_argument("--model", default="synthetic")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     out = {}
     if args.part in ("overhead", "all"):
-        out["overhead"] = part_overhead(args.trials, args.factory, args.model, args.samplers.split(","),
+        out["overhead"] = part_overhead(args.trials, args.model, args.samplers.split(","),
                                         args.storages.split(","))
     if args.part in ("budget", "all"):
-        out["budget"] = part_budget(args.seeds, args.trials, args.eval_cost, args.factory, args.model)
+        out["budget"] = part_budget(args.seeds, args.trials, args.eval_cost, args.model)
         print("\nmean over seeds:")
         for k, v in out["budget"]["mean"].items():
             print(f"  {k:20s} {v}")

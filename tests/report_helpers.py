@@ -10,6 +10,14 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from autoprune.budget import parse_budget
+from autoprune.cost.gpus import resolve
+from autoprune.interfaces import LatencyEstimate
+from autoprune.schedule import ModelSignature, Schedule, ScorerConfig
+from autoprune.search.records import LATENCY_ATTR, RESULT_ATTR, SCHEDULE_ATTR
+from autoprune.search.settings import STUDY_ATTR, StudySettings
+from autoprune.search.space import space_from_dict
+
 LAYER_KINDS = "M-M*M-M*M-"  # 10 layers: 5 Mamba, 2 attention, 3 MLP
 SPACE_SPEC = {
     "name": "progressive", "description": "test", "min_tokens": 16,
@@ -29,17 +37,16 @@ DEFAULT_SCORER = {"state_momentum": 0.5, "w_attn": 1.0, "w_mamba": 1.0, "mamba_d
 
 
 def settings(*, budget_ms=100.0, baseline_ms=400.0, metric="accuracy", budget="4x", objectives=("score", "latency"),
-             space_spec=None, layer_kinds=LAYER_KINDS, gpu_name="a100-sxm4-80gb"):
-    return {
-        "format": "autoprune.search/v1", "autoprune": "0.1.0", "model": "synthetic", "task": None, "metric": metric,
-        "gpu": "a100", "gpu_name": gpu_name, "budget": budget, "budget_ms": budget_ms, "baseline_ms": baseline_ms,
-        "baseline_source": "roofline", "measure": False, "objectives": list(objectives), "over_budget": "project",
-        "space": (space_spec or SPACE_SPEC)["name"], "space_spec": space_spec or SPACE_SPEC,
-        "signature": {"family": "synthetic", "layer_kinds": layer_kinds, "num_layers": len(layer_kinds),
-                      "fingerprint": None},
-        "num_visual": 1024, "model_options": {}, "sampler": "tpe", "seed": 0, "created": "2026-11-24T12:00:00Z",
-        "inputs_factory": "autoprune.search:build_default_study_inputs", "trials": 0,
-    }
+             space_spec=None, layer_kinds=LAYER_KINDS, trials=1):
+    """A real :class:`StudySettings` of a synthetic study on an A100."""
+    return StudySettings(
+        model="synthetic", task=None, metric=metric, gpu=resolve("a100"), gpu_request="a100",
+        budget=parse_budget(budget), budget_ms=budget_ms, baseline_ms=baseline_ms, baseline_source="roofline",
+        measure=False, objectives=tuple(objectives), over_budget="project",
+        space=space_from_dict(space_spec or SPACE_SPEC, source="test"),
+        signature=ModelSignature("synthetic", layer_kinds), num_visual=1024, sampler="tpe", seed=0,
+        trials=max(1, trials), created="2026-11-24T12:00:00Z",
+    )
 
 
 def keep_for(latency, baseline_ms, n=len(LAYER_KINDS)):
@@ -58,7 +65,7 @@ def trial(state="COMPLETE", *, score=None, latency=None, reference=None, knobs=N
 def make_study(trials, *, name="fake-a100-4x", storage=None, budget_ms=100.0, baseline_ms=400.0, metric="accuracy",
                objectives=("score", "latency"), space_spec=None, layer_kinds=LAYER_KINDS):
     s = settings(budget_ms=budget_ms, baseline_ms=baseline_ms, metric=metric, objectives=objectives,
-                 space_spec=space_spec, layer_kinds=layer_kinds)
+                 space_spec=space_spec, layer_kinds=layer_kinds, trials=len(trials))
     directions = ["maximize", "minimize"] + (["minimize"] if "energy" in objectives else [])
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per test
@@ -66,7 +73,7 @@ def make_study(trials, *, name="fake-a100-4x", storage=None, budget_ms=100.0, ba
         study = optuna.create_study(study_name=name, storage=storage, directions=directions)
     finally:
         optuna.logging.set_verbosity(level)
-    study.set_user_attr("autoprune", {**s, "trials": len(trials)})
+    study.set_user_attr(STUDY_ATTR, s.to_dict())
     searched = space_spec is None or any(isinstance(v, dict) for v in (space_spec or {}).get("scorer", {}).values())
     for spec in trials:
         ua = {"worker": "test:1:1"}
@@ -76,10 +83,14 @@ def make_study(trials, *, name="fake-a100-4x", storage=None, budget_ms=100.0, ba
         lat = spec["latency"]
         if lat is not None:
             keep = spec["keep"] or keep_for(lat, baseline_ms, len(layer_kinds))
-            ua.update(keep=keep, mean_keep=sum(keep) / len(keep), scorer=knobs, gamma=1.0, latency_ms=lat,
-                      speedup=baseline_ms / lat, latency_source="roofline", energy_j=spec["energy"])
+            sched = Schedule(keep=tuple(keep), model=s.signature, min_tokens=16, scorer=ScorerConfig(**knobs))
+            est = LatencyEstimate(latency_ms=lat, baseline_ms=baseline_ms, source="roofline", gpu=s.gpu_name,
+                                  energy_j=spec["energy"])
+            ua.update({SCHEDULE_ATTR: sched.to_dict(), LATENCY_ATTR: est.to_dict(), "gamma": 1.0})
         if spec["score"] is not None:
-            ua.update(score=spec["score"], metric=metric, ci=[spec["score"] - 0.03, spec["score"] + 0.03], n=500)
+            ua[RESULT_ATTR] = {"score": spec["score"], "metric": metric,
+                               "ci": [spec["score"] - 0.03, spec["score"] + 0.03], "n": 500, "per_family": {},
+                               "eval_s": 0.1}
         if spec["fail_reason"]:
             ua["fail_reason"] = spec["fail_reason"]
         if spec["rejected"]:

@@ -5,13 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprune.budget import Budget, fit_to_budget, parse_budget, project_keep
-from autoprune.errors import BudgetError
-from autoprune.schedule import ModelSignature, Schedule
+from autoprune.cost.gpus import resolve
 from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout
-from autoprune.synthetic import SyntheticLatency
+from autoprune.errors import BudgetError
+from autoprune.models.synthetic import SyntheticLatency
+from autoprune.schedule import ModelSignature, Schedule
 
 SIG = ModelSignature("synthetic", NEMOTRON_H_8B.layer_kinds)
-LAT = SyntheticLatency(SIG, TokenLayout(64, 8192, 32), "a100")
+LAT = SyntheticLatency(SIG, TokenLayout(64, 8192, 32), resolve("a100"))
 V = 8192
 
 

@@ -11,9 +11,11 @@ import pytest
 
 from autoprune import _io
 from autoprune.errors import ConfigError
-from autoprune.export import trials_frame
 from autoprune.report import FIGURES, write_report
-from autoprune.search import SearchConfig, run_search
+from autoprune.search.config import SearchConfig
+from autoprune.search.export import trials_frame
+from autoprune.search.records import read_trial
+from autoprune.search.run import run_search
 from report_helpers import make_study, references, trial
 
 
@@ -23,11 +25,12 @@ def quiet(*_):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A real synthetic study; ``autoprune search`` wrote its report through the hook."""
+    """A real synthetic study and its report."""
     out = tmp_path_factory.mktemp("report") / "runs"
     r = run_search(SearchConfig(model="synthetic", gpu="a100", budget="4x", trials=20, seed=0, out=str(out),
                                 show_progress=False), log=quiet)
     study = optuna.load_study(study_name=r.study_name, storage=f"sqlite:///{r.run_dir / 'study.db'}")
+    write_report(study, r.run_dir, log=quiet)
     return r, study
 
 
@@ -63,7 +66,7 @@ def test_the_markdown_table_shows_the_stored_numbers_of_every_exported_trial(run
         score, latency = t.values
         assert row[1].startswith(f"{score:.3f} [")
         assert row[2] == f"{score - base:+.3f}"
-        assert row[3] == f"{latency:.2f}" and row[4] == f"{t.user_attrs['speedup']:.2f}×"
+        assert row[3] == f"{latency:.2f}" and row[4] == f"{read_trial(t).latency.speedup:.2f}×"
         assert row[5] == "roofline" and row[6] == "A100-SXM4-80GB"
     assert "4x: ≤ " in md and "sampler tpe" in md and "20: " in md
 

@@ -7,7 +7,8 @@ import pytest
 
 from autoprune.report.context import load_context
 from autoprune.report.importance import MIN_TRIALS, draw_importance, importance_data, searched_knobs
-from report_helpers import SPACE_SPEC, make_study, trial
+from autoprune.search.space import space_from_dict
+from report_helpers import DEFAULT_SCORER, SPACE_SPEC, make_study, trial
 
 
 def _study(n, *, seed=0):
@@ -24,8 +25,9 @@ def _study(n, *, seed=0):
 
 
 def test_the_searched_knobs_are_the_ranges_and_choices_of_the_space():
-    assert searched_knobs({"space_spec": SPACE_SPEC}) == ("state_momentum", "w_attn", "w_mamba", "mamba_decay",
-                                                          "head_agg", "evidence_window")
+    space = space_from_dict(SPACE_SPEC)
+    assert searched_knobs(space) == ("state_momentum", "w_attn", "w_mamba", "evidence_window", "mamba_decay",
+                                     "head_agg")
 
 
 def test_the_knob_that_drives_the_score_ranks_first():
@@ -33,7 +35,7 @@ def test_the_knob_that_drives_the_score_ranks_first():
     data = importance_data(load_context(study), study)
     assert data.available and data.n_trials == 40 and data.evaluator.startswith("PED-ANOVA")
     assert data.params[0] == "state_momentum"
-    assert set(data.params) == set(searched_knobs({"space_spec": SPACE_SPEC}))
+    assert set(data.params) == set(searched_knobs(space_from_dict(SPACE_SPEC)))
     assert sum(data.values) == pytest.approx(1.0)
     assert list(data.values) == sorted(data.values, reverse=True)
 
@@ -56,9 +58,7 @@ def test_too_few_completed_trials_give_a_note_not_an_error():
 
 
 def test_a_space_that_fixes_every_knob_gives_a_note():
-    spec = dict(SPACE_SPEC, name="fixed_scorer", scorer={k: (v["default"] if isinstance(v, dict) and "default" in v
-                                                             else 0.5 if isinstance(v, dict) else v)
-                                                         for k, v in SPACE_SPEC["scorer"].items()})
+    spec = dict(SPACE_SPEC, name="fixed_scorer", scorer=dict(DEFAULT_SCORER))
     study = make_study([trial(score=0.4, latency=80.0) for _ in range(12)], space_spec=spec)
     data = importance_data(load_context(study), study)
     assert not data.available and "fixes every scorer knob" in data.note

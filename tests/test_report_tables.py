@@ -5,6 +5,7 @@ from optuna.trial import TrialState
 
 from autoprune.report.context import load_context
 from autoprune.report.tables import comparison_rows, header_facts, reference_rows
+from autoprune.search.records import read_trial
 from report_helpers import make_study, references, trial
 
 
@@ -32,8 +33,9 @@ def test_each_row_carries_the_trials_own_numbers(study):
         assert r.score == t.values[0] and r.latency_ms == t.values[1]
         assert r.speedup == pytest.approx(400.0 / t.values[1])
         assert r.delta_vs_unreduced == pytest.approx(t.values[0] - none.values[0])
-        assert (r.ci_low, r.ci_high) == tuple(t.user_attrs["ci"])
-        assert r.latency_source == t.user_attrs["latency_source"] and r.gpu == "A100-SXM4-80GB"
+        rec = read_trial(t)
+        assert (r.ci_low, r.ci_high) == tuple(rec.result["ci"])
+        assert r.latency_source == rec.latency.source and r.gpu == "A100-SXM4-80GB"
         assert r.energy_j is None
 
 

@@ -7,7 +7,7 @@ import optuna
 
 from autoprune.cli import main
 from autoprune.schedule import Schedule
-from autoprune.tasks import build_evaluator
+from autoprune.demo.source import build_evaluator
 
 
 def _non_dominated(rows):
@@ -34,7 +34,7 @@ def test_default_search_on_the_demo_model_exports_the_feasible_front(tmp_path, c
     assert rows and {r["source"] for r in rows} == {"roofline"}  # no A100 here: calibrated roofline
     index = json.loads((run / "pareto.json").read_text())
     assert sorted(s["trial"] for s in index["schedules"]) == _non_dominated(rows)
-    ev = build_evaluator(model="demo", n=8)
+    ev = build_evaluator(n=8)
     budget_ms = index["target"]["budget_ms"]
     assert index["target"]["latency_source"] == "roofline"
     for s in index["schedules"]:

@@ -2,7 +2,7 @@
 
     autoprune apply --schedule runs/demo-a100-4x/pareto/trial-0037.json [--model demo]
 
-One library call: :func:`autoprune.search.apply_schedule`.
+One library call: :func:`autoprune.search.apply.apply_schedule`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--schedule", required=True, help="schedule JSON file (e.g. runs/<study>/pareto/trial-0037.json)")
     p.add_argument("--model", help="model (default: the schedule's, else demo)")
-    p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="option for the model factory")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="option of the model source")
     p.add_argument("--task", help="task (default: the schedule's)")
     p.add_argument("--gpu", help="GPU for the latency (default: the schedule's target)")
     p.add_argument("--measure", action="store_true", help="time it on the present GPU")
@@ -24,11 +24,11 @@ def register(subparsers) -> None:
 
 
 def apply_command(args) -> int:
-    from ..search import apply_schedule
-    from .search import _model_options
+    from ..search.apply import apply_schedule
+    from .search import model_options
 
     r = apply_schedule(args.schedule, model=args.model, task=args.task, gpu=args.gpu, measure=args.measure,
-                       model_options=_model_options(args.model_option))
+                       model_options=model_options(args.model_option))
     res, est, s = r.result, r.latency, r.schedule
     base = (s.metrics or {}).get(f"baseline_{res.metric}")
     print(f"{args.schedule}: model {r.model}, mean keep {s.mean_keep:.3f}, prune layers "

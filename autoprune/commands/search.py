@@ -4,12 +4,15 @@
     autoprune search --spec demo-a100-4x --trials 80 --workers 2
     autoprune search --study demo-a100-4x --resume
 
-One library call: :func:`autoprune.search.run_search`.
+The study is :func:`autoprune.search.run_search`; the report of its run directory
+(:func:`autoprune.report.report_run_dir`) is written after it.
 """
 
 from __future__ import annotations
 
-def _model_options(pairs: list[str] | None) -> dict | None:
+
+def model_options(pairs: list[str] | None) -> dict | None:
+    """``--model-option KEY=VALUE`` pairs as a mapping (values read as YAML scalars); None when none."""
     if not pairs:
         return None
     import yaml
@@ -36,11 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--budget", help="latency budget: '4x' (speedup), '120ms', or '25%%' of the unreduced latency")
     p.add_argument("--study", help="study name (default: <model>-<gpu>-<budget>, e.g. demo-a100-4x)")
     p.add_argument("--spec", help="a study spec: a name from studies/ (e.g. demo-a100-4x) or a .yaml path")
-    p.add_argument("--model", help="model to reduce (default demo; 'synthetic' = a dry run without weights)")
-    p.add_argument("--inputs", metavar="MODULE:FUNCTION",
-                   help="your own study inputs factory (evaluator + latency) for a model that is not built in; "
-                        "see autoprune.search.build_default_study_inputs")
-    p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="option for the model factory")
+    p.add_argument("--model", help="model source: demo (default), synthetic (a dry run without weights), or "
+                                   "MODULE:ATTRIBUTE of a model source of your own (see autoprune.models)")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="option of the model source")
     p.add_argument("--task", help="evaluation task (default: the model's; accuracy or fidelity)")
     p.add_argument("--space", help="search space: progressive (default), per_layer, fixed_scorer, or a .yaml path")
     p.add_argument("--sampler", choices=["tpe", "nsga2", "gp", "random"], help="Optuna sampler (default tpe)")
@@ -61,7 +62,9 @@ def register(subparsers) -> None:
 
 
 def search_command(args) -> int:
-    from ..search import SearchConfig, load_study_spec, run_search
+    from ..report import report_run_dir
+    from ..search.config import SearchConfig, load_study_spec
+    from ..search.run import run_search
 
     seed_given = args.seed is not None
     seed = None if (args.seed or "").lower() == "none" else (int(args.seed) if seed_given else 0)
@@ -69,10 +72,9 @@ def search_command(args) -> int:
         gpu=args.gpu, budget=args.budget, study=args.study, model=args.model, task=args.task, space=args.space,
         sampler=args.sampler, trials=args.trials, storage=args.storage, workers=args.workers,
         measure=args.measure, timeout=args.timeout, over_budget=args.over_budget,
-        model_options=_model_options(args.model_option),
+        model_options=model_options(args.model_option),
         objectives=("score", "latency", "energy") if args.energy else None,
         references=() if args.no_references else None,
-        inputs_factory=args.inputs,
     )
     common = dict(out=args.out, resume=args.resume, show_progress=not args.no_progress)
     if args.spec:
@@ -82,7 +84,9 @@ def search_command(args) -> int:
             config = _replace(config, seed=seed)
     else:
         config = SearchConfig(**{k: v for k, v in overrides.items() if v is not None}, seed=seed, **common)
-    run_search(config)
+    result = run_search(config)
+    if result.export is not None:
+        report_run_dir(result.run_dir, storage=result.storage_spec, study=result.study_name)
     return 0
 
 

@@ -147,11 +147,12 @@ def _stage(cfg: TrainConfig, progress: float) -> tuple[tuple[int, ...], int, np.
     return tuple(cur[1]), int(cur[2]), w / w.sum()
 
 
-def schedule_at(mean_keep: float, num_layers: int, num_visual: int):
+def schedule_at(mean_keep: float, layer_kinds: str, num_visual: int):
     """The low-to-high (geometric) schedule used for training under reduction."""
     from ..analysis import schedule_family
+    from ..schedule import ModelSignature
 
-    return schedule_family("low_to_high", mean_keep, num_layers=num_layers, num_visual=num_visual)
+    return schedule_family("low_to_high", mean_keep, ModelSignature("demo", layer_kinds), num_visual)
 
 
 def random_schedule(rng: np.random.Generator, layer_kinds: str, *, min_tokens: int = 4):
@@ -319,7 +320,6 @@ def train(cfg: TrainConfig, *, out_dir: str | None = None, device: str | None = 
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas,
                             fused=dev.type == "cuda")
     val = V.make_split("val", cfg.eval_samples, V.DEFAULT_FRAMES)
-    L = model.config.num_layers
     schedules = {}
 
     sched_rng = np.random.default_rng(cfg.seed + 7)
@@ -332,7 +332,7 @@ def train(cfg: TrainConfig, *, out_dir: str | None = None, device: str | None = 
         if cfg.reduce_mean_keep is None:
             return None
         if frames not in schedules:
-            schedules[frames] = schedule_at(cfg.reduce_mean_keep, L, frames * V.TOKENS_PER_FRAME)
+            schedules[frames] = schedule_at(cfg.reduce_mean_keep, model.config.layer_kinds, frames * V.TOKENS_PER_FRAME)
         return schedules[frames]
 
     history, evals = [], []
@@ -460,14 +460,14 @@ def measure(model: DemoVideoVLM, *, test_samples: int = 1024, long_frames: int |
         r = ev.evaluate(s)
         rows["two_stage/attention"] = {**_row(r), "keep": keep}
         log(f"  keep {r.extra['mean_keep']:.3f} two_stage/attention      {r.score:.3f}  (Δ {r.extra['delta']:+.3f})")
-    for shape in ("high_to_low", "low_to_high"):
+    for shape in ("uniform", "low_to_high"):
         for sel in ("language", "uniform_stride", "random"):
-            s = schedule_family(shape, mean_keep, num_layers=L, num_visual=Vn, scorer=ScorerConfig(selector=sel))
+            s = schedule_family(shape, mean_keep, ev.signature, Vn, scorer=ScorerConfig(selector=sel))
             r = ev.evaluate(s)
             rows[f"{shape}/{sel}"] = _row(r)
             log(f"  keep {mean_keep} {shape:<12} {sel:<15} {r.score:.3f}  (Δ {r.extra['delta']:+.3f})")
     out["at_mean_keep"] = {"mean_keep": mean_keep, "schedules": rows}
-    rnd = rows["high_to_low/random"]
+    rnd = rows["uniform/random"]
     out["random_drop_points"] = round(-100 * rnd["delta"], 2)
     out["random_drop_points_low_to_high"] = round(-100 * rows["low_to_high/random"]["delta"], 2)
     if long_frames:

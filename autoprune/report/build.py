@@ -1,10 +1,10 @@
 """Make a study's report: compute, draw, write (atomically), drop stale figures.
 
 - :func:`write_report` (study object → files in ``run_dir``);
-- :func:`report_search`, the hook ``autoprune search`` calls when it has exported;
-- :func:`report_run_dir`, what ``autoprune report runs/<study>`` does: open the
-  storage (``runs/<study>/study.db`` by default, any ``--storage`` URL or journal),
-  find the study (``--study``, else ``search.json``, else the only study there), report.
+- :func:`report_run_dir`, what ``autoprune report runs/<study>`` (and ``autoprune search``, after
+  the study) does: open the storage (``--storage``, else the one ``search.json`` records, else
+  ``runs/<study>/study.db``), find the study (``--study``, else ``search.json``, else the only
+  study there), report.
 
 A section that cannot be made (a bug, a numerical corner) costs that section only:
 the report says so where the section would be, the problem is logged and listed in
@@ -24,13 +24,15 @@ from typing import Any
 
 from .. import _io
 from ..errors import ConfigError
-from . import FIGURES, document as doc, style
+from ..search.storage import StorageSpec, close_storage, open_storage, probe_storage, resolve_storage
+from . import document as doc, style
 from .context import StudyContext, load_context
 from .tables import DEFAULT_TOLERANCE, comparison_rows, comparison_rule, header_facts, reference_rows
 
-__all__ = ["ReportResult", "write_report", "report_search", "report_run_dir", "FIGURE_DIR"]
+__all__ = ["ReportResult", "write_report", "report_run_dir", "FIGURE_DIR", "FIGURES"]
 
 FIGURE_DIR = "figures"
+FIGURES = ("pareto.png", "schedules.png", "history.png", "importance.png")
 
 
 @dataclass
@@ -269,12 +271,7 @@ def _reference_table(ctx: StudyContext):
 
 
 # ------------------------------------------------------------ entry points
-def report_search(run_dir: str | Path, *, study, log: Callable[[str], None] = print) -> ReportResult:
-    """The hook ``autoprune search`` calls after exporting: the report of ``study`` in ``run_dir``."""
-    return write_report(study, run_dir, log=log)
-
-
-def report_run_dir(run_dir: str | Path, *, storage: str | None = None, study: str | None = None,
+def report_run_dir(run_dir: str | Path, *, storage: str | StorageSpec | None = None, study: str | None = None,
                    tolerance: float = DEFAULT_TOLERANCE, importance: str = "ped-anova",
                    log: Callable[[str], None] = print) -> ReportResult:
     """Open the study of ``run_dir`` (or ``storage``) and write its report into ``run_dir``.
@@ -284,20 +281,21 @@ def report_run_dir(run_dir: str | Path, *, storage: str | None = None, study: st
     """
     import optuna
 
-    from ..search import _close_storage, open_storage, probe_storage, resolve_storage
-
     run_dir = Path(run_dir)
     if storage is None and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is not a run directory (made by autoprune search); give runs/<study> or "
                           "--storage URL")
-    spec = resolve_storage(storage, run_dir)
+    meta = _search_json(run_dir)
+    if storage is None and isinstance(meta.get("storage"), str) and not meta["storage"].startswith("sqlite"):
+        storage = meta["storage"]  # a journal or server storage recorded by the search
+    spec = storage if isinstance(storage, StorageSpec) else resolve_storage(storage, run_dir)
     if spec.kind in ("sqlite", "journal") and not spec.path.exists():
         raise ConfigError(f"no study storage at {spec.display}: give the run directory autoprune search wrote, or "
                           "--storage URL / journal:PATH")
     probe_storage(spec)
     handle = open_storage(spec, heartbeat_s=None)
     try:
-        name = study or _study_name(run_dir, handle, spec.display)
+        name = study or _study_name(run_dir, meta, handle, spec.display)
         try:
             s = optuna.load_study(study_name=name, storage=handle)
         except KeyError:
@@ -305,21 +303,27 @@ def report_run_dir(run_dir: str | Path, *, storage: str | None = None, study: st
             raise ConfigError(f"storage {spec.display} has no study {name!r}; it has {names}") from None
         return write_report(s, run_dir, tolerance=tolerance, importance=importance, log=log)
     finally:
-        _close_storage(handle)
+        close_storage(handle)
 
 
-def _study_name(run_dir: Path, storage, display: str) -> str:
+def _search_json(run_dir: Path) -> dict:
+    meta = run_dir / "search.json"
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text())
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _study_name(run_dir: Path, meta: dict, storage, display: str) -> str:
     import optuna
 
     names = sorted(x.study_name for x in optuna.get_all_study_summaries(storage, include_best_trial=False))
-    meta = run_dir / "search.json"
-    if meta.is_file():
-        try:
-            name = json.loads(meta.read_text()).get("study")
-        except ValueError:
-            name = None
-        if isinstance(name, str) and name in names:
-            return name
+    name = meta.get("study")
+    if isinstance(name, str) and name in names:
+        return name
     if run_dir.name in names:
         return run_dir.name
     if len(names) == 1:

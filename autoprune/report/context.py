@@ -1,8 +1,8 @@
 """The study, read once for every figure and table of a report.
 
 :func:`load_context` turns an Optuna study made by ``autoprune search`` into a
-:class:`StudyContext`: its settings (``study.user_attrs["autoprune"]``), the trials
-frame of :func:`autoprune.export.trials_frame` (one row per trial: state, reference,
+:class:`StudyContext`: its :class:`~autoprune.search.settings.StudySettings`, the trials
+frame of :func:`autoprune.search.export.trials_frame` (one row per trial: state, reference,
 score, latency, speedup, feasibility, Pareto membership, keep vector, …), the
 unreduced model's score, trial counts, times, and the words the figures use for the
 metric, the GPU and the latency source.
@@ -17,7 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..search.export import baseline_score, trials_frame
+from ..search.records import read_trial
+from ..search.references import REFERENCES
+from ..search.settings import StudySettings, load_settings
 
 __all__ = ["StudyContext", "load_context", "latency_phrase", "LATENCY_SOURCE_WORDS"]
 
@@ -35,14 +38,14 @@ LATENCY_SOURCE_WORDS = {
 class StudyContext:
     """Everything a report section needs; built by :func:`load_context`.
 
-    ``frame``: the pandas DataFrame of :func:`autoprune.export.trials_frame` (one row
+    ``frame``: the pandas DataFrame of :func:`autoprune.search.export.trials_frame` (one row
     per trial). ``exported``: trial numbers of the feasible Pareto front, ascending by
-    latency (what :func:`autoprune.export.export_study` writes). ``baseline_score``:
+    latency (what :func:`autoprune.search.export.export_study` writes). ``baseline_score``:
     the score of the ``none`` reference (None when it is missing or did not complete).
     """
 
     study_name: str
-    settings: dict
+    settings: StudySettings
     frame: Any
     metric: str
     budget_text: str
@@ -80,8 +83,6 @@ class StudyContext:
 
     def reference_rows(self) -> list:
         """Rows of reference trials, in the search's reference order."""
-        from ..search import REFERENCES
-
         if not len(self.frame):
             return []
         refs = [r for r in self.frame.itertuples(index=False) if isinstance(r.reference, str) and r.reference]
@@ -107,17 +108,12 @@ def load_context(study, run_dir: str | Path | None = None) -> StudyContext:
     """Read ``study`` (an Optuna study made by ``autoprune search``) once.
 
     Raises :class:`~autoprune.errors.ConfigError` when the study was not made by
-    ``autoprune search`` (no settings attr). ``run_dir`` (optional) is where the export
+    ``autoprune search`` (no settings, or settings of another format). ``run_dir`` (optional) is where the export
     wrote ``pareto.json``: a disagreement between that file and the study's front
     (an export older than the last trials) becomes a note.
     """
-    from ..export import _baseline_score, trials_frame
-
-    settings = study.user_attrs.get("autoprune")
-    if not isinstance(settings, dict):
-        raise ConfigError(f"study {study.study_name!r} was not made by autoprune search (no 'autoprune' settings "
-                          "attr); nothing to report")
-    df = trials_frame(study)
+    settings = load_settings(study)
+    df = trials_frame(study, settings)
     trials = study.get_trials(deepcopy=False)
     counts = {state: 0 for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
     for t in trials:
@@ -128,38 +124,41 @@ def load_context(study, run_dir: str | Path | None = None) -> StudyContext:
         sources = tuple(sorted({s for s in df["latency_source"].dropna().unique() if isinstance(s, str)}))
     else:
         exported, sources = (), ()
-    if not sources and settings.get("baseline_source"):
-        sources = (settings["baseline_source"],)
-    gpu_name = str(settings.get("gpu_name") or settings.get("gpu") or "?")
+    if not sources:
+        sources = (settings.baseline_source,)
+    gpu_name = settings.gpu_name
     gpu_label = _gpu_label(gpu_name)
-    keeps = {t.number: tuple(float(k) for k in t.user_attrs["keep"]) for t in trials
-             if isinstance(t.user_attrs.get("keep"), list)}
+    keeps = {}
+    for t in trials:
+        rec = read_trial(t)
+        if rec.keep is not None:
+            keeps[t.number] = rec.keep
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     seconds = sum(t.duration.total_seconds() for t in trials if t.duration is not None)
     notes = _export_notes(run_dir, exported) if run_dir is not None else ()
-    baseline_score = _baseline_score(df) if len(df) else None
-    if baseline_score is not None and not math.isfinite(baseline_score):
-        baseline_score = None
+    base_score = baseline_score(df) if len(df) else None
+    if base_score is not None and not math.isfinite(base_score):
+        base_score = None
     return StudyContext(
         study_name=study.study_name,
         settings=settings,
         frame=df,
-        metric=str(settings.get("metric") or "score"),
-        budget_text=str(settings.get("budget")),
-        budget_ms=float(settings["budget_ms"]),
-        baseline_ms=float(settings["baseline_ms"]),
-        baseline_score=baseline_score,
+        metric=settings.metric,
+        budget_text=settings.budget.text,
+        budget_ms=settings.budget_ms,
+        baseline_ms=settings.baseline_ms,
+        baseline_score=base_score,
         gpu_name=gpu_name,
         gpu_label=gpu_label,
         latency_sources=sources,
         latency_label=latency_phrase(sources, gpu_label),
-        layer_kinds=str(settings.get("signature", {}).get("layer_kinds", "")),
+        layer_kinds=settings.signature.layer_kinds,
         counts=counts,
         exported=exported,
         keeps=keeps,
         directions=tuple(d.name.lower() for d in study.directions),
-        created=settings.get("created"),
+        created=settings.created,
         first_start=min(starts) if starts else None,
         last_complete=max(ends) if ends else None,
         trial_seconds=seconds,

@@ -92,7 +92,7 @@ def history_figure_data(ctx: StudyContext) -> HistoryFigureData:
     elif not feasible_pts:
         message = "no feasible trial yet:\nthe hypervolume stays 0"
     return HistoryFigureData(
-        title=f"{ctx.study_name}: search progress ({ctx.settings.get('sampler', '?')} sampler)",
+        title=f"{ctx.study_name}: search progress ({ctx.settings.sampler} sampler)",
         metric=ctx.metric, trials=tuple(marks), best=tuple(best), hypervolume=tuple(hv),
         ref_point=(0.0, ctx.baseline_ms), baseline_score=ctx.baseline_score, message=message)
 

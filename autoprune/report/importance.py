@@ -16,6 +16,8 @@ import math
 import warnings
 from typing import NamedTuple
 
+from ..search.knobs import Fixed
+from ..search.space import SearchSpace
 from . import style
 from .context import StudyContext
 
@@ -40,10 +42,9 @@ class ImportanceData(NamedTuple):
         return bool(self.params)
 
 
-def searched_knobs(settings: dict) -> tuple[str, ...]:
+def searched_knobs(space: SearchSpace) -> tuple[str, ...]:
     """Scorer knobs that the study's space searched (a range or choices, not a fixed value)."""
-    scorer = (settings.get("space_spec") or {}).get("scorer") or {}
-    return tuple(k for k, v in scorer.items() if isinstance(v, (dict, list)))
+    return tuple(name for name, knob in space.scorer if not isinstance(knob, Fixed))
 
 
 def importance_data(ctx: StudyContext, study, *, evaluator: str = "ped-anova") -> ImportanceData:
@@ -53,7 +54,7 @@ def importance_data(ctx: StudyContext, study, *, evaluator: str = "ped-anova") -
     metric = ctx.metric
     target_text = f"{metric} of completed trials"
     title = f"{ctx.study_name}: which scorer knobs mattered for {metric}"
-    knobs = searched_knobs(ctx.settings)
+    knobs = searched_knobs(ctx.settings.space)
 
     def empty(note: str, n: int = 0, name: str = "") -> ImportanceData:
         return ImportanceData(title, name, target_text, (), (), n, note)
@@ -61,7 +62,7 @@ def importance_data(ctx: StudyContext, study, *, evaluator: str = "ped-anova") -
     if evaluator not in EVALUATORS:
         return empty(f"unknown importance evaluator {evaluator!r}; known: {list(EVALUATORS)}")
     if not knobs:
-        return empty(f"the search space ({ctx.settings.get('space', '?')}) fixes every scorer knob: "
+        return empty(f"the search space ({ctx.settings.space.name}) fixes every scorer knob: "
                      "there is no knob importance to show")
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.values is not None and all(k in t.params for k in knobs)]

@@ -163,7 +163,7 @@ def pareto_figure_data(ctx: StudyContext) -> ParetoFigureData:
         best = max(best, p.score)
         staircase.append((p.latency_ms, best))
     foot = []
-    if len(ctx.settings.get("objectives") or ()) > 2:
+    if len(ctx.settings.objectives) > 2:
         foot.append("exported = non-dominated in score, latency and energy: a point under the line is there for "
                     "its energy")
     if n_failed:

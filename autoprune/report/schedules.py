@@ -87,7 +87,7 @@ def schedule_figure_data(ctx: StudyContext) -> ScheduleFigureData:
         "; the references are shown" if lines else "")
     L = len(ctx.layer_kinds)
     return ScheduleFigureData(
-        title=f"{ctx.study_name}: keep ratio per layer ({L} decoder layers, {ctx.settings.get('num_visual', '?')} "
+        title=f"{ctx.study_name}: keep ratio per layer ({L} decoder layers, {ctx.settings.num_visual} "
               "visual tokens before layer 0)",
         layer_kinds=ctx.layer_kinds, kinds=kinds, lines=tuple(lines),
         ylabel="keep ratio (fraction of visual tokens entering the layer)", xlabel="decoder layer",

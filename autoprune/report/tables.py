@@ -147,13 +147,13 @@ def header_facts(ctx: StudyContext) -> list[tuple[str, str]]:
     c = ctx.counts
     layer_kinds = ctx.layer_kinds
     kinds = ", ".join(f"{layer_kinds.count(k)} {name}" for k, name in style.KIND_NAMES.items() if k in layer_kinds)
-    model = f"{s.get('model', '?')} ({len(layer_kinds)} layers: {kinds}; {s.get('num_visual', '?')} visual tokens)"
-    task = s.get("task")
+    model = f"{s.model} ({len(layer_kinds)} layers: {kinds}; {s.num_visual} visual tokens)"
+    task = s.task
     trials = (f"{ctx.n_trials}: {c.get('COMPLETE', 0)} complete ({ctx.n_feasible} within the budget), "
               f"{c.get('PRUNED', 0)} pruned (rejected over budget, not evaluated), {c.get('FAIL', 0)} failed")
     if c.get("RUNNING") or c.get("WAITING"):
         trials += f"; {c.get('RUNNING', 0)} running, {c.get('WAITING', 0)} waiting (the study is not finished)"
-    planned = s.get("trials")
+    planned = s.trials
     if planned and planned != ctx.n_trials:
         trials += f" (of {planned} planned)"
     if ctx.first_start is not None:
@@ -165,7 +165,7 @@ def header_facts(ctx: StudyContext) -> list[tuple[str, str]]:
         time = f"created {ctx.created or '?'} (UTC); no trial has run"
     baseline = (f"{ctx.baseline_score:.4f} {ctx.metric}" if ctx.baseline_score is not None
                 else "unknown (no completed 'none' reference)")
-    objectives = ", ".join(s.get("objectives") or ["score", "latency"])
+    objectives = ", ".join(s.objectives)
     return [
         ("study", ctx.study_name),
         ("model", model),
@@ -173,9 +173,9 @@ def header_facts(ctx: StudyContext) -> list[tuple[str, str]]:
         ("GPU", f"{ctx.gpu_label}; {ctx.latency_label}"),
         ("budget", f"{ctx.budget_text}: ≤ {ctx.budget_ms:.2f} ms (unreduced {ctx.baseline_ms:.2f} ms)"),
         ("unreduced score", baseline),
-        ("search", f"sampler {s.get('sampler', '?')}, seed {s.get('seed')}, space {s.get('space', '?')}, "
-                   f"over-budget candidates {s.get('over_budget', '?')}ed, objectives {objectives}"),
+        ("search", f"sampler {s.sampler}, seed {s.seed}, space {s.space.name}, "
+                   f"over-budget candidates {s.over_budget}ed, objectives {objectives}"),
         ("trials", trials),
         ("time", time),
-        ("autoprune", str(s.get("autoprune", "?"))),
+        ("autoprune", s.autoprune),
     ]

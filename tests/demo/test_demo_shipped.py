@@ -24,8 +24,7 @@ def test_unreduced_accuracy_is_high_on_every_family(ev):
 
 
 def test_a_query_agnostic_selection_at_quarter_keep_loses_at_least_20_points(ev):
-    s = schedule_family("high_to_low", 0.25, num_layers=ev.signature.num_layers, num_visual=ev.num_visual,
-                        scorer=ScorerConfig(selector="random"))
+    s = schedule_family("uniform", 0.25, ev.signature, ev.num_visual, scorer=ScorerConfig(selector="random"))
     assert ev.evaluate(s).extra["delta"] <= -0.20
 
 

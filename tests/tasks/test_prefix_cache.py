@@ -11,7 +11,8 @@ from autoprune.demo.task import DemoQA
 from autoprune.demo.train import random_schedule
 from autoprune.errors import ConfigError
 from autoprune.schedule import Schedule, ScorerConfig
-from autoprune.tasks import AccuracyEvaluator, PrefixCache, build_evaluator, prefix_of, reduced_logits
+from autoprune.demo.source import build_evaluator
+from autoprune.tasks import AccuracyEvaluator, PrefixCache, prefix_of, reduced_logits
 
 KINDS = "M*M-M*M-M*M-"  # the shipped demo
 
@@ -174,8 +175,8 @@ def test_an_evaluator_with_the_cache_gives_the_same_results(qa):
 
 
 def test_the_demo_evaluator_caches_by_default_and_the_option_turns_it_off():
-    assert isinstance(build_evaluator(model="demo", n=4).prefix_cache, PrefixCache)
-    assert build_evaluator(model="demo", n=4, prefix_cache_mb=0).prefix_cache is None
+    assert isinstance(build_evaluator(n=4).prefix_cache, PrefixCache)
+    assert build_evaluator(n=4, prefix_cache_mb=0).prefix_cache is None
     for bad in (-1, "lots", float("nan")):
         with pytest.raises(ConfigError, match="prefix_cache_mb"):
-            build_evaluator(model="demo", n=4, prefix_cache_mb=bad)
+            build_evaluator(n=4, prefix_cache_mb=bad)

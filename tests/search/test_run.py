@@ -1,5 +1,6 @@
-"""The study (autoprune/search.py), run on the synthetic model: budget handling, references,
-failures, reproducibility, resume after a kill, several workers on one storage."""
+"""The study (autoprune.search.run and what it drives), run on the synthetic model: budget
+handling, references, failures, reproducibility, resume after a kill, several workers on one
+storage."""
 
 import os
 import subprocess
@@ -12,17 +13,22 @@ import pytest
 from optuna.trial import TrialState
 
 from autoprune.budget import Budget, parse_budget
+from autoprune.cost.gpus import resolve
 from autoprune.errors import BudgetError, ConfigError, StorageError, UnknownGPUError
-from autoprune.search import (
-    REFERENCES,
-    SearchConfig,
-    StudyInputs,
-    TrialRunner,
-    derive_study_name,
-    run_search,
-)
-from autoprune.space import load_space
-from autoprune.synthetic import build_inputs
+from autoprune.interfaces import SourceRequest, StudyInputs
+from autoprune.models import register_model_source
+from autoprune.models.synthetic import SyntheticSource
+from autoprune.search.config import SearchConfig, derive_study_name
+from autoprune.search.objective import TrialRunner
+from autoprune.search.records import read_trial
+from autoprune.search.references import REFERENCES
+from autoprune.search.run import run_search
+from autoprune.search.settings import load_settings
+from autoprune.search.space import load_space
+
+
+def build_inputs(gpu="a100", task=None, measure=False, options=None):
+    return SyntheticSource().build(SourceRequest(gpu=resolve(gpu), task=task, measure=measure, options=options or {}))
 
 
 def cfg(tmp_path, **kw):
@@ -55,8 +61,8 @@ def test_a_run_creates_the_study_with_named_metrics_and_settings(tmp_path):
     study = load(r)
     assert study.metric_names == ["accuracy", "latency_ms"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
-    s = study.user_attrs["autoprune"]
-    assert s["budget"] == "4x" and s["budget_ms"] == pytest.approx(s["baseline_ms"] / 4)
+    s = load_settings(study)
+    assert s.budget.text == "4x" and s.budget_ms == pytest.approx(s.baseline_ms / 4)
     assert len(study.trials) == 12 and all(t.state.is_finished() for t in study.trials)
     assert (r.run_dir / "search.json").is_file()
 
@@ -64,17 +70,17 @@ def test_a_run_creates_the_study_with_named_metrics_and_settings(tmp_path):
 def test_references_come_first_named_and_fitted_to_the_budget(tmp_path):
     r = run_search(cfg(tmp_path, trials=6), log=quiet)
     study = load(r)
-    s = study.user_attrs["autoprune"]
+    s = load_settings(study)
     refs = [t.user_attrs.get("reference") for t in study.trials[:5]]
     assert refs == list(REFERENCES)
     for t in study.trials[:5]:
         assert t.state == TrialState.COMPLETE and t.params  # enqueued: expressible in the space
         if t.user_attrs["reference"] != "none":
             assert t.user_attrs["reference_fitted"]
-            assert t.values[1] <= s["budget_ms"]
-            assert t.values[1] > 0.97 * s["budget_ms"]  # at the budget's mean keep, not far below
+            assert t.values[1] <= s.budget_ms
+            assert t.values[1] > 0.97 * s.budget_ms  # at the budget's mean keep, not far below
     none = study.trials[0]
-    assert none.user_attrs["keep"] == [1.0] * len(none.user_attrs["keep"])
+    assert read_trial(none).schedule.is_identity
     assert none.constraints["budget"] > 0  # the unreduced model is over any budget > 1x
 
 
@@ -89,13 +95,13 @@ def test_a_reference_the_space_cannot_express_is_stored_with_ask_tell(tmp_path):
     study = load(r)
     uniform = [t for t in study.trials if t.user_attrs.get("reference") == "uniform"]
     assert len(uniform) == 1 and uniform[0].params == {}  # 0.24 after layer 1 is below retention 0.5
-    assert uniform[0].state == TrialState.COMPLETE and uniform[0].user_attrs["keep"][1] < 0.5
+    assert uniform[0].state == TrialState.COMPLETE and read_trial(uniform[0]).keep[1] < 0.5
     assert len(study.trials) == 7
 
 
 # --------------------------------------------------------- budget handling
 def _runner(over_budget, **opts):
-    inputs = build_inputs(gpu="a100", options=opts)
+    inputs = build_inputs("a100", options=opts)
     base = inputs.latency.baseline_ms
     return TrialRunner(space=load_space("progressive"), inputs=inputs, budget=parse_budget("4x"),
                        limit_ms=base / 4, baseline_ms=base, objectives=("score", "latency"),
@@ -116,7 +122,7 @@ def test_a_candidate_over_budget_costs_no_accuracy_evaluation(mode):
     for t in complete:
         assert Budget.meets(t.values[1], runner.limit_ms) and t.constraints["budget"] <= 0
     for t in pruned:
-        assert t.user_attrs["latency_ms"] > runner.limit_ms and t.constraints["budget"] > 0
+        assert read_trial(t).latency.latency_ms > runner.limit_ms and t.constraints["budget"] > 0
         assert t.user_attrs["rejected"]
     if mode == "project":
         assert any(t.user_attrs["gamma"] > 1 for t in complete)
@@ -170,7 +176,7 @@ def test_the_gp_sampler_without_scipy_is_a_config_error_with_a_hint(tmp_path, mo
 def test_other_packaged_spaces_run(tmp_path, space):
     r = run_search(cfg(tmp_path, space=space, trials=8), log=quiet)
     study = load(r)
-    assert study.user_attrs["autoprune"]["space"] == space
+    assert load_settings(study).space.name == space
     assert [t.user_attrs.get("reference") for t in study.trials[:5]] == list(REFERENCES)
     assert all(t.params for t in study.trials[:5])  # the references are expressible in every packaged space
     assert r.export.pareto
@@ -243,12 +249,13 @@ def test_resume_adds_trials_up_to_the_new_total_without_repeating_the_sampler(tm
     assert fingerprint(study)[:12] == before and len(study.trials) == 16
     old = {tuple(sorted(t.params.items())) for t in study.trials[:12]}
     assert all(tuple(sorted(t.params.items())) not in old for t in study.trials[12:])
-    assert study.user_attrs["autoprune"]["trials"] == 16
+    assert load_settings(study).trials == 16
 
 
 KILLED_RUN = textwrap.dedent("""\
     import sys
-    from autoprune.search import SearchConfig, run_search
+    from autoprune.search.config import SearchConfig
+    from autoprune.search.run import run_search
     run_search(SearchConfig(model="synthetic", gpu="a100", budget="4x", trials=12, out=sys.argv[1],
                             show_progress=False, model_options={"hang_at": 6, "hang_marker": sys.argv[2]}))
 """)
@@ -312,7 +319,7 @@ def test_energy_can_be_a_third_objective_with_measured_latency(tmp_path):
     study = load(r)
     assert study.metric_names == ["accuracy", "latency_ms", "energy_j"]
     done = study.get_trials(states=(TrialState.COMPLETE,))
-    assert done and all(len(t.values) == 3 and t.user_attrs["latency_source"] == "cpu-measured" for t in done)
+    assert done and all(len(t.values) == 3 and read_trial(t).latency.source == "cpu-measured" for t in done)
 
 
 def test_energy_without_energy_readings_is_a_config_error(tmp_path):
@@ -322,7 +329,7 @@ def test_energy_without_energy_readings_is_a_config_error(tmp_path):
 
 
 # ----------------------------------------------------- shared work
-CALLS = {"factory": 0, "identity_estimates": 0}
+CALLS = {"build": 0, "identity_estimates": 0}
 
 
 class _CountingLatency:
@@ -335,15 +342,36 @@ class _CountingLatency:
         return self.inner.estimate(schedule)
 
 
-def counting_factory(**kw):
-    CALLS["factory"] += 1
-    inputs = build_inputs(**kw)
-    lat = _CountingLatency(inputs.latency)
-    return StudyInputs(evaluator=inputs.evaluator, latency=lat, predictor=lat, model="synthetic", task=inputs.task)
+@register_model_source("counting-synthetic")
+class CountingSource(SyntheticSource):
+    name = "counting-synthetic"
+
+    def build(self, request):
+        CALLS["build"] += 1
+        inputs = super().build(request)
+        lat = _CountingLatency(inputs.latency)
+        return StudyInputs(evaluator=inputs.evaluator, latency=lat, predictor=lat, model=self.name, task=inputs.task)
 
 
 def test_the_baseline_latency_is_not_recomputed_per_trial(tmp_path):
-    CALLS.update(factory=0, identity_estimates=0)
-    run_search(cfg(tmp_path, trials=10, inputs_factory="test_search:counting_factory"), log=quiet)
-    assert CALLS["factory"] == 1  # one evaluator and latency source per process, reused by every trial
+    CALLS.update(build=0, identity_estimates=0)
+    run_search(cfg(tmp_path, trials=10, model="counting-synthetic"), log=quiet)
+    assert CALLS["build"] == 1  # one evaluator and latency source per process, reused by every trial
     assert CALLS["identity_estimates"] == 2  # the study's baseline, and the `none` reference trial
+
+
+def test_a_model_source_given_as_module_attribute_is_found(tmp_path):
+    r = run_search(cfg(tmp_path, trials=6, model="autoprune.models.synthetic:SyntheticSource"), log=quiet)
+    assert load_settings(load(r)).model == "autoprune.models.synthetic:SyntheticSource"
+
+
+def test_an_unknown_model_lists_the_known_ones_and_writes_nothing(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown model 'llama'.*demo.*synthetic"):
+        run_search(cfg(tmp_path, model="llama"), log=quiet)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unknown_model_option_is_refused_before_anything_loads(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['colour'\] for model 'synthetic'"):
+        run_search(cfg(tmp_path, model_options={"colour": 3}), log=quiet)
+    assert not (tmp_path / "runs").exists()

@@ -27,12 +27,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _io
-from .budget import parse_budget
-from .errors import ConfigError
-from .schedule import ModelSignature, Schedule, ScorerConfig, Target
+import pandas as pd
+from optuna.trial import TrialState
 
-__all__ = ["ExportResult", "trials_frame", "pareto_front", "export_study", "INDEX_FORMAT"]
+from .. import __version__, _io
+from ..schedule import Target
+from .records import read_trial
+from .settings import StudySettings, load_settings
+
+__all__ = ["ExportResult", "trials_frame", "pareto_front", "export_study", "baseline_score", "INDEX_FORMAT"]
 
 INDEX_FORMAT = "autoprune.pareto/v1"
 
@@ -50,60 +53,51 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _settings(study) -> dict:
-    s = study.user_attrs.get("autoprune")
-    if not isinstance(s, dict):
-        raise ConfigError(f"study {study.study_name!r} was not created by autoprune search (no settings attr)")
-    return s
-
-
-def trials_frame(study):
+def trials_frame(study, settings: StudySettings | None = None):
     """One row per trial (pandas DataFrame); see the module docstring for the columns."""
-    import pandas as pd
-    from optuna.trial import TrialState
-
-    s = _settings(study)
-    budget = parse_budget(s["budget"])
-    limit = float(s["budget_ms"])
-    n_obj = len(s["objectives"])
+    s = settings or load_settings(study)
+    n_obj = len(s.objectives)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        ua = t.user_attrs
+        rec = read_trial(t)
+        lat, res = rec.latency, rec.result or {}
         score = latency = energy = math.nan
         if t.state == TrialState.COMPLETE and t.values is not None:
             score, latency = float(t.values[0]), float(t.values[1])
-            energy = float(t.values[2]) if n_obj > 2 else _num(ua.get("energy_j"))
-        else:
-            latency, energy = _num(ua.get("latency_ms")), _num(ua.get("energy_j"))
+            energy = float(t.values[2]) if n_obj > 2 else _num(lat.energy_j if lat else None)
+        elif lat is not None:
+            latency, energy = lat.latency_ms, _num(lat.energy_j)
         constraint = t.constraints.get("budget", math.nan)
         feasible = (t.state == TrialState.COMPLETE and math.isfinite(latency) and math.isfinite(score)
-                    and budget.constraint(latency, limit) <= 0)
-        ci = ua.get("ci") or [math.nan, math.nan]
+                    and s.budget.constraint(latency, s.budget_ms) <= 0)
+        ci = res.get("ci") or [math.nan, math.nan]
+        sched = rec.schedule
         row = {
             "number": t.number,
             "state": t.state.name,
-            "reference": ua.get("reference"),
+            "reference": rec.reference,
             "score": score,
             "ci_low": ci[0],
             "ci_high": ci[1],
             "latency_ms": latency,
             "energy_j": energy,
-            "speedup": float(s["baseline_ms"]) / latency if math.isfinite(latency) and latency > 0 else math.nan,
+            "speedup": s.baseline_ms / latency if math.isfinite(latency) and latency > 0 else math.nan,
             "constraint": constraint,
             "feasible": feasible,
-            "latency_source": ua.get("latency_source"),
-            "gamma": _num(ua.get("gamma")),
-            "mean_keep": _num(ua.get("mean_keep")),
-            "keep": json.dumps(ua["keep"]) if "keep" in ua else None,
-            "rejected": ua.get("rejected"),
-            "fail_reason": ua.get("fail_reason"),
-            "retry_of": t.system_attrs.get("failed_trial"),
-            "worker": ua.get("worker"),
+            "latency_source": lat.source if lat else None,
+            "gamma": _num(rec.gamma),
+            "mean_keep": sched.mean_keep if sched else math.nan,
+            "keep": json.dumps(list(sched.keep)) if sched else None,
+            "rejected": rec.rejected,
+            "fail_reason": rec.fail_reason,
+            "retry_of": rec.retry_of,
+            "worker": rec.worker,
             "duration_s": t.duration.total_seconds() if t.duration is not None else math.nan,
-            "eval_s": _num(ua.get("eval_s")),
+            "eval_s": _num(res.get("eval_s")),
         }
-        for k, v in (ua.get("scorer") or {}).items():
-            row[f"scorer.{k}"] = v
+        if sched is not None:
+            for k, v in sched.scorer.to_dict().items():
+                row[f"scorer.{k}"] = v
         for k, v in t.params.items():
             row[f"param.{k}"] = v
         rows.append(row)
@@ -143,71 +137,62 @@ def _utc_now() -> str:
 def export_study(study, run_dir: str | Path) -> ExportResult:
     """Write the Pareto schedules, the index and trials.csv for ``study`` into ``run_dir``."""
     run_dir = Path(run_dir)
-    s = _settings(study)
-    df = trials_frame(study)
+    s = load_settings(study)
+    df = trials_frame(study, s)
     front = [int(n) for n in df.loc[df["pareto"], "number"]] if len(df) else []
     warnings = []
-    try:
-        optuna_front = sorted(t.number for t in study.best_trials)
-    except Exception as e:  # pragma: no cover - Optuna raises only for single-objective studies
-        optuna_front, e_msg = None, str(e)
-        warnings.append(f"could not read study.best_trials: {e_msg}")
-    agrees = optuna_front is None or optuna_front == front
+    optuna_front = sorted(t.number for t in study.best_trials)
+    agrees = optuna_front == front
     if not agrees:
         warnings.append(f"the exported front {front} differs from Optuna's best_trials {optuna_front} "
                         "(stored constraints and the recomputed budget disagree); the export uses the latter")
-    signature = ModelSignature.from_dict(s["signature"])
-    metric = s["metric"]
-    baseline_score = _baseline_score(df)
+    metric = s.metric
+    base_score = baseline_score(df)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     created = _utc_now()
     pareto_dir = run_dir / "pareto"
     files, entries = [], []
     for n in front:
-        t = by_number[n]
+        rec = read_trial(by_number[n])
         row = df[df["number"] == n].iloc[0]
-        ua = t.user_attrs
         metrics = {
             "latency_ms": float(row["latency_ms"]),
             "speedup": float(row["speedup"]),
             metric: float(row["score"]),
-            f"baseline_{metric}": baseline_score,
+            f"baseline_{metric}": base_score,
             "score": float(row["score"]),
             "metric": metric,
             "ci_low": _finite_or_none(row["ci_low"]),
             "ci_high": _finite_or_none(row["ci_high"]),
-            "n": ua.get("n"),
+            "n": (rec.result or {}).get("n"),
             "energy_j": _finite_or_none(row["energy_j"]),
             "latency_source": row["latency_source"],
-            "baseline_ms": float(s["baseline_ms"]),
-            "budget_ms": float(s["budget_ms"]),
-            "gpu": s["gpu_name"],
+            "baseline_ms": s.baseline_ms,
+            "budget_ms": s.budget_ms,
+            "gpu": s.gpu_name,
         }
         provenance = {
             "study": study.study_name,
             "trial": n,
             "autoprune": __version__,
             "created": created,
-            "sampler": s.get("sampler"),
-            "seed": s.get("seed"),
-            "space": s.get("space"),
-            "reference": ua.get("reference"),
-            "model": s.get("model"),
-            "task": s.get("task"),
-            "model_options": s.get("model_options") or {},
+            "sampler": s.sampler,
+            "seed": s.seed,
+            "space": s.space.name,
+            "reference": rec.reference,
+            "model": s.model,
+            "task": s.task,
+            "model_options": dict(s.model_options),
         }
-        sched = Schedule(
-            keep=tuple(ua["keep"]), model=signature, min_tokens=int(s["space_spec"].get("min_tokens", 16)),
-            scorer=ScorerConfig.from_dict(ua["scorer"]), target=Target(gpu=s["gpu_name"], budget=s["budget"]),
-            metrics=metrics, provenance=provenance,
-        )
+        sched = rec.schedule.replace(target=Target(gpu=s.gpu_name, budget=s.budget.text), metrics=metrics,
+                                     provenance=provenance)
         path = pareto_dir / f"trial-{n:04d}.json"
         sched.save(path)
         files.append(path)
         entries.append({"trial": n, "file": f"pareto/{path.name}", "score": metrics["score"],
                         "latency_ms": metrics["latency_ms"], "speedup": metrics["speedup"],
                         "energy_j": metrics["energy_j"], "mean_keep": sched.mean_keep,
-                        "reference": ua.get("reference")})
+                        "reference": rec.reference})
     keep_names = {p.name for p in files}
     if pareto_dir.is_dir():
         for old in pareto_dir.glob("trial-*.json"):
@@ -220,13 +205,13 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
         "study": study.study_name,
         "created": created,
         "autoprune": __version__,
-        "model": s.get("model"),
-        "task": s.get("task"),
+        "model": s.model,
+        "task": s.task,
         "metric": metric,
-        "objectives": s["objectives"],
-        "target": {"gpu": s["gpu_name"], "budget": s["budget"], "budget_ms": s["budget_ms"],
-                   "baseline_ms": s["baseline_ms"], "latency_source": s.get("baseline_source")},
-        "baseline_score": baseline_score,
+        "objectives": list(s.objectives),
+        "target": {"gpu": s.gpu_name, "budget": s.budget.text, "budget_ms": s.budget_ms,
+                   "baseline_ms": s.baseline_ms, "latency_source": s.baseline_source},
+        "baseline_score": base_score,
         "n_trials": int(len(df)),
         "n_feasible": int(df["feasible"].sum()) if len(df) else 0,
         "states": {k: int(v) for k, v in counts.items()},
@@ -235,7 +220,7 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
     }
     index_path = _io.write_json(run_dir / "pareto.json", index)
     csv_path = _io.write_text(run_dir / "trials.csv", df.to_csv(index=False))
-    summary = _summary(df, s, baseline_score, warnings)
+    summary = _summary(df, s, base_score, warnings)
     return ExportResult(run_dir=run_dir, pareto=front, files=files, index_path=index_path, csv_path=csv_path,
                         frame=df, summary=summary, agrees_with_optuna=agrees, warnings=warnings)
 
@@ -248,26 +233,27 @@ def _finite_or_none(v):
     return v if math.isfinite(v) else None
 
 
-def _baseline_score(df) -> float | None:
+def baseline_score(df) -> float | None:
+    """The score of the completed ``none`` reference in a :func:`trials_frame` (None without one)."""
     if not len(df):
         return None
     rows = df[(df["reference"] == "none") & (df["state"] == "COMPLETE")]
     return float(rows.iloc[0]["score"]) if len(rows) else None
 
 
-def _summary(df, s: dict, baseline_score, warnings) -> str:
+def _summary(df, s: StudySettings, baseline_score, warnings) -> str:
     """A text table: the references and the feasible Pareto front, fastest first."""
     if not len(df):
         return "no trials"
     counts = df["state"].value_counts().to_dict()
     head = (f"{len(df)} trials: {counts.get('COMPLETE', 0)} complete ({int(df['feasible'].sum())} within "
-            f"{s['budget']} = {float(s['budget_ms']):.2f} ms), {counts.get('PRUNED', 0)} rejected over budget, "
-            f"{counts.get('FAIL', 0)} failed; baseline {s['metric']} "
+            f"{s.budget.text} = {s.budget_ms:.2f} ms), {counts.get('PRUNED', 0)} rejected over budget, "
+            f"{counts.get('FAIL', 0)} failed; baseline {s.metric} "
             + (f"{baseline_score:.4f}" if baseline_score is not None else "n/a"))
     shown = df[df["pareto"] | df["reference"].notna()].copy()
     shown = shown.sort_values(["pareto", "latency_ms"], ascending=[False, True])
     cols = ["number", "reference", "state", "score", "latency_ms", "speedup", "mean_keep", "feasible", "pareto"]
-    table = shown[cols].rename(columns={"number": "trial", "score": s["metric"]})
+    table = shown[cols].rename(columns={"number": "trial", "score": s.metric})
     table["reference"] = table["reference"].fillna("")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
     return "\n".join([head, text] + [f"warning: {w}" for w in warnings])

@@ -1,4 +1,4 @@
-"""Pareto export (autoprune/export.py): files, index and trials.csv of a finished study."""
+"""Pareto export (autoprune.search.export): files, index and trials.csv of a finished study."""
 
 import json
 import math
@@ -7,11 +7,13 @@ import optuna
 import pandas as pd
 import pytest
 
-from autoprune.export import export_study
-from autoprune.schedule import Schedule
-from autoprune.search import SearchConfig, run_search
+from autoprune.cost.gpus import resolve
 from autoprune.cost.shapes import TokenLayout
-from autoprune.synthetic import SyntheticLatency
+from autoprune.models.synthetic import SyntheticLatency
+from autoprune.schedule import Schedule
+from autoprune.search.config import SearchConfig
+from autoprune.search.export import export_study
+from autoprune.search.run import run_search
 
 
 def quiet(*_):
@@ -66,7 +68,7 @@ def test_every_exported_schedule_loads_and_meets_the_budget_by_its_latency_sourc
         assert m["latency_ms"] <= budget_ms and m["speedup"] >= 4.0 * (1 - 1e-12)
         assert m["latency_source"] == "roofline"
         # the named source gives the same latency again
-        again = SyntheticLatency(s.model, TokenLayout(64, 8192, 32), s.target.gpu).estimate(s)
+        again = SyntheticLatency(s.model, TokenLayout(64, 8192, 32), resolve(s.target.gpu)).estimate(s)
         assert again.source == m["latency_source"] and again.latency_ms == pytest.approx(m["latency_ms"])
         assert again.latency_ms <= budget_ms
         assert m["accuracy"] == m["score"] and m["baseline_accuracy"] == pytest.approx(0.72)

@@ -6,12 +6,12 @@ import optuna
 import pytest
 import yaml
 
+from autoprune._io import data_dir
+from autoprune.cost.shapes import NEMOTRON_H_8B
 from autoprune.errors import ConfigError
 from autoprune.plan import plan_reduction
 from autoprune.schedule import ModelSignature, Schedule, ScorerConfig
-from autoprune.cost.shapes import NEMOTRON_H_8B
-from autoprune._io import data_dir
-from autoprune.space import available_spaces, first_cut_layer, load_space
+from autoprune.search.space import available_spaces, first_cut_layer, load_space
 
 SIG = ModelSignature("synthetic", NEMOTRON_H_8B.layer_kinds)
 SMALL = ModelSignature("synthetic", "*-M-M*-M-")

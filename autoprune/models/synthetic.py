@@ -1,21 +1,20 @@
-"""A synthetic model for the search: an :class:`~autoprune.interfaces.Evaluator` and a
-:class:`~autoprune.interfaces.LatencySource` that need no network weights and no GPU.
+"""The ``synthetic`` model source: an evaluator and a latency source that need no network
+weights and no GPU.
 
-``autoprune search --model synthetic`` runs the whole pipeline (study, budget,
-references, export) in seconds; the tests and ``benchmarks/search_speed.py`` use it.
-Nothing here is a claim about real models: the numbers are shaped after the paper's
-findings so that the search has a realistic landscape to climb:
+``autoprune search --model synthetic`` runs the whole pipeline (study, budget, references,
+export) in seconds; the tests and ``benchmarks/search_speed.py`` use it. Nothing here is a claim
+about real models: the numbers are shaped after the paper's findings so that the search has a
+realistic landscape to climb:
 
-- *latency*: per layer, Mamba/MLP/MoE cost is linear in the tokens present, attention
-  has a quadratic term; scoring costs a little per evidence layer (much more with the
-  Mamba decay term, as measured on the H100), gathering a little per prune point;
-  a per-GPU speed factor; the unreduced latency is computed once.
-- *accuracy*: layerwise sparsity (keeping a fraction ``r`` of the tokens keeps
-  ``r ** alpha`` of the importance, ``alpha < 1``) and importance instability
-  (``alpha`` is larger early: pruning hard early is unreliable), so low-to-high
-  schedules beat uniform ones at equal latency; the scorer knobs change ``alpha``
-  with an optimum near β = 0.6, ``w_mamba / w_attn`` ≈ 0.7, no decay, mean heads,
-  evidence window 2.
+- *latency*: per layer, Mamba/MLP/MoE cost is linear in the tokens present, attention has a
+  quadratic term; scoring costs a little per evidence layer (much more with the Mamba decay
+  term), gathering a little per prune point; a per-GPU speed factor; the unreduced latency is
+  computed once.
+- *accuracy*: layerwise sparsity (keeping a fraction ``r`` of the tokens keeps ``r ** alpha``
+  of the importance, ``alpha < 1``) and importance instability (``alpha`` is larger early:
+  pruning hard early is unreliable), so low-to-high schedules beat uniform ones at equal
+  latency; the scorer knobs change ``alpha`` with an optimum near β = 0.6,
+  ``w_mamba / w_attn`` ≈ 0.7, no decay, mean heads, evidence window 2.
 """
 
 from __future__ import annotations
@@ -24,41 +23,28 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from .cost.shapes import NEMOTRON_H_8B, TokenLayout
-from .errors import ConfigError, UnknownGPUError
-from .interfaces import LatencyEstimate, TaskResult
-from .schedule import ModelSignature, Schedule
+from ..cost.gpus import GpuSpec
+from ..cost.shapes import NEMOTRON_H_8B, TokenLayout
+from ..errors import ConfigError
+from ..interfaces import LatencyEstimate, SourceRequest, StudyInputs, TaskResult
+from ..schedule import ModelSignature, Schedule
+from . import register_model_source
 
-__all__ = ["SyntheticEvaluator", "SyntheticLatency", "SYNTHETIC_GPUS", "resolve_synthetic_gpu", "build_inputs"]
+__all__ = ["SyntheticEvaluator", "SyntheticLatency", "SyntheticSource", "speed_factor"]
 
-# name -> (canonical name, relative time per unit of work). A stand-in for the GPU
-# registry (autoprune.cost.gpus) so that this module works without it.
-SYNTHETIC_GPUS: dict[str, tuple[str, float]] = {
-    "a100": ("a100-sxm4-80gb", 1.0),
-    "h100": ("h100-sxm5-80gb", 0.55),
-    "h200": ("h200-sxm-141gb", 0.5),
-    "l40s": ("l40s-48gb", 1.6),
-    "cpu": ("cpu", 25.0),
-}
+# Relative time per unit of work on the GPUs the tests name; any other GPU is scaled by its
+# memory bandwidth against the A100's (the synthetic layers are bandwidth-shaped).
+_FACTORS = {"a100-sxm4-80gb": 1.0, "h100-sxm5-80gb": 0.55, "h200-sxm-141gb": 0.5, "l40s": 1.6, "cpu": 25.0}
+_A100_BANDWIDTH_GBS = 2039.0
 
 
-def resolve_synthetic_gpu(name: str) -> tuple[str, float]:
-    """``a100`` or ``a100-sxm4-80gb`` → (canonical, speed factor); ``auto`` → the CPU."""
-    key = (name or "").strip().lower()
-    if key == "auto":
-        key = "cpu"
-    for alias, (canonical, factor) in SYNTHETIC_GPUS.items():
-        if key in (alias, canonical):
-            return canonical, factor
-    known = sorted(SYNTHETIC_GPUS)
-    close = [k for k in known if key[:2] and k.startswith(key[:2])]
-    raise UnknownGPUError(
-        f"unknown GPU {name!r} for the synthetic model; known: {known}" + (f" (did you mean {close}?)" if close else "")
-    )
+def speed_factor(gpu: GpuSpec) -> float:
+    """Relative time per unit of synthetic work on ``gpu`` (the A100 is 1)."""
+    if gpu.id in _FACTORS:
+        return _FACTORS[gpu.id]
+    return _A100_BANDWIDTH_GBS / gpu.memory_bandwidth_gbs
 
 
 def _signature(layer_kinds: str) -> ModelSignature:
@@ -73,10 +59,10 @@ class SyntheticLatency:
     energy (``250 W × latency``).
     """
 
-    def __init__(self, signature: ModelSignature, layout: TokenLayout, gpu: str, *, measured: bool = False):
+    def __init__(self, signature: ModelSignature, layout: TokenLayout, gpu: GpuSpec, *, measured: bool = False):
         self.signature = signature
         self.layout = layout
-        self.gpu, self._factor = resolve_synthetic_gpu(gpu)
+        self.gpu, self._factor = gpu.id, speed_factor(gpu)
         self.measured = measured
         if measured:
             self.source = "cpu-measured" if self.gpu == "cpu" else "measured"
@@ -192,28 +178,38 @@ class SyntheticEvaluator:
                           ci_high=min(1.0, score + half) if half else score, n=self.n)
 
 
-def build_inputs(*, gpu: str, task: str | None = None, measure: bool = False,
-                 options: Mapping[str, Any] | None = None, model: str = "synthetic"):
-    """Evaluator + latency source of the synthetic model (see :func:`autoprune.search.build_default_study_inputs`).
+@register_model_source("synthetic")
+class SyntheticSource:
+    """Options: ``layer_kinds`` (default NemotronH-8B's 52-layer pattern), ``visual`` (8192),
+    ``prefix`` (64), ``query`` (32), and the evaluator's test hooks. Tasks: ``accuracy``
+    (default) and ``fidelity``."""
 
-    ``options``: ``layer_kinds`` (default NemotronH-8B's 52-layer pattern), ``visual``
-    (8192), ``prefix`` (64), ``query`` (32), and the evaluator's test hooks.
-    """
-    from .search import StudyInputs
+    name = "synthetic"
+    options = {
+        "layer_kinds": "layer-kind letters, one per layer (default: NemotronH-8B's pattern)",
+        "visual": "visual tokens (8192)", "prefix": "prefix tokens (64)", "query": "query tokens (32)",
+        "n": "evaluation samples (500)", "delay_s": "seconds slept per evaluation",
+        "fail_at": "the n-th evaluation raises", "nan_at": "the n-th evaluation returns NaN",
+        "hang_at": "the n-th evaluation hangs", "hang_marker": "file touched when hanging",
+    }
+    _TASKS = {None: "accuracy", "accuracy": "accuracy", "fidelity": "fidelity"}
 
-    opts = dict(options or {})
-    kinds = opts.pop("layer_kinds", NEMOTRON_H_8B.layer_kinds)
-    layout = TokenLayout(prefix=opts.pop("prefix", 64), visual=opts.pop("visual", 8192), query=opts.pop("query", 32))
-    metric = {"accuracy": "accuracy", "fidelity": "fidelity", None: "accuracy"}.get(task)
-    if metric is None:
-        raise ConfigError(f"the synthetic model has tasks 'accuracy' and 'fidelity', not {task!r}")
-    allowed = {"n", "delay_s", "fail_at", "nan_at", "hang_at", "hang_marker"}
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown synthetic model option(s) {unknown}; allowed: {sorted(allowed | {'layer_kinds', 'visual', 'prefix', 'query'})}")
-    sig = _signature(kinds)
-    latency = SyntheticLatency(sig, layout, gpu, measured=measure)
-    predictor = SyntheticLatency(sig, layout, gpu, measured=False) if measure else latency
-    evaluator = SyntheticEvaluator(sig, layout.visual, metric=metric, **opts)
-    return StudyInputs(evaluator=evaluator, latency=latency, predictor=predictor, model="synthetic",
-                       task=metric)
+    def check(self, request: SourceRequest) -> None:
+        if request.task not in self._TASKS:
+            raise ConfigError(f"the synthetic model has tasks 'accuracy' and 'fidelity', not {request.task!r}")
+
+    def build(self, request: SourceRequest) -> StudyInputs:
+        opts = dict(request.options)
+        kinds = opts.pop("layer_kinds", NEMOTRON_H_8B.layer_kinds)
+        layout = TokenLayout(prefix=opts.pop("prefix", 64), visual=opts.pop("visual", 8192),
+                             query=opts.pop("query", 32))
+        metric = self._TASKS[request.task]
+        sig = _signature(kinds)
+        latency = SyntheticLatency(sig, layout, request.gpu, measured=request.measure)
+        predictor = SyntheticLatency(sig, layout, request.gpu, measured=False) if request.measure else latency
+        evaluator = SyntheticEvaluator(sig, layout.visual, metric=metric, **opts)
+        return StudyInputs(evaluator=evaluator, latency=latency, predictor=predictor, model="synthetic", task=metric,
+                           layout=layout, latency_info={"model": "synthetic latency (no real model)",
+                                                        "layout": {"prefix": layout.prefix, "visual": layout.visual,
+                                                                   "query": layout.query},
+                                                        "source": latency.source, "gpu": latency.gpu})

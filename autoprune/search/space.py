@@ -31,7 +31,6 @@ schedule passes :func:`autoprune.plan.plan_reduction`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -39,9 +38,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import data_dir, find_data_file, read_yaml_mapping
-from .errors import ConfigError, ScheduleError, check_keys
-from .schedule import ModelSignature, Schedule, ScorerConfig
+from optuna.distributions import FloatDistribution, IntDistribution
+
+from .._io import data_dir, find_data_file, read_yaml_mapping
+from ..errors import ConfigError, ScheduleError, check_keys
+from ..schedule import ModelSignature, Schedule, ScorerConfig
+from .knobs import (
+    KNOBS,
+    Choice,
+    Fixed,
+    FloatRange,
+    IntRange,
+    Knob,
+    check_knobs,
+    knob_default,
+    knob_to_dict,
+    parse_knob,
+    parse_range,
+    suggest,
+)
 
 __all__ = [
     "SearchSpace",
@@ -55,101 +70,6 @@ __all__ = [
     "available_spaces",
     "first_cut_layer",
 ]
-
-_FLOAT_KNOBS = ("state_momentum", "w_attn", "w_mamba")
-_INT_KNOBS = ("evidence_window", "seed")
-_CATEGORICAL_KNOBS = ("mamba_decay", "head_agg", "selector")
-_KNOBS = _FLOAT_KNOBS + _INT_KNOBS + _CATEGORICAL_KNOBS
-# Tolerance when mapping a schedule back to parameters (float products drift by ulps).
-_TOL = 1e-9
-
-
-# ------------------------------------------------------------------------ knobs
-@dataclass(frozen=True)
-class Fixed:
-    value: Any
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    low: float
-    high: float
-    log: bool = False
-    default: float | None = None
-
-    def __post_init__(self):
-        for f in ("low", "high"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"range {f} must be a finite number, got {v!r}")
-        if self.low > self.high:
-            raise ConfigError(f"range low {self.low} > high {self.high}")
-        if self.log and self.low <= 0:
-            raise ConfigError(f"a log range needs low > 0, got {self.low}")
-        if self.default is not None and not self.low <= self.default <= self.high:
-            raise ConfigError(f"default {self.default} is outside [{self.low}, {self.high}]")
-
-    def contains(self, v: float) -> bool:
-        return self.low - _TOL <= v <= self.high + _TOL
-
-    def clip(self, v: float) -> float:
-        return min(self.high, max(self.low, v))
-
-    def distribution(self):
-        from optuna.distributions import FloatDistribution
-
-        return FloatDistribution(float(self.low), float(self.high), log=self.log)
-
-
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
-    default: int | None = None
-
-    def __post_init__(self):
-        for f in ("low", "high"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"integer range {f} must be an integer, got {v!r}")
-        if self.low > self.high:
-            raise ConfigError(f"range low {self.low} > high {self.high}")
-        if self.default is not None and not self.low <= self.default <= self.high:
-            raise ConfigError(f"default {self.default} is outside [{self.low}, {self.high}]")
-
-    def contains(self, v: int) -> bool:
-        return self.low <= v <= self.high
-
-    def distribution(self):
-        from optuna.distributions import IntDistribution
-
-        return IntDistribution(self.low, self.high)
-
-
-@dataclass(frozen=True)
-class Choice:
-    choices: tuple
-    default: Any = None
-
-    def __post_init__(self):
-        if not self.choices:
-            raise ConfigError("choices must not be empty")
-        if len(set(self.choices)) != len(self.choices):
-            raise ConfigError(f"choices repeat a value: {list(self.choices)}")
-        if self.default is not None and self.default not in self.choices:
-            raise ConfigError(f"default {self.default!r} is not one of the choices {list(self.choices)}")
-
-    def contains(self, v) -> bool:
-        return any(v == c and type(v) is type(c) for c in self.choices)
-
-    def distribution(self):
-        from optuna.distributions import CategoricalDistribution
-
-        return CategoricalDistribution(list(self.choices))
-
-
-Knob = Fixed | FloatRange | IntRange | Choice
-
 
 # ------------------------------------------------------------ parametrisations
 @dataclass(frozen=True)
@@ -174,7 +94,7 @@ class ProgressiveSchedule:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "stages": {"low": self.min_stages, "high": self.max_stages},
-                "retention": _knob_to_dict(self.retention)}
+                "retention": knob_to_dict(self.retention)}
 
 
 @dataclass(frozen=True)
@@ -192,7 +112,7 @@ class PerLayerSchedule:
             )
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "final_keep": _knob_to_dict(self.final_keep)}
+        return {"kind": self.kind, "final_keep": knob_to_dict(self.final_keep)}
 
 
 def first_cut_layer(signature: ModelSignature, scorer: ScorerConfig | None = None) -> int:
@@ -231,8 +151,8 @@ class SearchSpace:
 
     def __post_init__(self):
         names = [n for n, _ in self.scorer]
-        if sorted(names) != sorted(_KNOBS):
-            raise ConfigError(f"space {self.name!r}: scorer knobs {sorted(names)} must be exactly {sorted(_KNOBS)}")
+        if sorted(names) != sorted(KNOBS):
+            raise ConfigError(f"space {self.name!r}: scorer knobs {sorted(names)} must be exactly {sorted(KNOBS)}")
         if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 1:
             raise ConfigError(f"space {self.name!r}: min_tokens must be an integer >= 1, got {self.min_tokens!r}")
 
@@ -243,7 +163,7 @@ class SearchSpace:
 
     def default_scorer(self) -> ScorerConfig:
         """The scorer used by reference schedules: each knob's default (see :func:`_knob_default`)."""
-        return ScorerConfig(**{n: _knob_default(n, k) for n, k in self.scorer})
+        return ScorerConfig(**{n: knob_default(n, k) for n, k in self.scorer})
 
     def scorer_from_params(self, params: Mapping[str, Any]) -> ScorerConfig:
         values = {}
@@ -257,8 +177,6 @@ class SearchSpace:
 
         Fixed dimension: the same names for every trial (see the module docstring).
         """
-        from optuna.distributions import FloatDistribution, IntDistribution
-
         L = signature.num_layers
         lo = first_cut_layer(signature)
         d: dict[str, Any] = {}
@@ -383,55 +301,12 @@ class SearchSpace:
             "description": self.description,
             "schedule": self.schedule.to_dict(),
             "min_tokens": self.min_tokens,
-            "scorer": {n: _knob_to_dict(k) for n, k in self.scorer},
+            "scorer": {n: knob_to_dict(k) for n, k in self.scorer},
         }
-
-
-def suggest(trial, name: str, dist):
-    """``trial.suggest_*`` for an Optuna distribution (public API only)."""
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if isinstance(dist, FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, list(dist.choices))
-    raise TypeError(f"unsupported distribution {dist!r}")
 
 
 def _share(i: int) -> str:
     return f"share_{i:03d}"
-
-
-def _knob_default(name: str, k: Knob):
-    if isinstance(k, Fixed):
-        return k.value
-    if k.default is not None:
-        return k.default
-    base = getattr(ScorerConfig(), name)
-    if k.contains(base):
-        return base
-    if isinstance(k, Choice):
-        return k.choices[0]
-    if isinstance(k, IntRange):
-        return (k.low + k.high) // 2
-    return math.sqrt(k.low * k.high) if k.log else (k.low + k.high) / 2
-
-
-def _knob_to_dict(k: Knob):
-    if isinstance(k, Fixed):
-        return k.value
-    d = dataclasses.asdict(k)
-    if isinstance(k, Choice):
-        d["choices"] = list(k.choices)
-    if isinstance(k, FloatRange) and not k.log:
-        d.pop("log")
-    return {key: v for key, v in d.items() if v is not None}
 
 
 # ---------------------------------------------------------------------- loading
@@ -460,14 +335,14 @@ def space_from_dict(data: Mapping, *, source: str = "<dict>") -> SearchSpace:
             raise ConfigError(f"description must be a string, got {desc!r}")
         schedule = _parse_schedule(data["schedule"], f"{where}: schedule")
         scorer_data = data.get("scorer") or {}
-        check_keys(scorer_data, set(_KNOBS), set(), f"{where}: scorer")
+        check_keys(scorer_data, set(KNOBS), set(), f"{where}: scorer")
         knobs = []
-        for n in _KNOBS:
+        for n in KNOBS:
             if n in scorer_data:
-                knobs.append((n, _parse_knob(n, scorer_data[n], f"{where}: scorer.{n}")))
+                knobs.append((n, parse_knob(n, scorer_data[n], f"{where}: scorer.{n}")))
             else:
                 knobs.append((n, Fixed(getattr(ScorerConfig(), n))))
-        _check_knobs(knobs, where)
+        check_knobs(knobs, where)
         min_tokens = data.get("min_tokens", 16)
         return SearchSpace(name=name, schedule=schedule, scorer=tuple(knobs), min_tokens=min_tokens,
                            description=desc, source=source)
@@ -488,14 +363,14 @@ def _parse_schedule(d: Any, where: str):
         else:
             check_keys(stages, {"low", "high"}, {"low", "high"}, f"{where}.stages")
             lo, hi = stages["low"], stages["high"]
-        ret = _parse_range(d.get("retention", {"low": 0.05, "high": 1.0}), float, f"{where}.retention")
+        ret = parse_range(d.get("retention", {"low": 0.05, "high": 1.0}), float, f"{where}.retention")
         try:
             return ProgressiveSchedule(min_stages=lo, max_stages=hi, retention=ret)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
     if kind == "per_layer":
         check_keys(d, {"kind", "final_keep"}, {"kind"}, where)
-        fk = _parse_range(d.get("final_keep", {"low": 0.01, "high": 1.0, "log": True}), float, f"{where}.final_keep")
+        fk = parse_range(d.get("final_keep", {"low": 0.01, "high": 1.0, "log": True}), float, f"{where}.final_keep")
         try:
             return PerLayerSchedule(final_keep=fk)
         except ConfigError as e:
@@ -503,62 +378,3 @@ def _parse_schedule(d: Any, where: str):
     raise ConfigError(f"{where}.kind must be 'progressive' or 'per_layer', got {kind!r}")
 
 
-def _parse_range(d: Any, typ, where: str):
-    if typ is float:
-        check_keys(d, {"low", "high", "log", "default"}, {"low", "high"}, where)
-        log = d.get("log", False)
-        if not isinstance(log, bool):
-            raise ConfigError(f"{where}.log must be true or false, got {log!r}")
-        try:
-            return FloatRange(d["low"], d["high"], log, d.get("default"))
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-    check_keys(d, {"low", "high", "default"}, {"low", "high"}, where)
-    try:
-        return IntRange(d["low"], d["high"], d.get("default"))
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def _parse_knob(name: str, v: Any, where: str) -> Knob:
-    if isinstance(v, list):
-        v = {"choices": v}
-    if isinstance(v, Mapping):
-        if "choices" in v:
-            check_keys(v, {"choices", "default"}, {"choices"}, where)
-            if not isinstance(v["choices"], list):
-                raise ConfigError(f"{where}.choices must be a list, got {v['choices']!r}")
-            try:
-                return Choice(tuple(v["choices"]), v.get("default"))
-            except ConfigError as e:
-                raise ConfigError(f"{where}: {e}") from None
-        if name in _FLOAT_KNOBS:
-            return _parse_range(v, float, where)
-        if name in _INT_KNOBS:
-            return _parse_range(v, int, where)
-        raise ConfigError(f"{where}: {name} takes a value or choices, not a range")
-    return Fixed(v)
-
-
-def _check_knobs(knobs: list[tuple[str, Knob]], where: str) -> None:
-    """Every value a knob can take must be a valid ScorerConfig value on its own."""
-    for n, k in knobs:
-        if isinstance(k, Fixed):
-            values = [k.value]
-        elif isinstance(k, Choice):
-            values = list(k.choices)
-        else:
-            values = [k.low, k.high]
-        for v in values:
-            kw = {n: v}
-            if n in ("w_attn", "w_mamba"):
-                kw["w_mamba" if n == "w_attn" else "w_attn"] = 1.0  # judge this weight alone
-            try:
-                ScorerConfig(**kw)
-            except ScheduleError as e:
-                raise ConfigError(f"{where}: scorer.{n}: {e}") from None
-    kd = dict(knobs)
-    if all(isinstance(kd[n], Fixed) and kd[n].value == 0 for n in ("w_attn", "w_mamba")) and (
-        not isinstance(kd["selector"], Fixed) or kd["selector"].value == "language"
-    ):
-        raise ConfigError(f"{where}: scorer.w_attn and scorer.w_mamba are both fixed at 0: no evidence")

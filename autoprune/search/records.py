@@ -1,0 +1,79 @@
+"""What a trial stores beside its parameters and values, written and read in one place.
+
+A trial's user attributes hold its schedule as one :meth:`Schedule.to_dict` (keep ratios,
+``min_tokens``, scorer, prefilter, model), its latency as one
+:meth:`LatencyEstimate.to_dict`, the projection factor ``gamma``, the evaluation's result
+(score, interval, samples, per-family scores) and, where they apply, the worker, the reference
+name, and why it was rejected or failed. Optuna's own fields (state, values, params,
+constraints) are not repeated here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..interfaces import LatencyEstimate, TaskResult
+from ..schedule import Schedule
+
+__all__ = ["TrialRecord", "record_schedule", "record_result", "read_trial", "SCHEDULE_ATTR", "LATENCY_ATTR",
+           "RESULT_ATTR"]
+
+SCHEDULE_ATTR = "schedule"
+LATENCY_ATTR = "latency"
+RESULT_ATTR = "result"
+_MAX_REASON = 2000
+
+
+def record_schedule(trial, schedule: Schedule, estimate: LatencyEstimate, gamma: float) -> None:
+    """Store the schedule a trial evaluates (after projection), its latency and ``gamma``."""
+    trial.set_user_attr(SCHEDULE_ATTR, schedule.replace(metrics=None, provenance=None, target=None).to_dict())
+    trial.set_user_attr(LATENCY_ATTR, estimate.to_dict())
+    trial.set_user_attr("gamma", gamma)
+
+
+def record_result(trial, result: TaskResult, eval_s: float) -> None:
+    trial.set_user_attr(RESULT_ATTR, {"score": result.score, "metric": result.metric,
+                                      "ci": [result.ci_low, result.ci_high], "n": result.n,
+                                      "per_family": dict(result.per_family), "eval_s": round(eval_s, 4)})
+
+
+def reason(text: str) -> str:
+    return text[:_MAX_REASON]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the export and the report read it (any field may be missing: ``None``)."""
+
+    number: int
+    state: str
+    reference: str | None = None
+    reference_fitted: bool | None = None
+    schedule: Schedule | None = None
+    latency: LatencyEstimate | None = None
+    gamma: float | None = None
+    result: Mapping[str, Any] | None = None
+    rejected: str | None = None
+    fail_reason: str | None = None
+    worker: str | None = None
+    retry_of: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def keep(self) -> tuple[float, ...] | None:
+        return None if self.schedule is None else self.schedule.keep
+
+
+def read_trial(t) -> TrialRecord:
+    """The :class:`TrialRecord` of an Optuna ``FrozenTrial``."""
+    ua = t.user_attrs
+    sched = Schedule.from_dict(ua[SCHEDULE_ATTR]) if isinstance(ua.get(SCHEDULE_ATTR), Mapping) else None
+    lat = LatencyEstimate.from_dict(ua[LATENCY_ATTR]) if isinstance(ua.get(LATENCY_ATTR), Mapping) else None
+    return TrialRecord(
+        number=t.number, state=t.state.name, reference=ua.get("reference"), reference_fitted=ua.get("reference_fitted"),
+        schedule=sched, latency=lat, gamma=ua.get("gamma"), result=ua.get(RESULT_ATTR), rejected=ua.get("rejected"),
+        fail_reason=ua.get("fail_reason"), worker=ua.get("worker"), retry_of=t.system_attrs.get("failed_trial"),
+        params=dict(t.params),
+    )

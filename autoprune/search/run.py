@@ -1,0 +1,323 @@
+"""``run_search``: validate, create or resume the study, run its trials, export the Pareto front.
+
+``run_search(SearchConfig(gpu="a100", budget="4x"))`` is what ``autoprune search --gpu a100
+--budget 4x`` does:
+
+1. **validate** everything before anything is written: the budget (parsed when the config was
+   built), the space, the sampler, the storage (a URL that does not answer → StorageError within
+   ``probe_timeout_s``), the GPU (resolved once, here), the model source and its options, and
+   that the budget can be reached at all;
+2. create ``runs/<study>/`` and the study (SQLite ``runs/<study>/study.db`` by default, any
+   SQLAlchemy URL, or an Optuna journal file), store its :class:`StudySettings`, and enqueue the
+   **reference schedules** (:mod:`autoprune.search.references`) first;
+3. run the trials in this process or in ``workers`` processes on one storage
+   (:mod:`autoprune.search.workers`); on ``resume``, trials a dead worker left running are
+   re-queued first (:mod:`autoprune.search.recovery`);
+4. export the feasible Pareto front (:mod:`autoprune.search.export`) and print a summary.
+
+The report is the command layer's business (``autoprune search`` writes it after this returns).
+References are enqueued with ``study.enqueue_trial(params, user_attrs={"reference": name})``
+when the space can express them; one it cannot is evaluated here and stored with ask/tell.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+
+from .. import __version__, _io
+from ..budget import Budget
+from ..cost import gpus
+from ..errors import BudgetError, ConfigError
+from ..interfaces import SourceRequest, StudyInputs
+from ..models import check_request, get_model_source
+from ..schedule import Schedule
+from .config import DEFAULT_MODEL, DEFAULT_TRIALS, SearchConfig, derive_study_name
+from .export import ExportResult, export_study
+from .objective import TrialRunner
+from .quiet import optuna_quiet
+from .recovery import count_finished, recover_orphans
+from .references import REFERENCES, Reference, reference_schedules
+from .samplers import check_sampler
+from .settings import StudySettings, load_settings, store_settings
+from .space import SearchSpace, first_cut_layer, load_space
+from .storage import (
+    StorageSpec,
+    close_storage,
+    open_storage,
+    probe_storage,
+    resolve_storage,
+    storage_has_study,
+)
+from .workers import run_worker, run_workers
+
+__all__ = ["SearchResult", "SearchPlan", "plan_search", "run_search", "resolve_gpu"]
+
+
+@dataclass
+class SearchResult:
+    """What a run did: the study, where it lives (``storage`` is safe to print; ``storage_spec``
+    opens it again), how many trials it has, the export, and any trials recovered on resume."""
+
+    study_name: str
+    run_dir: Path
+    storage: str
+    storage_spec: StorageSpec
+    n_trials: int
+    export: ExportResult | None = None
+    summary: str = ""
+    recovered: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SearchPlan:
+    """Everything a run needs, computed by :func:`plan_search` without writing anything."""
+
+    config: SearchConfig
+    study_name: str
+    run_dir: Path
+    storage: StorageSpec
+    settings: StudySettings
+    inputs: StudyInputs
+    references: list[Reference]
+    exists: bool
+
+
+def resolve_gpu(name: str, *, measure: bool) -> gpus.GpuSpec:
+    """``auto`` → the present device (the CPU fallback when a measuring study has no GPU); else the registry."""
+    if name == "auto":
+        return gpus.present_device() if measure else gpus.detect()
+    return gpus.resolve(name)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _build_inputs(model: str, request: SourceRequest) -> StudyInputs:
+    source = get_model_source(model)
+    check_request(source, request)
+    inputs = source.build(request)
+    if not isinstance(inputs, StudyInputs):
+        raise ConfigError(f"model source {model!r} returned {type(inputs).__name__}, not StudyInputs")
+    return inputs
+
+
+def _stored_settings(spec: StorageSpec, name: str, timeout_s: float) -> StudySettings:
+    storage = open_storage(spec, heartbeat_s=None, timeout_s=timeout_s)
+    try:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            raise ConfigError(f"nothing to resume: storage {spec.display!r} has no study {name!r}") from None
+        return load_settings(study)
+    finally:
+        close_storage(storage)
+
+
+def _check_resume(c: SearchConfig, stored: StudySettings, name: str) -> None:
+    gpu_names = {stored.gpu_request, stored.gpu.id, *stored.gpu.aliases}
+    checks = [("model", c.model, stored.model), ("task", c.task, stored.task),
+              ("measure", c.measure, stored.measure), ("over_budget", c.over_budget, stored.over_budget),
+              ("space", c.space, stored.space.name), ("objectives", c.objectives, stored.objectives),
+              ("budget", c.budget.text if c.budget else None, stored.budget.text)]
+    for key, given, have in checks:
+        if given is not None and given != have:
+            raise ConfigError(f"study {name!r} was created with {key}={have!r}, not {given!r}: "
+                              "drop the option to resume it, or start another --study")
+    if c.gpu is not None and gpus.normalize_name(c.gpu) not in gpu_names:
+        raise ConfigError(f"study {name!r} was created for GPU {stored.gpu.id!r}, not {c.gpu!r}: drop --gpu to "
+                          "resume it, or start another --study")
+
+
+def _check_reachable(space: SearchSpace, inputs: StudyInputs, budget: Budget, limit_ms: float,
+                     baseline_ms: float) -> None:
+    """BudgetError when not even the strongest reduction from the first usable layer meets it."""
+    signature, num_visual = inputs.signature, inputs.evaluator.num_visual
+    lo = first_cut_layer(signature, space.default_scorer())
+    floor = max(1e-12, space.min_tokens / max(1, num_visual))
+    keep = tuple([1.0] * lo + [min(1.0, floor)] * (signature.num_layers - lo))
+    fastest = Schedule(keep=keep, model=signature, min_tokens=space.min_tokens, scorer=space.default_scorer())
+    t = inputs.predictor.estimate(fastest).latency_ms
+    if not Budget.meets(t, limit_ms):
+        raise BudgetError(
+            f"budget {budget.text} is out of reach on {inputs.latency.gpu}: the limit is {limit_ms:.2f} ms, but keeping "
+            f"only {space.min_tokens} visual tokens from layer {lo} on still takes {t:.2f} ms "
+            f"({baseline_ms / t:.2f}x); the text tokens and layer {lo - 1} alone cost that much"
+        )
+
+
+def plan_search(config: SearchConfig) -> SearchPlan:
+    """Validate everything and compute what a run needs; writes nothing."""
+    c = config
+    if c.resume and c.study is None and (c.gpu is None or c.budget is None):
+        raise ConfigError("--resume needs --study NAME (or the --gpu and --budget it was started with)")
+    model = c.model or DEFAULT_MODEL
+    if c.study is not None:
+        study_name = c.study
+    elif c.gpu is None or c.budget is None:
+        raise ConfigError("give --gpu and --budget (e.g. --gpu a100 --budget 4x), or a --spec that sets them")
+    else:
+        study_name = derive_study_name(model, c.gpu, c.budget)
+    run_dir = Path(c.out) / study_name
+    spec = resolve_storage(c.storage, run_dir)
+    probe_storage(spec, c.probe_timeout_s)
+    if c.resume:
+        if spec.kind in ("sqlite", "journal") and not spec.path.exists():
+            raise ConfigError(f"nothing to resume: {spec.display} does not exist")
+        stored = _stored_settings(spec, study_name, c.probe_timeout_s)
+        _check_resume(c, stored, study_name)
+        sampler = c.sampler or stored.sampler
+        check_sampler(sampler)
+        settings = stored.replace(trials=c.trials or stored.trials, sampler=sampler, seed=c.seed,
+                                  model_options=stored.model_options if c.model_options is None else c.model_options)
+        inputs = _build_inputs(settings.model, SourceRequest(gpu=settings.gpu, task=settings.task,
+                                                             measure=settings.measure,
+                                                             options=settings.model_options))
+        if inputs.signature != settings.signature:
+            raise ConfigError(f"study {study_name!r} was made for model {settings.signature.to_dict()}, "
+                              f"the model source now gives {inputs.signature.to_dict()}")
+        return SearchPlan(c, study_name, run_dir, spec, settings, inputs, [], True)
+
+    if c.storage is None and run_dir.exists():
+        raise ConfigError(
+            f"{run_dir} already exists: pass --resume to continue study {study_name!r}, or choose another --study"
+        )
+    if storage_has_study(spec, study_name, timeout_s=c.probe_timeout_s):
+        raise ConfigError(f"study {study_name!r} already exists in {spec.display}: pass --resume, or another --study")
+    if c.gpu is None:
+        raise ConfigError("give --gpu (e.g. --gpu a100), or a --spec that sets it")
+    if c.budget is None:
+        raise ConfigError("give --budget (e.g. --budget 4x), or a --spec that sets it")
+    measure = bool(c.measure)
+    objectives = c.objectives or ("score", "latency")
+    space = load_space(c.space or "progressive")
+    sampler = c.sampler or "tpe"
+    check_sampler(sampler)
+    gpu = resolve_gpu(c.gpu, measure=measure)  # the one resolution of the GPU name for this study
+    options = dict(c.model_options or {})
+    inputs = _build_inputs(model, SourceRequest(gpu=gpu, task=c.task, measure=measure, options=options))
+    signature = inputs.signature
+    base = inputs.latency.estimate(Schedule.identity(signature.num_layers, model=signature))
+    baseline_ms = base.baseline_ms
+    limit_ms = c.budget.limit_ms(baseline_ms)
+    if "energy" in objectives and base.energy_j is None:
+        raise ConfigError(f"the energy objective needs energy readings; the {base.source} latency source of "
+                          f"{inputs.latency.gpu} gives none (use --measure on a GPU with NVML)")
+    _check_reachable(space, inputs, c.budget, limit_ms, baseline_ms)
+    settings = StudySettings(
+        model=model, task=c.task, metric=inputs.evaluator.metric, gpu=gpu, gpu_request=c.gpu, budget=c.budget,
+        budget_ms=limit_ms, baseline_ms=baseline_ms, baseline_source=base.source, measure=measure,
+        objectives=objectives, over_budget=c.over_budget or "project", space=space, signature=signature,
+        num_visual=inputs.evaluator.num_visual, sampler=sampler, seed=c.seed, trials=c.trials or DEFAULT_TRIALS,
+        created=_utc_now(), model_options=options, latency_info=inputs.latency_info, autoprune=__version__,
+    )
+    names = c.references if c.references is not None else REFERENCES
+    predictor = inputs.predictor
+    references = reference_schedules(space, signature, inputs.evaluator.num_visual,
+                                     lambda s: predictor.estimate(s).latency_ms, limit_ms, names)
+    return SearchPlan(c, study_name, run_dir, spec, settings, inputs, references, False)
+
+
+def _create_or_load(plan: SearchPlan, storage):
+    s = plan.settings
+    if plan.exists:
+        study = optuna.load_study(study_name=plan.study_name, storage=storage)
+        store_settings(study, s)  # the new total, sampler, seed, model options
+        return study
+    directions = ["maximize", "minimize"] + (["minimize"] if "energy" in s.objectives else [])
+    study = optuna.create_study(study_name=plan.study_name, storage=storage, directions=directions,
+                                load_if_exists=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([s.metric, "latency_ms"] + (["energy_j"] if len(directions) == 3 else []))
+    store_settings(study, s)
+    _add_references(study, plan)
+    return study
+
+
+def _add_references(study, plan: SearchPlan) -> None:
+    """Enqueue expressible references; evaluate the others here and store them with ask/tell."""
+    sig = plan.settings.signature
+    runner = None
+    for ref in plan.references:
+        params = plan.settings.space.params_for(ref.schedule, sig)
+        attrs = {"reference": ref.name, "reference_fitted": ref.fitted}
+        if params is not None:
+            study.enqueue_trial(params, user_attrs=attrs)
+            continue
+        runner = runner or TrialRunner.from_settings(plan.settings, plan.inputs)
+        trial = study.ask()
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        try:
+            values = runner.run(trial, ref.schedule, reference=ref.name)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except Exception:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, list(values))
+
+
+def _resume_hint(plan: SearchPlan) -> str:
+    c = plan.config
+    return (f"`autoprune search --study {plan.study_name} --resume`"
+            + (f" --storage {plan.storage.display}" if c.storage else "")
+            + (f" --out {c.out}" if c.out != "runs" else ""))
+
+
+def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> SearchResult:
+    """Validate, create or resume the study, run its trials, export. See the module docstring.
+
+    Raises BudgetError, ConfigError, StorageError, UnknownGPUError before anything is
+    written; a new run directory is removed again if setting up the study fails.
+    """
+    plan = plan_search(config)
+    c, s = plan.config, plan.settings
+    created_dir = not plan.run_dir.exists()
+    with optuna_quiet():
+        try:
+            plan.run_dir.mkdir(parents=True, exist_ok=True)
+            storage = open_storage(plan.storage, heartbeat_s=c.heartbeat_s, timeout_s=c.probe_timeout_s)
+            study = _create_or_load(plan, storage)
+        except BaseException:
+            if created_dir and not plan.exists:
+                shutil.rmtree(plan.run_dir, ignore_errors=True)
+            raise
+        _io.write_json(plan.run_dir / "search.json", {**s.to_dict(), "storage": plan.storage.display,
+                                                     "study": plan.study_name})
+        recovered = recover_orphans(study, log=log) if plan.exists else []
+        remaining = max(0, s.trials - count_finished(study))
+        log(f"study {plan.study_name}: {s.model} on {s.gpu_name}, budget {s.budget.text} (<= {s.budget_ms:.2f} ms; "
+            f"unreduced {s.baseline_ms:.2f} ms), space {s.space.name}, sampler {s.sampler}; {remaining} of "
+            f"{s.trials} trials to run on {plan.storage.display}")
+        try:
+            if remaining and c.workers == 1:
+                run_worker(study, plan.inputs, s, 0, remaining, c.timeout, c.show_progress)
+            elif remaining:
+                close_storage(storage)
+                run_workers(plan.storage, plan.study_name, workers=c.workers, remaining=remaining,
+                            heartbeat_s=c.heartbeat_s, timeout=c.timeout, show_progress=c.show_progress, log=log)
+                storage = open_storage(plan.storage, heartbeat_s=None, timeout_s=c.probe_timeout_s)
+                study = optuna.load_study(study_name=plan.study_name, storage=storage)
+        except KeyboardInterrupt:
+            log(f"interrupted: finished trials are stored in {plan.storage.display}; continue with {_resume_hint(plan)}")
+            raise
+        result = SearchResult(plan.study_name, plan.run_dir, plan.storage.display, plan.storage, len(study.trials),
+                              recovered=recovered)
+        if c.export:
+            result.export = export_study(study, plan.run_dir)
+            result.summary = result.export.summary
+            log(result.summary)
+            log(f"exported {len(result.export.pareto)} schedule(s) to {plan.run_dir / 'pareto'}; "
+                f"index {result.export.index_path}, all trials in {result.export.csv_path}")
+        close_storage(storage)
+    return result
+
