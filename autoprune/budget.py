@@ -172,6 +172,7 @@ def fit_to_budget(
     gamma_low: float = 1.0,
     rtol: float = 1e-3,
     max_probes: int = 40,
+    floor: float | None = None,
 ) -> Projection:
     """The least reduction ``keep ** gamma`` (``gamma >= gamma_low``) that meets ``limit_ms``.
 
@@ -185,9 +186,11 @@ def fit_to_budget(
     If even the strongest reduction of this shape (every reduced layer at
     ``min_tokens``) misses the budget, ``met`` is False and the input (``gamma = 1``) is
     returned:
-    a schedule whose full-keep layers alone are too slow cannot be projected.
+    a schedule whose full-keep layers alone are too slow cannot be projected. ``floor`` (default
+    ``min_tokens / num_visual``) is the smallest keep ratio a reduced layer takes
+    (:class:`~autoprune.accounting.TokenAccounting` gives the study's).
     """
-    floor = min(1.0, schedule.min_tokens / max(1, num_visual))
+    floor = min(1.0, schedule.min_tokens / max(1, num_visual)) if floor is None else min(1.0, float(floor))
     below = [k for k in schedule.keep if k < 1.0]
     probes = 0
 

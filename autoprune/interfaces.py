@@ -10,7 +10,7 @@ Tests pass fakes that satisfy the same Protocols.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # annotations only: the cost model is not needed to describe 
     from .cost.gpus import GpuSpec
     from .cost.shapes import ModelShape, TokenLayout
 
-__all__ = ["LATENCY_SOURCES", "TaskResult", "LatencyEstimate", "Evaluator", "LatencySource", "StudyInputs",
+__all__ = ["LATENCY_SOURCES", "TaskResult", "LatencyEstimate", "Evaluator", "RacingEvaluator", "PairedEvaluator", "LatencySource",
+           "StudyInputs",
            "SourceRequest", "ModelSource"]
 
 LATENCY_SOURCES = ("measured", "table", "roofline", "roofline-uncalibrated", "cpu-measured")
@@ -33,7 +34,8 @@ class TaskResult:
     """Quality of one schedule on one evaluation set (higher ``score`` is better, in [0, 1]).
 
     ``metric`` is ``accuracy`` (labelled multiple choice) or ``fidelity`` (top-1 agreement
-    with the unreduced model); ``ci_low``/``ci_high`` a bootstrap 95% interval.
+    with the unreduced model); ``ci_low``/``ci_high`` a bootstrap 95% interval; ``per_family``
+    the score per question family, ``per_length`` per visual-token count of the samples.
     """
 
     metric: str
@@ -42,6 +44,7 @@ class TaskResult:
     ci_high: float
     n: int
     per_family: Mapping[str, float] = field(default_factory=dict)
+    per_length: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -105,6 +108,25 @@ class Evaluator(Protocol):
 
 
 @runtime_checkable
+class RacingEvaluator(Evaluator, Protocol):
+    """An evaluator that can stop early: ``race(schedule, keep_going)`` evaluates batch by batch and
+    returns a :class:`TaskResult` when it finished, anything else when ``keep_going(index, scores)``
+    stopped it; ``sample_scores(schedule)`` gives the per-sample scores ``(N,)`` of a finished one."""
+
+    def race(self, schedule: Schedule, keep_going: Callable[[Any, Any], bool]) -> Any: ...
+
+    def sample_scores(self, schedule: Schedule) -> Any: ...
+
+
+@runtime_checkable
+class PairedEvaluator(Evaluator, Protocol):
+    """An evaluator that compares two schedules on the same samples: ``paired_delta(a, b)`` is the
+    mean score of ``a`` minus ``b`` with its paired 95 % interval ``(delta, low, high)``."""
+
+    def paired_delta(self, a: Schedule, b: Schedule) -> tuple[float, float, float]: ...
+
+
+@runtime_checkable
 class LatencySource(Protocol):
     """The prefill latency of a schedule on one GPU (``gpu`` is its registry id)."""
 
@@ -128,7 +150,12 @@ class StudyInputs:
       :class:`~autoprune.cost.shapes.TokenLayout` whose latency is predicted or measured, where
       that is a model shape (None for sources without one);
     - ``latency_info``: what the latency is *of*, as plain data for provenance (shape, token
-      layout, source, calibration, proxy notes).
+      layout, source, calibration, proxy notes);
+    - ``evaluated_visual``: the visual-token counts of the evaluated samples (default: the
+      evaluator's ``num_visual``), for the study's token accounting
+      (:class:`~autoprune.accounting.TokenAccounting`);
+    - ``validation``: builds the evaluator of a disjoint validation set (called once, after the
+      search, to validate the candidates before export), or None.
     """
 
     evaluator: Evaluator
@@ -139,8 +166,12 @@ class StudyInputs:
     shape: ModelShape | None = None
     layout: TokenLayout | None = None
     latency_info: Mapping[str, Any] = field(default_factory=dict)
+    evaluated_visual: tuple[int, ...] = ()
+    validation: Callable[[], Evaluator] | None = None
 
     def __post_init__(self):
+        if self.validation is not None and not callable(self.validation):
+            raise ConfigError("StudyInputs.validation must be a function returning an Evaluator, or None")
         if self.predictor is None:
             object.__setattr__(self, "predictor", self.latency)
         if not isinstance(self.evaluator, Evaluator):
@@ -152,6 +183,9 @@ class StudyInputs:
                 raise ConfigError(f"StudyInputs.{name}: {type(obj).__name__} is not a LatencySource (needs gpu and "
                                   "estimate(schedule))")
         object.__setattr__(self, "latency_info", MappingProxyType(dict(self.latency_info)))
+        if not self.evaluated_visual:
+            object.__setattr__(self, "evaluated_visual", (self.evaluator.num_visual,))
+        object.__setattr__(self, "evaluated_visual", tuple(sorted(set(int(v) for v in self.evaluated_visual))))
 
     @property
     def signature(self) -> ModelSignature:

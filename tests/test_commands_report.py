@@ -7,7 +7,8 @@ import pytest
 from autoprune.cli import main
 from autoprune.report import FIGURES
 
-SEARCH = ["search", "--model", "synthetic", "--gpu", "a100", "--budget", "4x", "--no-progress", "--trials", "8"]
+SEARCH = ["search", "--model", "synthetic", "--gpu", "a100", "--budget", "4x", "--no-progress", "--trials", "8",
+          "--references", "none,fastv,high_to_low"]
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_search_runs_end_to_end_and_apply_uses_its_schedule(in_tmp, capsys):
-    rc = main(["search", "--gpu", "a100", "--budget", "4x", "--model", "synthetic", "--trials", "8", "--no-progress"])
+    rc = main(["search", "--gpu", "a100", "--budget", "4x", "--model", "synthetic", "--trials", "8", "--no-progress",
+               "--references", "none,fastv,high_to_low"])
     out = capsys.readouterr().out
     assert rc == 0
     run = in_tmp / "runs" / "synthetic-a100-4x"
@@ -44,6 +45,7 @@ def test_apply_refuses_a_schedule_made_for_another_model(in_tmp, capsys):
 
 def test_search_from_a_spec_with_overrides(in_tmp, capsys):
     rc = main(["search", "--spec", "synthetic-a100-4x", "--trials", "7", "--sampler", "random", "--no-progress",
+               "--references", "none,fastv",
                "--seed", "5"])
     assert rc == 0
     settings = json.loads((in_tmp / "runs" / "synthetic-a100-4x" / "search.json").read_text())

@@ -28,7 +28,7 @@ def run(tmp_path_factory):
     """A real synthetic study and its report."""
     out = tmp_path_factory.mktemp("report") / "runs"
     r = run_search(SearchConfig(model="synthetic", gpu="a100", budget="4x", trials=20, seed=0, out=str(out),
-                                show_progress=False), log=quiet)
+                                references=("none", "fastv", "high_to_low"), show_progress=False), log=quiet)
     study = optuna.load_study(study_name=r.study_name, storage=f"sqlite:///{r.run_dir / 'study.db'}")
     write_report(study, r.run_dir, log=quiet)
     return r, study

@@ -55,6 +55,13 @@ def register(subparsers) -> None:
     p.add_argument("--over-budget", choices=["project", "reject"],
                    help="a too-slow candidate is projected onto the budget (default) or rejected")
     p.add_argument("--no-references", action="store_true", help="do not add the reference schedules")
+    p.add_argument("--references", metavar="NAME,…",
+                   help="the reference schedules to evaluate first (default: none, fastv@*, uniform, pyramid, "
+                        "high_to_low, low_to_high, low_to_high:attn; see autoprune.search.references)")
+    p.add_argument("--no-racing", action="store_true",
+                   help="evaluate every candidate on the whole search set (no early stop against the incumbent)")
+    p.add_argument("--no-validation", action="store_true",
+                   help="export on search-set scores (no validation set)")
     p.add_argument("--out", default="runs", help="folder of run directories (default runs)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,9 +81,12 @@ def search_command(args) -> int:
         measure=args.measure, timeout=args.timeout, over_budget=args.over_budget,
         model_options=model_options(args.model_option),
         objectives=("score", "latency", "energy") if args.energy else None,
-        references=() if args.no_references else None,
+        references=() if args.no_references else (
+            tuple(x.strip() for x in args.references.split(",") if x.strip()) if args.references else None),
+        race=False if args.no_racing else None,
     )
-    common = dict(out=args.out, resume=args.resume, show_progress=not args.no_progress)
+    common = dict(out=args.out, resume=args.resume, show_progress=not args.no_progress,
+                  validate=not args.no_validation)
     if args.spec:
         spec = load_study_spec(args.spec)
         config = SearchConfig.from_spec(spec, **overrides, **common)

@@ -30,14 +30,47 @@ __all__ = ["DemoSource", "DemoSetup", "build_evaluator", "load_setup", "measured
 DEMO_LATENCY_LAYOUT = TokenLayout(prefix=32, visual=16384, query=64)
 DEMO_OPTIONS = {
     "weights": "folder of other demo weights (default: the shipped ones)",
-    "n": "evaluation videos (256)", "frames": "frames per video (64)", "split": "video split (test)",
+    "n": "evaluation videos (256; a study: 224)",
+    "frames": "frames per video, or a list of lengths mixed with equal visual tokens per length "
+              "(64; a study: [64, 128, 256])",
+    "split": "video split (test; a study: val)",
     "start": "first video seed of the split (0)", "batch_size": "videos per forward (64)",
+    "validation_n": "videos of a study's validation set (1536; 0: none)",
+    "validation_start": "first seed of the validation set in the split (1,000,000: disjoint from the search set)",
     "seed": "bootstrap seed (0)", "n_boot": "bootstrap resamples (1000)",
     "latency_visual": "visual tokens of the latency layout (16384)",
     "measure_batch": "videos per timed prefill when measuring on the CPU (8)",
     "device": "device of the demo model (cpu; cuda when measuring on a GPU)",
     "prefix_cache_mb": "MiB of the prefix activation cache (1024; 0 turns it off)",
 }
+
+
+# What a study evaluates when the user does not say: a mix of video lengths with the same number
+# of visual tokens per length, from the validation split (the test split stays unseen), and a
+# disjoint validation set of the same mix large enough for a ±1.5-point interval near 90 %.
+STUDY_DEFAULTS = {"frames": (64, 128, 256), "n": 224, "split": "val", "validation_n": 1536,
+                  "validation_start": 1_000_000}
+
+
+def _lengths(frames) -> tuple[int, ...]:
+    values = frames if isinstance(frames, (list, tuple)) else [frames]
+    try:
+        out = tuple(int(f) for f in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"frames must be a number of frames or a list of them, got {frames!r}") from None
+    if not out or any(f < 1 for f in out) or len(set(out)) != len(out):
+        raise ConfigError(f"frames must be distinct positive numbers of frames, got {frames!r}")
+    return out
+
+
+def split_counts(n: int, lengths: tuple[int, ...]) -> dict[int, int]:
+    """``n`` videos over ``lengths`` with the same number of visual tokens per length (counts ∝ 1/frames)."""
+    w = [1.0 / f for f in lengths]
+    raw = [n * x / sum(w) for x in w]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)[: n - sum(counts)]:
+        counts[i] += 1
+    return dict(zip(lengths, counts))
 
 
 def demo_latency_shape(layer_kinds: str) -> ModelShape:
@@ -66,6 +99,7 @@ def _check_options(options) -> None:
     if unknown:
         raise ConfigError(f"unknown demo option(s) {unknown}; known: {sorted(DEMO_OPTIONS)}")
     _cache_mb(options)
+    _lengths(options.get("frames", 64))
 
 
 @dataclass(frozen=True)
@@ -106,9 +140,8 @@ def load_setup(task: str | None = None, **options: Any) -> DemoSetup:
         kw["prefix_cache"] = PrefixCache(net, max_bytes=int(cache_mb * 2**20))
     with torch.inference_mode():
         if task in (None, "accuracy", "fidelity"):
-            videos = V.make_split(options.get("split", "test"), int(options.get("n", DEFAULT_EVAL_SAMPLES)),
-                                  int(options.get("frames", V.DEFAULT_FRAMES)), int(options.get("start", 0)))
-            data = qa.prepare_videos(videos)
+            data = _videos(qa, options.get("split", "test"), int(options.get("n", DEFAULT_EVAL_SAMPLES)),
+                           _lengths(options.get("frames", V.DEFAULT_FRAMES)), int(options.get("start", 0)))
             cls = FidelityEvaluator if task == "fidelity" else AccuracyEvaluator
         else:
             data = qa.prepare(load_jsonl(Path(task)))
@@ -117,6 +150,38 @@ def load_setup(task: str | None = None, **options: Any) -> DemoSetup:
                                  visual=int(options.get("latency_visual", DEMO_LATENCY_LAYOUT.visual)))
     return DemoSetup(evaluator=cls(qa, data, **kw), net=net, shape=demo_latency_shape(net.config.layer_kinds),
                      layout=layout, measure_batch=int(options.get("measure_batch", 8)))
+
+
+def _videos(qa, split: str, n: int, lengths: tuple[int, ...], start: int):
+    from ..tasks.prepared import PreparedSet
+    from . import video as V
+
+    sets = [qa.prepare_videos(V.make_split(split, k, f, start)) for f, k in split_counts(n, lengths).items() if k]
+    if not sets:
+        raise ConfigError(f"no videos to evaluate (n={n})")
+    return sets[0] if len(sets) == 1 else PreparedSet.concat(sets)
+
+
+def validation_evaluator(setup: DemoSetup, task: str | None, **options: Any):
+    """An evaluator of the same kind as ``setup``'s on the validation videos (``validation_n`` of
+    them from ``validation_start`` on, the same length mix), sharing its model."""
+    import torch
+
+    from ..tasks.evaluate import AccuracyEvaluator, FidelityEvaluator
+    from . import video as V
+    from .task import DemoQA
+
+    qa = DemoQA(setup.net)
+    kw = {"batch_size": int(options.get("batch_size", 64)), "seed": int(options.get("seed", 0)),
+          "n_boot": int(options.get("n_boot", 1000))}
+    cache_mb = _cache_mb(options)
+    if cache_mb > 0:
+        kw["prefix_cache"] = PrefixCache(setup.net, max_bytes=int(cache_mb * 2**20))
+    with torch.inference_mode():
+        data = _videos(qa, options.get("split", "test"), int(options["validation_n"]),
+                       _lengths(options.get("frames", V.DEFAULT_FRAMES)), int(options["validation_start"]))
+    cls = FidelityEvaluator if task == "fidelity" else AccuracyEvaluator
+    return cls(qa, data, **kw)
 
 
 def build_evaluator(task: str | None = None, **options: Any):
@@ -180,15 +245,21 @@ class DemoSource:
     def build(self, request: SourceRequest) -> StudyInputs:
         import torch
 
-        opts = dict(request.options)
+        opts = {**(STUDY_DEFAULTS if request.task in (None, "accuracy", "fidelity") else {}), **request.options}
         if request.measure and "device" not in opts:
             opts["device"] = "cuda" if not request.gpu.is_cpu and torch.cuda.is_available() else "cpu"
+        val_n = int(opts.pop("validation_n", 0) or 0)
+        val_start = int(opts.pop("validation_start", STUDY_DEFAULTS["validation_start"]))
         setup = load_setup(request.task, **opts)
+        validation = None
+        if val_n > 0 and request.task in (None, "accuracy", "fidelity"):
+            def validation(setup=setup, task=request.task, opts=opts):
+                return validation_evaluator(setup, task, **opts, validation_n=val_n, validation_start=val_start)
         ev = setup.evaluator
         lay = setup.layout
         info: dict[str, Any] = {"model": "demo video VLM (NemotronH backbone, 12 layers)",
                                 "layout": {"prefix": lay.prefix, "visual": lay.visual, "query": lay.query},
-                                "evaluated_visual_tokens": ev.num_visual}
+                                "evaluated_visual_tokens": list(ev.data.visual_counts)}
         if request.measure:
             try:
                 model = LatencyModel(setup.shape, lay, request.gpu)
@@ -206,4 +277,5 @@ class DemoSource:
             info["shape"] = setup.shape.name
             info.update(model.describe())
         return StudyInputs(evaluator=ev, latency=latency, predictor=predictor, model="demo",
-                           task=request.task or ev.metric, shape=setup.shape, layout=lay, latency_info=info)
+                           task=request.task or ev.metric, shape=setup.shape, layout=lay, latency_info=info,
+                           evaluated_visual=ev.data.visual_counts, validation=validation)

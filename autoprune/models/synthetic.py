@@ -108,8 +108,8 @@ class SyntheticLatency:
                                spread=0.005 if self.measured else None)
 
 
-def _unit_hash(schedule: Schedule) -> float:
-    h = hashlib.sha256(repr((schedule.keep, schedule.scorer)).encode()).digest()
+def _unit_hash(schedule: Schedule, salt: int = 0) -> float:
+    h = hashlib.sha256(repr((schedule.keep, schedule.scorer, salt)).encode()).digest()
     return int.from_bytes(h[:8], "little") / 2**64
 
 
@@ -120,12 +120,14 @@ class SyntheticEvaluator:
     (agreement with the unreduced model, baseline 1.0). Hooks for tests:
     ``delay_s`` sleeps per evaluation (to mimic the real cost); ``fail_at``,
     ``nan_at`` and ``hang_at`` make the n-th evaluation of this process (1-based)
-    raise, return NaN, or hang for an hour after touching ``hang_marker``.
+    raise, return NaN, or hang for an hour after touching ``hang_marker``. ``noise`` adds a
+    deterministic per-schedule offset of that standard deviation (a sample set's luck), drawn
+    with ``salt``: two evaluators with other salts disagree like two sample sets do.
     """
 
     def __init__(self, signature: ModelSignature, num_visual: int, *, metric: str = "accuracy", n: int = 500,
                  delay_s: float = 0.0, fail_at: int | None = None, nan_at: int | None = None,
-                 hang_at: int | None = None, hang_marker: str | None = None):
+                 hang_at: int | None = None, hang_marker: str | None = None, noise: float = 0.0, salt: int = 0):
         if metric not in ("accuracy", "fidelity"):
             raise ConfigError(f"synthetic metric must be accuracy or fidelity, got {metric!r}")
         self.signature = signature
@@ -134,6 +136,7 @@ class SyntheticEvaluator:
         self.n = n
         self.delay_s = delay_s
         self.fail_at, self.nan_at, self.hang_at, self.hang_marker = fail_at, nan_at, hang_at, hang_marker
+        self.noise, self.salt = float(noise), int(salt)
         self.evaluations = 0
         self._base, self._chance = (0.72, 0.25) if metric == "accuracy" else (1.0, 0.0)
 
@@ -171,6 +174,9 @@ class SyntheticEvaluator:
         if self.fail_at == k:
             raise MemoryError(f"synthetic out-of-memory at evaluation {k}")
         score = self._chance + (self._base - self._chance) * self._quality(schedule)
+        if self.noise:
+            u = _unit_hash(schedule, self.salt)
+            score = min(1.0, max(0.0, score + self.noise * math.sqrt(12) * (u - 0.5)))
         if self.nan_at == k:
             score = float("nan")  # TaskResult refuses it: the trial fails with that reason
         half = 1.96 * math.sqrt(max(score * (1 - score), 1e-6) / self.n) if math.isfinite(score) else 0.0
@@ -191,6 +197,8 @@ class SyntheticSource:
         "n": "evaluation samples (500)", "delay_s": "seconds slept per evaluation",
         "fail_at": "the n-th evaluation raises", "nan_at": "the n-th evaluation returns NaN",
         "hang_at": "the n-th evaluation hangs", "hang_marker": "file touched when hanging",
+        "noise": "standard deviation of a per-schedule offset of the score (0)",
+        "validation_n": "samples of a validation set with its own noise (0: no validation)",
     }
     _TASKS = {None: "accuracy", "accuracy": "accuracy", "fidelity": "fidelity"}
 
@@ -207,9 +215,17 @@ class SyntheticSource:
         sig = _signature(kinds)
         latency = SyntheticLatency(sig, layout, request.gpu, measured=request.measure)
         predictor = SyntheticLatency(sig, layout, request.gpu, measured=False) if request.measure else latency
+        val_n = int(opts.pop("validation_n", 0) or 0)
         evaluator = SyntheticEvaluator(sig, layout.visual, metric=metric, **opts)
+        validation = None
+        if val_n > 0:
+            noise = float(opts.get("noise", 0.0)) * math.sqrt(evaluator.n / val_n)
+
+            def validation():
+                return SyntheticEvaluator(sig, layout.visual, metric=metric, n=val_n, noise=noise, salt=1)
         return StudyInputs(evaluator=evaluator, latency=latency, predictor=predictor, model="synthetic", task=metric,
                            layout=layout, latency_info={"model": "synthetic latency (no real model)",
                                                         "layout": {"prefix": layout.prefix, "visual": layout.visual,
                                                                    "query": layout.query},
-                                                        "source": latency.source, "gpu": latency.gpu})
+                                                        "source": latency.source, "gpu": latency.gpu},
+                           validation=validation)

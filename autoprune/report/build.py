@@ -27,7 +27,14 @@ from ..errors import ConfigError
 from ..search.storage import StorageSpec, close_storage, open_storage, probe_storage, resolve_storage
 from . import document as doc, style
 from .context import StudyContext, load_context
-from .tables import DEFAULT_TOLERANCE, comparison_rows, comparison_rule, header_facts, reference_rows
+from .tables import (
+    DEFAULT_TOLERANCE,
+    comparison_rows,
+    comparison_rule,
+    header_facts,
+    reference_rows,
+    validation_rows,
+)
 
 __all__ = ["ReportResult", "write_report", "report_run_dir", "FIGURE_DIR", "FIGURES"]
 
@@ -190,6 +197,13 @@ def _blocks(ctx: StudyContext, rows, images, tolerance: float, problems: list[st
     else:
         b.append(_comparison_table(ctx, rows, tolerance))
     b += [doc.Heading(3, "References"), _reference_table(ctx)]
+    if ctx.exported:
+        b += _recommended(ctx)
+    if ctx.validation is not None:
+        b += [doc.Heading(2, "Search set vs validation"),
+              doc.Para("Every validated trial on the search set (what the trials were ranked on) and on the "
+                       "validation set (held out). A positive gap is the optimism of picking the best of many on "
+                       "the same samples."), _validation_table(ctx)]
 
     b += [doc.Heading(2, "Keep-ratio schedules"), images["schedules.png"]]
     b += [doc.Heading(2, "Search progress"), images["history.png"]]
@@ -206,7 +220,8 @@ def _blocks(ctx: StudyContext, rows, images, tolerance: float, problems: list[st
     files = ["`trials.csv`: one row per trial (state, reference, score, latency, speedup, feasibility, keep vector, "
              "scorer knobs, parameters, rejection and failure reasons)"]
     if ctx.exported:
-        first = f"pareto/trial-{ctx.exported[0]:04d}.json"
+        best = max(ctx.rows(ctx.exported), key=lambda r: (r.score, -r.latency_ms, -r.number))
+        first = f"pareto/trial-{int(best.number):04d}.json"
         files += ["`pareto.json`: the index of the exported schedules",
                   f"`pareto/trial-XXXX.json`: one schedule per exported trial; apply one with "
                   f"`autoprune apply --schedule {first}`"]
@@ -245,8 +260,65 @@ def _comparison_table(ctx: StudyContext, rows, tolerance: float) -> doc.Table:
         else:
             cells += ["no evaluated reference", "—", "—"]
         out.append(tuple(cells))
-    align = "lrrrr" + ("r" if energy else "") + "llllr"
+    paired = any(r.paired is not None for r in rows)
+    if paired:
+        cols.append("paired Δ vs best reference at ≤ latency [95% CI]")
+        out = [cells + ((f"{r.paired[2]:+.3f} [{r.paired[3]:+.3f}, {r.paired[4]:+.3f}] vs "
+                         f"{style.reference_name(r.paired[0])} #{r.paired[1]}") if r.paired else "—",)
+               for cells, r in zip(out, rows)]
+    align = "lrrrr" + ("r" if energy else "") + "llllr" + ("l" if paired else "")
     return doc.Table(tuple(cols), tuple(out), align)
+
+
+def _validation_table(ctx: StudyContext) -> doc.Table:
+    rows = validation_rows(ctx)
+    cols = ["trial", f"search-set {ctx.metric} [95% CI]", f"validation {ctx.metric} [95% CI]", "gap", "exported"]
+    out = [(_schedule_name_of(r.number, r.reference), f"{r.search_score:.3f} [{r.search_ci[0]:.3f}, {r.search_ci[1]:.3f}]",
+            f"{r.validation_score:.3f} [{r.validation_ci[0]:.3f}, {r.validation_ci[1]:.3f}]", f"{r.gap:+.3f}",
+            "yes" if r.exported else "") for r in rows]
+    return doc.Table(tuple(cols), tuple(out), "lrrrl")
+
+
+def _schedule_name_of(number: int, reference: str | None) -> str:
+    return f"#{number}" + (f" ({style.reference_name(reference)})" if reference else "")
+
+
+def _recommended(ctx: StudyContext) -> list:
+    """The best exported schedule: its keep ratios, the tokens each layer keeps, its scores per family and length."""
+    best = max(ctx.rows(ctx.exported), key=lambda r: (r.score, -r.latency_ms, -r.number))
+    n = int(best.number)
+    keep = ctx.keeps.get(n)
+    out: list = [doc.Heading(2, f"Recommended schedule: #{n}")]
+    if keep is None:
+        return out
+    acc = ctx.settings.accounting
+    from ..schedule import Schedule
+
+    sched = acc.clamp(Schedule(keep=tuple(keep), min_tokens=ctx.settings.min_tokens))
+    served = sched.tokens_per_layer(acc.served)
+    evaluated = acc.for_evaluation(sched).tokens_per_layer(acc.evaluated[0])
+    kinds = ctx.layer_kinds
+    table = tuple((str(i), style.KIND_NAMES.get(kinds[i], kinds[i]) if i < len(kinds) else "?", f"{k:.4f}",
+                   str(served[i]), str(evaluated[i])) for i, k in enumerate(keep))
+    out.append(doc.Para(
+        f"Apply it with `autoprune apply --schedule pareto/trial-{n:04d}.json`, or load "
+        f"`pareto/trial-{n:04d}.json` with `autoprune.Schedule.load` (Python). Tokens per layer at the latency "
+        f"layout's {acc.served} visual tokens and at the evaluated samples' {acc.evaluated[0]}:"))
+    out.append(doc.Table(("layer", "kind", "keep", f"tokens of {acc.served}", f"tokens of {acc.evaluated[0]}"),
+                         table, "llrrr"))
+    res = (ctx.validation or {}).get("results", {}).get(str(n))
+    if res:
+        fam = ", ".join(f"{k} {v:.3f}" for k, v in sorted(res.get("per_family", {}).items()))
+        length = ", ".join(f"{k} tokens {v:.3f}" for k, v in sorted(res.get("per_length", {}).items(),
+                                                                   key=lambda kv: int(kv[0])))
+        none_trials = ctx.frame.loc[ctx.frame["reference"] == "none", "number"]
+        none = (ctx.validation or {}).get("results", {}).get(str(int(none_trials.iloc[0]))) if len(none_trials) else None
+        out.append(doc.Bullets(tuple(x for x in (
+            f"validation {ctx.metric} per family: {fam}" if fam else "",
+            f"per length: {length}" if length else "",
+            ("unreduced per family: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(none["per_family"].items())))
+            if none and none.get("per_family") else "") if x)))
+    return out
 
 
 def _reference_table(ctx: StudyContext):

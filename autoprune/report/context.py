@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..search.export import baseline_score, trials_frame
-from ..search.records import read_trial
-from ..search.references import REFERENCES
+from ..search.records import load_validation, read_trial
+from ..search.references import reference_names
 from ..search.settings import StudySettings, load_settings
 
 __all__ = ["StudyContext", "load_context", "latency_phrase", "LATENCY_SOURCE_WORDS"]
@@ -66,6 +66,7 @@ class StudyContext:
     last_complete: datetime | None = None
     trial_seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    validation: dict | None = None  # the study's validation (autoprune.search.validate), None if not validated
 
     # -------------------------------------------------------------- helpers
     @property
@@ -86,8 +87,13 @@ class StudyContext:
         if not len(self.frame):
             return []
         refs = [r for r in self.frame.itertuples(index=False) if isinstance(r.reference, str) and r.reference]
-        order = {name: i for i, name in enumerate(REFERENCES)}
-        return sorted(refs, key=lambda r: (order.get(r.reference, len(order)), r.number))
+        order = {name: i for i, name in enumerate(reference_names())}
+
+        def key(r):
+            shape, _, at = r.reference.partition(":")[0].partition("@")
+            return order.get(shape, len(order)), int(at) if at.isdigit() else -1, r.reference, r.number
+
+        return sorted(refs, key=key)
 
 
 def latency_phrase(sources, gpu_label: str) -> str:
@@ -163,6 +169,7 @@ def load_context(study, run_dir: str | Path | None = None) -> StudyContext:
         last_complete=max(ends) if ends else None,
         trial_seconds=seconds,
         notes=notes,
+        validation=load_validation(study),
     )
 
 

@@ -121,7 +121,7 @@ def draw_history(data: HistoryFigureData):
                        edgecolors="none", label="evaluated, over budget", zorder=3)
         for m in data.trials:
             if m.reference and m.score is not None:
-                ax.scatter([m.number], [m.score], marker=style.REFERENCE_MARKERS.get(m.reference, "o"), s=52,
+                ax.scatter([m.number], [m.score], marker=style.reference_marker(m.reference), s=52,
                            c=style.REFERENCE_FACE, edgecolors="black", linewidths=0.8, zorder=4,
                            label=f"reference: {style.reference_name(m.reference)}")
         if data.best:

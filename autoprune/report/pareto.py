@@ -304,7 +304,7 @@ def _draw_panel(ax, data: ParetoFigureData, panel: Panel) -> None:
         _scatter(ax, data.front, marker="o", s=40, c=style.FRONT, edgecolors="white", linewidths=0.7, zorder=6,
                  label="exported")
     for p in data.references:
-        ax.scatter([p.latency_ms], [p.score], marker=style.REFERENCE_MARKERS.get(p.reference, "o"), s=95,
+        ax.scatter([p.latency_ms], [p.score], marker=style.reference_marker(p.reference), s=95,
                    c=style.REFERENCE_FACE, edgecolors="black", linewidths=0.9, zorder=5,
                    label=f"reference: {style.reference_name(p.reference)}")
     by_number = {p.number: p for p in data.front}
@@ -360,7 +360,7 @@ def _legend_handles(data: ParetoFigureData, Line2D) -> list:
     if data.baseline_label:
         h.append(Line2D([], [], color=style.BASELINE, ls=":", lw=1.3, label=data.baseline_label))
     for p in data.references:
-        h.append(Line2D([], [], marker=style.REFERENCE_MARKERS.get(p.reference, "o"), ls="", mfc=style.REFERENCE_FACE,
+        h.append(Line2D([], [], marker=style.reference_marker(p.reference), ls="", mfc=style.REFERENCE_FACE,
                         mec="black", mew=0.9, ms=9,
                         label=f"reference: {style.reference_name(p.reference)} (#{p.number}"
                               + (", exported)" if p.exported else ")")))

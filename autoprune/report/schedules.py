@@ -129,7 +129,7 @@ def draw_schedules(data: ScheduleFigureData):
             if ln.role == "reference":
                 y = list(ln.keep) + [ln.keep[-1]]
                 ax.plot(x, y, drawstyle="steps-post", color=style.GREY, lw=1.3, alpha=0.75, zorder=2,
-                        ls=style.REFERENCE_LINESTYLES.get(ln.reference, "--"), label=ln.label)
+                        ls=style.reference_linestyle(ln.reference), label=ln.label)
         # Attention layers (the other evidence kind) as faint bands through the plot.
         for i, c in enumerate(data.layer_kinds):
             if c == "*":

@@ -37,10 +37,13 @@ REFERENCE_NAMES = {
     "fastv": "FastV-like",
     "pyramid": "PyramidDrop-like",
     "high_to_low": "high-to-low",
+    "low_to_high": "low-to-high",
+    "prefilter": "uniform prefilter",
 }
-REFERENCE_MARKERS = {"none": "s", "uniform": "D", "fastv": "^", "pyramid": "v", "high_to_low": "P"}
+REFERENCE_MARKERS = {"none": "s", "uniform": "D", "fastv": "^", "pyramid": "v", "high_to_low": "P", "low_to_high": "X",
+                     "prefilter": "h"}
 REFERENCE_LINESTYLES = {"none": "-", "uniform": (0, (5, 2)), "fastv": (0, (1, 1.5)), "pyramid": (0, (5, 1.5, 1, 1.5)),
-                        "high_to_low": (0, (3, 1, 1, 1, 1, 1))}
+                        "high_to_low": (0, (3, 1, 1, 1, 1, 1)), "low_to_high": (0, (2, 2)), "prefilter": (0, (6, 1))}
 
 # Layer kinds along depth (NemotronH pattern letters).
 KIND_NAMES = {"M": "Mamba", "*": "attention", "-": "MLP", "E": "MoE"}
@@ -66,8 +69,25 @@ RC = {
 }
 
 
+def _shape_of(name: str | None) -> tuple[str, str, str]:
+    base, _, scorer = (name or "").partition(":")
+    shape, _, at = base.partition("@")
+    return shape, at, scorer
+
+
 def reference_name(name: str | None) -> str:
-    return REFERENCE_NAMES.get(name or "", name or "")
+    """``fastv@2:attn`` → ``FastV-like @2 (attention evidence)``."""
+    shape, at, scorer = _shape_of(name)
+    words = REFERENCE_NAMES.get(shape, shape) + (f" @{at}" if at else "")
+    return words + {"attn": " (attention evidence)", "unified": " (unified score)"}.get(scorer, "")
+
+
+def reference_marker(name: str | None) -> str:
+    return REFERENCE_MARKERS.get(_shape_of(name)[0], "o")
+
+
+def reference_linestyle(name: str | None):
+    return REFERENCE_LINESTYLES.get(_shape_of(name)[0], "--")
 
 
 @contextmanager

@@ -20,8 +20,8 @@ from typing import NamedTuple
 from . import style
 from .context import StudyContext
 
-__all__ = ["RefMatch", "ComparisonRow", "ReferenceRow", "comparison_rows", "reference_rows", "header_facts",
-           "comparison_rule", "DEFAULT_TOLERANCE"]
+__all__ = ["RefMatch", "ComparisonRow", "ReferenceRow", "GapRow", "comparison_rows", "reference_rows",
+           "validation_rows", "header_facts", "comparison_rule", "DEFAULT_TOLERANCE"]
 
 DEFAULT_TOLERANCE = 0.05
 
@@ -50,6 +50,7 @@ class ComparisonRow(NamedTuple):
     mean_keep: float | None
     matches: tuple[RefMatch, ...]  # references within the tolerance, best score first
     nearest: RefMatch | None  # the nearest reference in latency when none is within the tolerance
+    paired: tuple[str, int, float, float, float] | None = None  # validation: (reference, trial, Δ, low, high)
 
 
 class ReferenceRow(NamedTuple):
@@ -87,7 +88,7 @@ def comparison_rule(tolerance: float = DEFAULT_TOLERANCE, metric: str = "accurac
 def comparison_rows(ctx: StudyContext, tolerance: float = DEFAULT_TOLERANCE) -> list[ComparisonRow]:
     """One row per exported schedule (ascending latency) with its equal-latency references."""
     refs = [r for r in ctx.reference_rows() if r.state == "COMPLETE" and r.reference != "none"
-            and _f(r.latency_ms) and _f(r.score) is not None]
+            and _f(r.latency_ms) and _f(r.score) is not None and (ctx.validation is None or bool(r.validated))]
     out = []
     for r in ctx.rows(ctx.exported):
         lat, score = float(r.latency_ms), float(r.score)
@@ -103,8 +104,35 @@ def comparison_rows(ctx: StudyContext, tolerance: float = DEFAULT_TOLERANCE) -> 
             number=int(r.number), reference=ref, score=score, ci_low=_f(r.ci_low), ci_high=_f(r.ci_high),
             delta_vs_unreduced=(score - base) if base is not None else None, latency_ms=lat,
             speedup=float(r.speedup), energy_j=_f(r.energy_j), latency_source=str(r.latency_source),
-            gpu=ctx.gpu_label, mean_keep=_f(r.mean_keep), matches=tuple(within), nearest=nearest))
+            gpu=ctx.gpu_label, mean_keep=_f(r.mean_keep), matches=tuple(within), nearest=nearest,
+            paired=(str(r.vs_reference), int(r.vs_reference_trial), float(r.vs_reference_delta),
+                    float(r.vs_reference_ci_low), float(r.vs_reference_ci_high))
+            if ctx.validation is not None and isinstance(r.vs_reference, str) else None))
     return out
+
+
+class GapRow(NamedTuple):
+    number: int
+    reference: str | None
+    search_score: float
+    search_ci: tuple[float, float]
+    validation_score: float
+    validation_ci: tuple[float, float]
+    gap: float  # search - validation
+    exported: bool
+
+
+def validation_rows(ctx: StudyContext) -> list[GapRow]:
+    """Every validated trial: its search-set and validation scores and the gap (best validation first)."""
+    if ctx.validation is None or not ctx.n_trials:
+        return []
+    exported = set(ctx.exported)
+    rows = ctx.frame[ctx.frame["validated"]].sort_values(["score", "latency_ms", "number"],
+                                                         ascending=[False, True, True])
+    return [GapRow(int(r.number), r.reference if isinstance(r.reference, str) else None, float(r.search_score),
+                   (float(r.search_ci_low), float(r.search_ci_high)), float(r.score),
+                   (float(r.ci_low), float(r.ci_high)), float(r.search_score) - float(r.score),
+                   int(r.number) in exported) for r in rows.itertuples(index=False)]
 
 
 def reference_rows(ctx: StudyContext) -> list[ReferenceRow]:
@@ -141,6 +169,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _scores_fact(ctx: StudyContext) -> str:
+    v = ctx.validation
+    if v is None:
+        return ("search set only (no validation set): the exported scores are the ones the trials were ranked on, "
+                "optimistic for the best of many")
+    lengths = ", ".join(str(x) for x in v.get("visual_tokens", []))
+    return (f"validation set of {v.get('n', '?')} held-out samples ({lengths} visual tokens): the exported front, "
+            f"every score shown for a validated trial and the comparison come from it; {len(v.get('candidates', []))} "
+            "candidates were validated")
+
+
 def header_facts(ctx: StudyContext) -> list[tuple[str, str]]:
     """(label, value) pairs for the report's header."""
     s = ctx.settings
@@ -173,6 +212,7 @@ def header_facts(ctx: StudyContext) -> list[tuple[str, str]]:
         ("GPU", f"{ctx.gpu_label}; {ctx.latency_label}"),
         ("budget", f"{ctx.budget_text}: ≤ {ctx.budget_ms:.2f} ms (unreduced {ctx.baseline_ms:.2f} ms)"),
         ("unreduced score", baseline),
+        ("scores", _scores_fact(ctx)),
         ("search", f"sampler {s.sampler}, seed {s.seed}, space {s.space.name}, "
                    f"over-budget candidates {s.over_budget}ed, objectives {objectives}"),
         ("trials", trials),

@@ -16,16 +16,17 @@ from typing import Any
 from .._io import find_data_file, read_yaml_mapping
 from ..budget import Budget, parse_budget
 from ..errors import AutopruneError, ConfigError, check_keys
-from .references import REFERENCES, reference_names
+from .references import REFERENCES, parse_reference
 from .samplers import SAMPLERS
 from .settings import OBJECTIVES, OVER_BUDGET
 
 __all__ = ["SearchConfig", "StudySpec", "load_study_spec", "derive_study_name", "coerce_budget", "DEFAULT_TRIALS",
-           "DEFAULT_MODEL"]
+           "DEFAULT_MODEL", "DEFAULT_SPACE"]
 
 # About a minute on the 2-core CPU machine for the demo (the prefix activation cache included).
 DEFAULT_TRIALS = 150
 DEFAULT_MODEL = "demo"
+DEFAULT_SPACE = "budgeted"
 
 
 def coerce_budget(value: Budget | str | None) -> Budget | None:
@@ -53,15 +54,14 @@ def _validate_common(sampler, trials, seed, objectives, over_budget, workers, ti
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if references is not None:
-        bad = [r for r in references if r not in reference_names()]
-        if bad:
-            raise ConfigError(f"unknown reference(s) {bad}; known: {reference_names()}")
+        for r in references:
+            parse_reference(r)
     if measure is not None and not isinstance(measure, bool):
         raise ConfigError(f"measure must be true or false, got {measure!r}")
 
 
 _SPEC_KEYS = {"name", "description", "model", "task", "space", "gpu", "budget", "sampler", "trials", "seed",
-              "measure", "objectives", "over_budget", "workers", "timeout", "model_options", "references"}
+              "measure", "objectives", "over_budget", "workers", "timeout", "model_options", "references", "race"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class StudySpec:
     name: str
     model: str = DEFAULT_MODEL
     task: str | None = None
-    space: str = "progressive"
+    space: str = DEFAULT_SPACE
     gpu: str | None = None
     budget: Budget | None = None
     sampler: str = "tpe"
@@ -84,6 +84,7 @@ class StudySpec:
     timeout: float | None = None
     model_options: Mapping[str, Any] = field(default_factory=dict)
     references: tuple[str, ...] = REFERENCES
+    race: bool = True
     description: str = ""
     source: str = ""
 
@@ -93,6 +94,8 @@ class StudySpec:
                          self.timeout, self.references, self.measure)
         if not isinstance(self.model_options, Mapping):
             raise ConfigError(f"model_options must be a mapping, got {self.model_options!r}")
+        if not isinstance(self.race, bool):
+            raise ConfigError(f"race must be true or false, got {self.race!r}")
 
 
 def load_study_spec(name_or_path: str | os.PathLike) -> StudySpec:
@@ -147,8 +150,10 @@ class SearchConfig:
     over_budget: str | None = None
     references: tuple[str, ...] | None = None
     model_options: Mapping[str, Any] | None = None
+    race: bool | None = None
     show_progress: bool = True
     export: bool = True
+    validate: bool = True
     heartbeat_s: int = 10
     probe_timeout_s: float = 3.0
 
@@ -162,6 +167,8 @@ class SearchConfig:
             raise ConfigError(f"study name {self.study!r} must be letters, digits, '.', '_' or '-'")
         if self.model_options is not None and not isinstance(self.model_options, Mapping):
             raise ConfigError(f"model_options must be a mapping, got {self.model_options!r}")
+        if self.race is not None and not isinstance(self.race, bool):
+            raise ConfigError(f"race must be true or false, got {self.race!r}")
 
     @classmethod
     def from_spec(cls, spec: StudySpec, **overrides) -> SearchConfig:
@@ -170,7 +177,7 @@ class SearchConfig:
                   budget=spec.budget, sampler=spec.sampler, trials=spec.trials, seed=spec.seed,
                   measure=spec.measure, objectives=spec.objectives, over_budget=spec.over_budget,
                   workers=spec.workers, timeout=spec.timeout, model_options=dict(spec.model_options),
-                  references=spec.references)
+                  references=spec.references, race=spec.race)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
 

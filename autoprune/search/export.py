@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from .. import __version__, _io
 from ..schedule import Target
-from .records import read_trial
+from .records import load_validation, read_trial
 from .settings import StudySettings, load_settings
 
 __all__ = ["ExportResult", "trials_frame", "pareto_front", "export_study", "baseline_score", "INDEX_FORMAT"]
@@ -57,6 +57,8 @@ def trials_frame(study, settings: StudySettings | None = None):
     """One row per trial (pandas DataFrame); see the module docstring for the columns."""
     s = settings or load_settings(study)
     n_obj = len(s.objectives)
+    validation = load_validation(study)
+    checked = (validation or {}).get("results", {})
     rows = []
     for t in study.get_trials(deepcopy=False):
         rec = read_trial(t)
@@ -72,13 +74,24 @@ def trials_frame(study, settings: StudySettings | None = None):
                     and s.budget.constraint(latency, s.budget_ms) <= 0)
         ci = res.get("ci") or [math.nan, math.nan]
         sched = rec.schedule
+        val = checked.get(str(t.number))
+        vs = (val or {}).get("vs_reference") or {}
         row = {
             "number": t.number,
             "state": t.state.name,
             "reference": rec.reference,
-            "score": score,
-            "ci_low": ci[0],
-            "ci_high": ci[1],
+            "score": val["score"] if val else score,
+            "ci_low": val["ci"][0] if val else ci[0],
+            "ci_high": val["ci"][1] if val else ci[1],
+            "validated": val is not None,
+            "search_score": score,
+            "search_ci_low": ci[0],
+            "search_ci_high": ci[1],
+            "vs_reference": vs.get("name"),
+            "vs_reference_trial": vs.get("trial"),
+            "vs_reference_delta": vs.get("delta", math.nan),
+            "vs_reference_ci_low": (vs.get("ci") or [math.nan])[0],
+            "vs_reference_ci_high": (vs.get("ci") or [math.nan, math.nan])[1],
             "latency_ms": latency,
             "energy_j": energy,
             "speedup": s.baseline_ms / latency if math.isfinite(latency) and latency > 0 else math.nan,
@@ -89,6 +102,7 @@ def trials_frame(study, settings: StudySettings | None = None):
             "mean_keep": sched.mean_keep if sched else math.nan,
             "keep": json.dumps(list(sched.keep)) if sched else None,
             "rejected": rec.rejected,
+            "raced_out_at": (rec.raced_out or {}).get("n"),
             "fail_reason": rec.fail_reason,
             "retry_of": rec.retry_of,
             "worker": rec.worker,
@@ -103,7 +117,8 @@ def trials_frame(study, settings: StudySettings | None = None):
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
-        df["pareto"] = df["number"].isin(pareto_front(df, n_obj))
+        pool = df[df["validated"]] if validation is not None else df
+        df["pareto"] = df["number"].isin(pareto_front(pool, n_obj))
     else:
         df = pd.DataFrame(columns=["number", "state", "reference", "score", "latency_ms", "feasible", "pareto"])
     return df
@@ -116,12 +131,17 @@ def _num(v) -> float:
 def pareto_front(df, n_objectives: int = 2) -> list[int]:
     """Trial numbers of the non-dominated feasible rows (score ↑, latency ↓, energy ↓).
 
-    Two trials with equal objective values are both kept (neither dominates).
+    Of trials with exactly equal objective values only the lowest-numbered is kept (ties broken
+    by score, then latency, then trial number).
     """
     feas = df[df["feasible"]]
     cols = ["score", "latency_ms"] + (["energy_j"] if n_objectives > 2 else [])
-    pts = [(int(r.number), [-float(getattr(r, "score"))] + [float(getattr(r, c)) for c in cols[1:]])
-           for r in feas.itertuples()]
+    pts, seen = [], set()
+    for r in sorted(feas.itertuples(), key=lambda r: int(r.number)):
+        p = [-float(getattr(r, "score"))] + [float(getattr(r, c)) for c in cols[1:]]
+        if tuple(p) not in seen:
+            seen.add(tuple(p))
+            pts.append((int(r.number), p))
     front = []
     for n, p in pts:
         dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p)) for m, q in pts if m != n)
@@ -141,11 +161,18 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
     df = trials_frame(study, s)
     front = [int(n) for n in df.loc[df["pareto"], "number"]] if len(df) else []
     warnings = []
+    validation = load_validation(study)
     optuna_front = sorted(t.number for t in study.best_trials)
-    agrees = optuna_front == front
-    if not agrees:
-        warnings.append(f"the exported front {front} differs from Optuna's best_trials {optuna_front} "
-                        "(stored constraints and the recomputed budget disagree); the export uses the latter")
+    if validation is None:
+        agrees = optuna_front == front
+        if not agrees:
+            warnings.append(f"the exported front {front} differs from Optuna's best_trials {optuna_front} "
+                            "(stored constraints and the recomputed budget disagree); the export uses the latter")
+    else:  # the front is taken on validation scores; every trial of the search set's front must have been checked
+        missed = sorted(set(optuna_front) - set(int(n) for n in df.loc[df["validated"], "number"]))
+        agrees = not missed
+        if missed:
+            warnings.append(f"trials {missed} of Optuna's front on the search set were not validated")
     metric = s.metric
     base_score = baseline_score(df)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -164,7 +191,14 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
             "metric": metric,
             "ci_low": _finite_or_none(row["ci_low"]),
             "ci_high": _finite_or_none(row["ci_high"]),
-            "n": (rec.result or {}).get("n"),
+            "n": ((validation or {}).get("results", {}).get(str(n)) or rec.result or {}).get("n"),
+            "validated": bool(row["validated"]),
+            "search_score": float(row["search_score"]),
+            "search_n": (rec.result or {}).get("n"),
+            "vs_reference": None if not isinstance(row["vs_reference"], str) else {
+                "name": row["vs_reference"], "trial": int(row["vs_reference_trial"]),
+                "delta": float(row["vs_reference_delta"]),
+                "ci": [float(row["vs_reference_ci_low"]), float(row["vs_reference_ci_high"])]},
             "energy_j": _finite_or_none(row["energy_j"]),
             "latency_source": row["latency_source"],
             "baseline_ms": s.baseline_ms,
@@ -212,6 +246,7 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
         "target": {"gpu": s.gpu_name, "budget": s.budget.text, "budget_ms": s.budget_ms,
                    "baseline_ms": s.baseline_ms, "latency_source": s.baseline_source},
         "baseline_score": base_score,
+        "validation": None if validation is None else {k: v for k, v in validation.items() if k != "results"},
         "n_trials": int(len(df)),
         "n_feasible": int(df["feasible"].sum()) if len(df) else 0,
         "states": {k: int(v) for k, v in counts.items()},
@@ -246,14 +281,19 @@ def _summary(df, s: StudySettings, baseline_score, warnings) -> str:
     if not len(df):
         return "no trials"
     counts = df["state"].value_counts().to_dict()
+    raced = int(df["raced_out_at"].notna().sum()) if "raced_out_at" in df else 0
+    validated = bool(df["validated"].any())
     head = (f"{len(df)} trials: {counts.get('COMPLETE', 0)} complete ({int(df['feasible'].sum())} within "
-            f"{s.budget.text} = {s.budget_ms:.2f} ms), {counts.get('PRUNED', 0)} rejected over budget, "
-            f"{counts.get('FAIL', 0)} failed; baseline {s.metric} "
-            + (f"{baseline_score:.4f}" if baseline_score is not None else "n/a"))
-    shown = df[df["pareto"] | df["reference"].notna()].copy()
+            f"{s.budget.text} = {s.budget_ms:.2f} ms), {counts.get('PRUNED', 0) - raced} rejected over budget, "
+            f"{raced} raced out, {counts.get('FAIL', 0)} failed; baseline {s.metric} "
+            + (f"{baseline_score:.4f}" if baseline_score is not None else "n/a")
+            + (" (scores of validated trials are validation scores)" if validated else ""))
+    shown = df[df["pareto"] | (df["reference"].notna() & (df["validated"] | ~validated))].copy()
     shown = shown.sort_values(["pareto", "latency_ms"], ascending=[False, True])
-    cols = ["number", "reference", "state", "score", "latency_ms", "speedup", "mean_keep", "feasible", "pareto"]
-    table = shown[cols].rename(columns={"number": "trial", "score": s.metric})
+    cols = ["number", "reference", "state", "score"] + (["search_score"] if validated else []) + [
+        "latency_ms", "speedup", "mean_keep", "feasible", "pareto"]
+    table = shown[cols].rename(columns={"number": "trial", "score": s.metric,
+                                        "search_score": f"{s.metric} (search set)"})
     table["reference"] = table["reference"].fillna("")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
     return "\n".join([head, text] + [f"warning: {w}" for w in warnings])

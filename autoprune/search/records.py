@@ -5,7 +5,8 @@ A trial's user attributes hold its schedule as one :meth:`Schedule.to_dict` (kee
 :meth:`LatencyEstimate.to_dict`, the projection factor ``gamma``, the evaluation's result
 (score, interval, samples, per-family scores) and, where they apply, the worker, the reference
 name, and why it was rejected or failed. Optuna's own fields (state, values, params,
-constraints) are not repeated here.
+constraints) are not repeated here. The validation of a study's candidates, done after its trials
+finished, is stored once in the study's user attributes (``validation``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 from ..interfaces import LatencyEstimate, TaskResult
 from ..schedule import Schedule
 
-__all__ = ["TrialRecord", "record_schedule", "record_result", "read_trial", "SCHEDULE_ATTR", "LATENCY_ATTR",
-           "RESULT_ATTR"]
+__all__ = ["TrialRecord", "record_schedule", "record_result", "read_trial", "load_validation", "SCHEDULE_ATTR",
+           "LATENCY_ATTR", "RESULT_ATTR", "VALIDATION_ATTR"]
 
 SCHEDULE_ATTR = "schedule"
 LATENCY_ATTR = "latency"
 RESULT_ATTR = "result"
+VALIDATION_ATTR = "validation"  # a study attribute: trials cannot be changed once finished
 _MAX_REASON = 2000
 
 
@@ -56,6 +58,7 @@ class TrialRecord:
     gamma: float | None = None
     result: Mapping[str, Any] | None = None
     rejected: str | None = None
+    raced_out: Mapping[str, Any] | None = None
     fail_reason: str | None = None
     worker: str | None = None
     retry_of: int | None = None
@@ -74,6 +77,13 @@ def read_trial(t) -> TrialRecord:
     return TrialRecord(
         number=t.number, state=t.state.name, reference=ua.get("reference"), reference_fitted=ua.get("reference_fitted"),
         schedule=sched, latency=lat, gamma=ua.get("gamma"), result=ua.get(RESULT_ATTR), rejected=ua.get("rejected"),
+        raced_out=ua.get("raced_out"),
         fail_reason=ua.get("fail_reason"), worker=ua.get("worker"), retry_of=t.system_attrs.get("failed_trial"),
         params=dict(t.params),
     )
+
+
+def load_validation(study) -> dict | None:
+    """The study's validation results (:mod:`autoprune.search.validate`), None when it was not validated."""
+    v = study.user_attrs.get(VALIDATION_ATTR)
+    return v if isinstance(v, dict) else None

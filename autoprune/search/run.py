@@ -32,13 +32,14 @@ from pathlib import Path
 import optuna
 
 from .. import __version__, _io
+from ..accounting import TokenAccounting
 from ..budget import Budget
 from ..cost import gpus
 from ..errors import BudgetError, ConfigError
 from ..interfaces import SourceRequest, StudyInputs
 from ..models import check_request, get_model_source
 from ..schedule import Schedule
-from .config import DEFAULT_MODEL, DEFAULT_TRIALS, SearchConfig, derive_study_name
+from .config import DEFAULT_MODEL, DEFAULT_SPACE, DEFAULT_TRIALS, SearchConfig, derive_study_name
 from .export import ExportResult, export_study
 from .objective import TrialRunner
 from .quiet import optuna_quiet
@@ -55,6 +56,7 @@ from .storage import (
     resolve_storage,
     storage_has_study,
 )
+from .validate import validate_study
 from .workers import run_worker, run_workers
 
 __all__ = ["SearchResult", "SearchPlan", "plan_search", "run_search", "resolve_gpu"]
@@ -136,20 +138,28 @@ def _check_resume(c: SearchConfig, stored: StudySettings, name: str) -> None:
                           "resume it, or start another --study")
 
 
-def _check_reachable(space: SearchSpace, inputs: StudyInputs, budget: Budget, limit_ms: float,
-                     baseline_ms: float) -> None:
-    """BudgetError when not even the strongest reduction from the first usable layer meets it."""
-    signature, num_visual = inputs.signature, inputs.evaluator.num_visual
-    lo = first_cut_layer(signature, space.default_scorer())
-    floor = max(1e-12, space.min_tokens / max(1, num_visual))
+def accounting_for(inputs: StudyInputs, space: SearchSpace) -> TokenAccounting:
+    """The study's token accounting: the evaluated samples' visual tokens, the latency layout's."""
+    served = inputs.layout.visual if inputs.layout is not None else max(inputs.evaluated_visual)
+    return TokenAccounting(inputs.evaluated_visual, served, space.min_tokens)
+
+
+def _check_reachable(space: SearchSpace, inputs: StudyInputs, accounting: TokenAccounting, budget: Budget,
+                     limit_ms: float, baseline_ms: float) -> None:
+    """BudgetError, naming the cause, when not even the strongest reduction the study allows meets it:
+    every layer from the first that may cut on at the token floor."""
+    signature = inputs.signature
+    lo = first_cut_layer(signature)  # with the scorer that cuts earliest: what any trial could do
+    floor = accounting.floor
     keep = tuple([1.0] * lo + [min(1.0, floor)] * (signature.num_layers - lo))
     fastest = Schedule(keep=keep, model=signature, min_tokens=space.min_tokens, scorer=space.default_scorer())
     t = inputs.predictor.estimate(fastest).latency_ms
     if not Budget.meets(t, limit_ms):
         raise BudgetError(
-            f"budget {budget.text} is out of reach on {inputs.latency.gpu}: the limit is {limit_ms:.2f} ms, but keeping "
-            f"only {space.min_tokens} visual tokens from layer {lo} on still takes {t:.2f} ms "
-            f"({baseline_ms / t:.2f}x); the text tokens and layer {lo - 1} alone cost that much"
+            f"budget {budget.text} is out of reach on {inputs.latency.gpu}: the fastest schedule the study allows — "
+            f"layers 0..{lo - 1} unreduced (no evidence before layer {lo}), every later layer at the token floor "
+            f"{floor:.2%} ({accounting.floor_reason()}) — takes {t:.2f} ms, {baseline_ms / t:.2f}x; the budget needs "
+            f"{limit_ms:.2f} ms. A lower space min_tokens or longer evaluated samples lower the floor"
         )
 
 
@@ -197,7 +207,7 @@ def plan_search(config: SearchConfig) -> SearchPlan:
         raise ConfigError("give --budget (e.g. --budget 4x), or a --spec that sets it")
     measure = bool(c.measure)
     objectives = c.objectives or ("score", "latency")
-    space = load_space(c.space or "progressive")
+    space = load_space(c.space or DEFAULT_SPACE)
     sampler = c.sampler or "tpe"
     check_sampler(sampler)
     gpu = resolve_gpu(c.gpu, measure=measure)  # the one resolution of the GPU name for this study
@@ -210,18 +220,25 @@ def plan_search(config: SearchConfig) -> SearchPlan:
     if "energy" in objectives and base.energy_j is None:
         raise ConfigError(f"the energy objective needs energy readings; the {base.source} latency source of "
                           f"{inputs.latency.gpu} gives none (use --measure on a GPU with NVML)")
-    _check_reachable(space, inputs, c.budget, limit_ms, baseline_ms)
+    accounting = accounting_for(inputs, space)
+    _check_reachable(space, inputs, accounting, c.budget, limit_ms, baseline_ms)
     settings = StudySettings(
         model=model, task=c.task, metric=inputs.evaluator.metric, gpu=gpu, gpu_request=c.gpu, budget=c.budget,
         budget_ms=limit_ms, baseline_ms=baseline_ms, baseline_source=base.source, measure=measure,
         objectives=objectives, over_budget=c.over_budget or "project", space=space, signature=signature,
         num_visual=inputs.evaluator.num_visual, sampler=sampler, seed=c.seed, trials=c.trials or DEFAULT_TRIALS,
-        created=_utc_now(), model_options=options, latency_info=inputs.latency_info, autoprune=__version__,
+        created=_utc_now(), model_options=options, latency_info=inputs.latency_info,
+        evaluated_visual=accounting.evaluated, served_visual=accounting.served,
+        race=True if c.race is None else c.race, autoprune=__version__,
     )
     names = c.references if c.references is not None else REFERENCES
     predictor = inputs.predictor
     references = reference_schedules(space, signature, inputs.evaluator.num_visual,
-                                     lambda s: predictor.estimate(s).latency_ms, limit_ms, names)
+                                     lambda s: predictor.estimate(accounting.clamp(s)).latency_ms, limit_ms, names,
+                                     floor=accounting.floor, keep_unfitted=not space.fits_to_budget)
+    if settings.trials < len(references):
+        raise ConfigError(f"{len(references)} reference schedules ({', '.join(r.name for r in references)}) need at "
+                          f"least as many trials as references; --trials is {settings.trials}")
     return SearchPlan(c, study_name, run_dir, spec, settings, inputs, references, False)
 
 
@@ -243,17 +260,22 @@ def _create_or_load(plan: SearchPlan, storage):
 
 
 def _add_references(study, plan: SearchPlan) -> None:
-    """Enqueue expressible references; evaluate the others here and store them with ask/tell."""
+    """Evaluate the references the space cannot express here (ask/tell), then enqueue the others.
+
+    In that order: ``study.ask()`` would pop an enqueued trial and give it another schedule.
+    """
     sig = plan.settings.signature
     runner = None
+    queued = []
     for ref in plan.references:
         params = plan.settings.space.params_for(ref.schedule, sig)
         attrs = {"reference": ref.name, "reference_fitted": ref.fitted}
         if params is not None:
-            study.enqueue_trial(params, user_attrs=attrs)
+            queued.append((params, attrs))
             continue
         runner = runner or TrialRunner.from_settings(plan.settings, plan.inputs)
         trial = study.ask()
+        trial.set_user_attr("worker", runner.worker)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         try:
@@ -264,6 +286,8 @@ def _add_references(study, plan: SearchPlan) -> None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, list(values))
+    for params, attrs in queued:
+        study.enqueue_trial(params, user_attrs=attrs)
 
 
 def _resume_hint(plan: SearchPlan) -> str:
@@ -312,6 +336,9 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
             raise
         result = SearchResult(plan.study_name, plan.run_dir, plan.storage.display, plan.storage, len(study.trials),
                               recovered=recovered)
+        if c.export and c.validate and plan.inputs.validation is not None:
+            validator = plan.inputs.validation()
+            validate_study(study, s, validator, log=log)
         if c.export:
             result.export = export_study(study, plan.run_dir)
             result.summary = result.export.summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -13,8 +14,11 @@ __all__ = ["SAMPLERS", "make_sampler", "check_sampler", "derive_seed"]
 
 
 def _tpe(seed: int | None, trials: int):
-    # Random startup trials clamp(trials // 4, 4, 10), so that short studies are not all random.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, min(10, trials // 4)))
+    # Random startup trials clamp(trials // 4, 4, 10), so that short studies are not all random; a
+    # multivariate model, because where to cut and how hard interact (stages, shares, alignment).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, min(10, trials // 4)), multivariate=True)
 
 
 def _nsga2(seed: int | None, trials: int):

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .. import __version__
+from ..accounting import TokenAccounting
 from ..budget import Budget
 from ..cost.gpus import CPU, GpuSpec
 from ..errors import ConfigError, check_keys
@@ -59,7 +60,10 @@ class StudySettings:
       ``reject``), ``space``, ``signature`` (the model's layer kinds and fingerprint),
       ``num_visual`` (visual tokens of the evaluated samples);
     - ``sampler``, ``seed``, ``trials`` (the total, references included): may change on resume;
-    - ``latency_info``: what the latency is of (shape, token layout, calibration), as plain data.
+    - ``latency_info``: what the latency is of (shape, token layout, calibration), as plain data;
+    - ``evaluated_visual``, ``served_visual``: the visual tokens of the evaluated samples and of the
+      latency layout (default: ``num_visual`` for both), the study's token accounting;
+    - ``race``: whether trials race the incumbent (:mod:`autoprune.search.objective`).
 
     Raises :class:`~autoprune.errors.ConfigError` naming the field.
     """
@@ -85,6 +89,9 @@ class StudySettings:
     created: str
     model_options: Mapping[str, Any] = field(default_factory=dict)
     latency_info: Mapping[str, Any] = field(default_factory=dict)
+    evaluated_visual: tuple[int, ...] = ()
+    served_visual: int = 0
+    race: bool = False
     autoprune: str = __version__
 
     def __post_init__(self):
@@ -116,6 +123,11 @@ class StudySettings:
                 raise ConfigError(f"settings.{name} must be an integer >= {low}, got {v!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ConfigError(f"settings.seed must be an integer or null, got {self.seed!r}")
+        if not isinstance(self.race, bool):
+            raise ConfigError(f"settings.race must be true or false, got {self.race!r}")
+        object.__setattr__(self, "evaluated_visual", tuple(self.evaluated_visual) or (self.num_visual,))
+        object.__setattr__(self, "served_visual", self.served_visual or max(self.evaluated_visual))
+        self.accounting  # validates both  # noqa: B018
         object.__setattr__(self, "model_options",
                            MappingProxyType(_plain(dict(self.model_options), "settings.model_options")))
         object.__setattr__(self, "latency_info",
@@ -129,6 +141,10 @@ class StudySettings:
     @property
     def min_tokens(self) -> int:
         return self.space.min_tokens
+
+    @property
+    def accounting(self) -> TokenAccounting:
+        return TokenAccounting(self.evaluated_visual, self.served_visual, self.space.min_tokens)
 
     def replace(self, **changes) -> StudySettings:
         return dataclasses.replace(self, **changes)
@@ -144,6 +160,7 @@ class StudySettings:
             "measure": self.measure, "objectives": list(self.objectives), "over_budget": self.over_budget,
             "space": self.space.to_dict(), "signature": self.signature.to_dict(), "num_visual": self.num_visual,
             "sampler": self.sampler, "seed": self.seed, "trials": self.trials,
+            "evaluated_visual": list(self.evaluated_visual), "served_visual": self.served_visual, "race": self.race,
             "latency_info": _plain(dict(self.latency_info), "latency_info"),
         }
 
@@ -166,7 +183,8 @@ class StudySettings:
                        budget=Budget(b["kind"], b["value"], b["text"]),
                        space=space_from_dict(d["space"], source=f"{where}: space"),
                        signature=ModelSignature.from_dict(d["signature"]),
-                       **{**kw, "objectives": tuple(d["objectives"])})
+                       **{**kw, "objectives": tuple(d["objectives"]),
+                          "evaluated_visual": tuple(d["evaluated_visual"])})
         except ConfigError:
             raise
         except (ValueError, TypeError) as e:  # BudgetError, ScheduleError (also ValueError), bad types

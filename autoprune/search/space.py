@@ -10,6 +10,12 @@ A space says how an Optuna trial becomes a :class:`~autoprune.schedule.Schedule`
     before ``i``; ``keep[0] = 1``. Monotone by construction. Every ``cut_s`` and
     ``retention_s`` is always suggested (unused ones are ignored) so that the space has
     a fixed dimension, which multivariate TPE, NSGA-II and GP need.
+  - ``budgeted``: like ``progressive``, but stage ``s`` gets a *share* ``share_s`` ∈ (0, 1] of the
+    reduction instead of a retention factor (its unit factor is ``0.5 ** share_s``), and the
+    objective fits the strength of the whole schedule (``keep ** gamma``) to a latency target: the
+    budget's limit times ``target`` (one of ``schedule.targets``); with ``align: attention`` (one
+    of ``schedule.align``) each cut moves to the next layer after an attention layer. Every sample lands on its
+    target, so the sampler learns *where* and *how* to cut, not how much — the budget decides that.
   - ``per_layer``: free monotone per-layer ratios. ``final_keep`` ∈ (0, 1] and one
     share ``share_i`` ∈ [0, 1] per layer; layer ``i`` keeps the factor
     ``final_keep ** (share_i / Σ share)`` of the tokens before it (per-layer retention
@@ -38,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from .._io import data_dir, find_data_file, read_yaml_mapping
 from ..errors import ConfigError, ScheduleError, check_keys
@@ -98,6 +104,57 @@ class ProgressiveSchedule:
 
 
 @dataclass(frozen=True)
+class BudgetedSchedule:
+    """``n_stages`` ∈ [min_stages, max_stages] cuts with relative shares of the reduction; the
+    strength is fitted to ``target`` × the latency limit, ``target`` one of ``targets``."""
+
+    min_stages: int
+    max_stages: int
+    share: FloatRange
+    targets: tuple[float, ...] = (1.0,)
+    align: tuple[str, ...] = ("any",)
+
+    kind = "budgeted"
+
+    def __post_init__(self):
+        ProgressiveSchedule(self.min_stages, self.max_stages, FloatRange(0.5, 1.0))  # the same stage checks
+        if not 0 < self.share.low <= self.share.high <= 1:
+            raise ConfigError(f"schedule.share must lie in (0, 1], got [{self.share.low}, {self.share.high}]")
+        t = tuple(self.targets)
+        if not t or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1 for x in t) \
+                or len(set(t)) != len(t):
+            raise ConfigError(f"schedule.targets must be distinct fractions of the latency limit in (0, 1], got "
+                              f"{list(t)}")
+        object.__setattr__(self, "targets", tuple(float(x) for x in t))
+        a = tuple(self.align)
+        if not a or any(x not in ALIGNMENTS for x in a) or len(set(a)) != len(a):
+            raise ConfigError(f"schedule.align must be distinct values of {list(ALIGNMENTS)}, got {list(a)}")
+        object.__setattr__(self, "align", a)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "stages": {"low": self.min_stages, "high": self.max_stages},
+                "share": knob_to_dict(self.share), "targets": list(self.targets), "align": list(self.align)}
+
+
+# How a budgeted stage's cut layer is placed: where it was sampled, or moved to the next layer after
+# an attention layer (the first to see that layer's attention evidence).
+ALIGNMENTS = ("any", "attention")
+
+
+def align_cut(cut: int, kinds: str, how: str) -> int:
+    """``cut`` for alignment ``how`` (see :data:`ALIGNMENTS`): the first layer after an attention layer at
+    or after ``cut``; ``cut`` itself when there is none or ``how`` is ``any``."""
+    if how == "attention":
+        for j in range(cut - 1, len(kinds) - 1):
+            if kinds[j] == "*":
+                return j + 1
+    return cut
+
+
+UNIT_BASE = 0.5  # the unit retention of a stage with share 1 (any base: the fit rescales it)
+
+
+@dataclass(frozen=True)
 class PerLayerSchedule:
     """Free monotone schedule: the last layer's keep and where along depth it is lost."""
 
@@ -143,7 +200,7 @@ class SearchSpace:
     """A validated search space (see the module docstring). Build with :func:`load_space`."""
 
     name: str
-    schedule: ProgressiveSchedule | PerLayerSchedule
+    schedule: ProgressiveSchedule | BudgetedSchedule | PerLayerSchedule
     scorer: tuple[tuple[str, Knob], ...]
     min_tokens: int = 16
     description: str = ""
@@ -171,6 +228,18 @@ class SearchSpace:
             values[n] = k.value if isinstance(k, Fixed) else params[n]
         return ScorerConfig(**values)
 
+    @property
+    def fits_to_budget(self) -> bool:
+        """Whether the objective fits every sampled schedule to its latency target (``budgeted``)."""
+        return isinstance(self.schedule, BudgetedSchedule)
+
+    def target_of(self, params: Mapping[str, Any]) -> float:
+        """The fraction of the latency limit a ``budgeted`` trial is fitted to (1 for other spaces)."""
+        sch = self.schedule
+        if not isinstance(sch, BudgetedSchedule):
+            return 1.0
+        return float(params["target"]) if len(sch.targets) > 1 else sch.targets[0]
+
     # ----------------------------------------------------- distributions
     def distributions(self, signature: ModelSignature) -> dict:
         """Every parameter of this space for ``signature``, name → Optuna distribution.
@@ -186,6 +255,15 @@ class SearchSpace:
             for s in range(1, sch.max_stages + 1):
                 d[f"cut_{s}"] = IntDistribution(lo, L - 1)
                 d[f"retention_{s}"] = sch.retention.distribution()
+        elif isinstance(sch, BudgetedSchedule):
+            d["n_stages"] = IntDistribution(sch.min_stages, sch.max_stages)
+            for s in range(1, sch.max_stages + 1):
+                d[f"cut_{s}"] = IntDistribution(lo, L - 1)
+                d[f"share_{s}"] = sch.share.distribution()
+            if len(sch.targets) > 1:
+                d["target"] = CategoricalDistribution(list(sch.targets))
+            if len(sch.align) > 1:
+                d["align"] = CategoricalDistribution(list(sch.align))
         else:
             d["final_keep"] = sch.final_keep.distribution()
             for i in range(lo, L):
@@ -207,12 +285,17 @@ class SearchSpace:
         L = signature.num_layers
         lo = first_cut_layer(signature, scorer)
         sch = self.schedule
-        if isinstance(sch, ProgressiveSchedule):
+        if isinstance(sch, (ProgressiveSchedule, BudgetedSchedule)):
             n = int(params["n_stages"])
             factor_at = [1.0] * L
+            how = "any" if isinstance(sch, ProgressiveSchedule) else (params["align"] if len(sch.align) > 1
+                                                                     else sch.align[0])
             for s in range(1, n + 1):
-                cut = min(L - 1, max(int(params[f"cut_{s}"]), lo))
-                factor_at[cut] *= float(params[f"retention_{s}"])
+                cut = min(L - 1, max(align_cut(int(params[f"cut_{s}"]), signature.layer_kinds, how), lo))
+                if isinstance(sch, ProgressiveSchedule):
+                    factor_at[cut] *= float(params[f"retention_{s}"])
+                else:
+                    factor_at[cut] *= UNIT_BASE ** float(params[f"share_{s}"])
             keep, k = [], 1.0
             for i in range(L):
                 k *= factor_at[i]
@@ -265,7 +348,29 @@ class SearchSpace:
         if any(i < max(lo, lo_static) for i, _ in changes):
             return None
         sch = self.schedule
-        if isinstance(sch, ProgressiveSchedule):
+        if isinstance(sch, BudgetedSchedule):
+            if not changes or len(changes) > sch.max_stages or 1.0 not in sch.targets:
+                return None
+            logs = [math.log(r) for _, r in changes]
+            top = min(logs)  # the strongest stage has share 1
+            shares = [x / top for x in logs]
+            if any(not sch.share.contains(x) for x in shares):
+                return None
+            if len(changes) < sch.min_stages:
+                return None
+            params["n_stages"] = len(changes)
+            for s in range(1, sch.max_stages + 1):
+                cut, share = (changes[s - 1][0], shares[s - 1]) if s <= len(changes) else (lo_static, sch.share.high)
+                params[f"cut_{s}"] = cut
+                params[f"share_{s}"] = sch.share.clip(share)
+            if len(sch.targets) > 1:
+                params["target"] = 1.0
+            if len(sch.align) > 1:
+                params["align"] = "any"
+            elif sch.align[0] != "any" and any(align_cut(c, signature.layer_kinds, sch.align[0]) != c
+                                               for c, _ in changes):
+                return None
+        elif isinstance(sch, ProgressiveSchedule):
             ret = sch.retention
             if len(changes) > sch.max_stages or any(not ret.contains(r) for _, r in changes):
                 return None
@@ -353,16 +458,31 @@ def space_from_dict(data: Mapping, *, source: str = "<dict>") -> SearchSpace:
 
 def _parse_schedule(d: Any, where: str):
     if not isinstance(d, Mapping) or "kind" not in d:
-        raise ConfigError(f"{where} must be a mapping with a 'kind' (progressive or per_layer)")
+        raise ConfigError(f"{where} must be a mapping with a 'kind' (progressive, budgeted or per_layer)")
     kind = d["kind"]
-    if kind == "progressive":
-        check_keys(d, {"kind", "stages", "retention"}, {"kind"}, where)
+    if kind in ("progressive", "budgeted"):
+        extra = {"retention"} if kind == "progressive" else {"share", "targets", "align"}
+        check_keys(d, {"kind", "stages"} | extra, {"kind"}, where)
         stages = d.get("stages", {"low": 1, "high": 4})
         if isinstance(stages, int) and not isinstance(stages, bool):
             lo = hi = stages
         else:
             check_keys(stages, {"low", "high"}, {"low", "high"}, f"{where}.stages")
             lo, hi = stages["low"], stages["high"]
+    if kind == "budgeted":
+        share = parse_range(d.get("share", {"low": 0.05, "high": 1.0}), float, f"{where}.share")
+        targets = d.get("targets", [1.0])
+        if not isinstance(targets, list):
+            raise ConfigError(f"{where}.targets must be a list of fractions of the latency limit, got {targets!r}")
+        align = d.get("align", ["any"])
+        if not isinstance(align, list):
+            raise ConfigError(f"{where}.align must be a list of {list(ALIGNMENTS)}, got {align!r}")
+        try:
+            return BudgetedSchedule(min_stages=lo, max_stages=hi, share=share, targets=tuple(targets),
+                                    align=tuple(align))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if kind == "progressive":
         ret = parse_range(d.get("retention", {"low": 0.05, "high": 1.0}), float, f"{where}.retention")
         try:
             return ProgressiveSchedule(min_stages=lo, max_stages=hi, retention=ret)
@@ -375,6 +495,6 @@ def _parse_schedule(d: Any, where: str):
             return PerLayerSchedule(final_keep=fk)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
-    raise ConfigError(f"{where}.kind must be 'progressive' or 'per_layer', got {kind!r}")
+    raise ConfigError(f"{where}.kind must be 'progressive', 'budgeted' or 'per_layer', got {kind!r}")
 
 

@@ -27,6 +27,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from ..schedule import Schedule
 from .prefix_cache import PrefixCache
 from .prepared import PreparedSet, QAModel
 
-__all__ = ["AccuracyEvaluator", "FidelityEvaluator", "reduced_logits", "bootstrap_ci", "kernels_flag",
+__all__ = ["AccuracyEvaluator", "FidelityEvaluator", "RacedOut", "reduced_logits", "bootstrap_ci", "kernels_flag",
            "ForwardFn"]
 
 # forward(qa, inputs_embeds (b, L, H), visual_mask (b, L), schedule) -> logits (b, vocab)
@@ -51,6 +52,16 @@ def kernels_flag() -> bool | None:
         return False
     ok = hasattr(kernels, "attention_evidence") and hasattr(kernels, "mamba2_evidence")
     return None if ok else False
+
+
+@dataclass(frozen=True)
+class RacedOut:
+    """A race stopped early: ``n`` samples seen in ``batches`` batches, their mean ``score``."""
+
+    n: int
+    score: float
+    batches: int
+    seconds: float
 
 
 def _is_noop(schedule: Schedule) -> bool:
@@ -110,26 +121,86 @@ class _Evaluator:
         self._seconds: dict[str, float] = {}
 
     # ------------------------------------------------------------------ running
+    def batches(self) -> list[tuple[int, int, int]]:
+        """``(group, start, stop)`` of every batch, in racing order: round-robin over the groups, so
+        that every prefix of the order mixes the set's sample shapes (video lengths)."""
+        per = [[(gi, s, min(len(g), s + self.batch_size)) for s in range(0, len(g), self.batch_size)]
+               for gi, g in enumerate(self.data.groups)]
+        out = []
+        for j in range(max(len(p) for p in per)):
+            out.extend(p[j] for p in per if j < len(p))
+        return out
+
+    def batch_logits(self, schedule: Schedule, gi: int, s: int, e: int) -> torch.Tensor:
+        """``(e - s, C)`` choice logits (−inf where unused) or ``(e - s, vocab)`` of samples ``s:e`` of group ``gi``."""
+        g = self.data.groups[gi]
+        x = g.inputs_embeds[s:e]
+        vm = g.visual_mask[None].expand(x.shape[0], -1)
+        with torch.inference_mode():
+            reuse = (contextlib.nullcontext() if self.prefix_cache is None
+                     else self.prefix_cache.resume((gi, s, x.shape[0]), schedule, g.num_visual))
+            with reuse:
+                logits = self.forward(self.qa, x, vm, schedule).float()
+            if g.has_choices:
+                logits = torch.gather(logits, 1, g.choice_ids[s:e]).masked_fill(~g.choice_mask[s:e], float("-inf"))
+        return logits.cpu()
+
     def answer_logits(self, schedule: Schedule) -> list[torch.Tensor]:
         """Per group, ``(n, C)`` choice logits (−inf where unused) or ``(n, vocab)`` without choices."""
         schedule.check_model(self.signature)
-        out = []
-        with torch.inference_mode():
-            for gi, g in enumerate(self.data.groups):
-                parts = []
-                for s in range(0, len(g), self.batch_size):
-                    x = g.inputs_embeds[s: s + self.batch_size]
-                    vm = g.visual_mask[None].expand(x.shape[0], -1)
-                    reuse = (contextlib.nullcontext() if self.prefix_cache is None
-                             else self.prefix_cache.resume((gi, s, x.shape[0]), schedule, g.num_visual))
-                    with reuse:
-                        logits = self.forward(self.qa, x, vm, schedule).float()
-                    if g.has_choices:
-                        ch, cm = g.choice_ids[s: s + self.batch_size], g.choice_mask[s: s + self.batch_size]
-                        logits = torch.gather(logits, 1, ch).masked_fill(~cm, float("-inf"))
-                    parts.append(logits.cpu())
-                out.append(torch.cat(parts))
+        return [torch.cat([self.batch_logits(schedule, gi, s, min(len(g), s + self.batch_size))
+                           for s in range(0, len(g), self.batch_size)])
+                for gi, g in enumerate(self.data.groups)]
+
+    def _batch_outcome(self, gi: int, s: int, e: int, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _compute(self, schedule):
+        schedule.check_model(self.signature)
+        order = self.batches()
+        parts = [(gi, s, e, self._batch_outcome(gi, s, e, self.batch_logits(schedule, gi, s, e)))
+                 for gi, s, e in order]
+        return self._assemble(parts)
+
+    def _assemble(self, parts) -> dict[str, torch.Tensor]:
+        keys = parts[0][3].keys()
+        out = {}
+        for k in keys:
+            first = parts[0][3][k]
+            buf = torch.empty((len(self.data),) + tuple(first.shape[1:]), dtype=first.dtype)
+            for gi, s, e, o in parts:
+                buf[self.data.groups[gi].index[s:e].cpu()] = o[k]
+            out[k] = buf
         return out
+
+    def race(self, schedule: Schedule, keep_going) -> TaskResult | RacedOut:
+        """Evaluate ``schedule`` batch by batch in :meth:`batches` order; after each batch call
+        ``keep_going(index (n,), score (n,))`` with the set positions and per-sample scores seen so
+        far, and stop when it returns False (:class:`RacedOut`). A finished race gives the same
+        :class:`TaskResult` as :meth:`evaluate` (and is cached like it)."""
+        key = _schedule_key(schedule)
+        if key in self._results or key in self._outcomes:
+            return self.evaluate(schedule)
+        schedule.check_model(self.signature)
+        t0 = time.perf_counter()
+        parts, idx, sc = [], [], []
+        order = self.batches()
+        for j, (gi, s, e) in enumerate(order):
+            o = self._batch_outcome(gi, s, e, self.batch_logits(schedule, gi, s, e))
+            parts.append((gi, s, e, o))
+            idx.append(self.data.groups[gi].index[s:e].cpu())
+            sc.append(o["score"])
+            if j + 1 < len(order) and not keep_going(torch.cat(idx), torch.cat(sc)):
+                seen = torch.cat(sc)
+                return RacedOut(n=int(seen.numel()), score=float(seen.double().mean()), batches=j + 1,
+                                seconds=time.perf_counter() - t0)
+        self._outcomes[key] = self._assemble(parts)
+        self._seconds[key] = time.perf_counter() - t0
+        return self.evaluate(schedule)
+
+    def sample_scores(self, schedule: Schedule) -> torch.Tensor:
+        """Per-sample scores ``(N,)`` in set order of an evaluated schedule."""
+        return self.outcomes(schedule)["score"]
 
     def mean_keep(self, schedule: Schedule) -> float:
         """Realised mean keep (token counts after rounding and ``min_tokens``), sample-weighted."""
@@ -167,12 +238,6 @@ class _Evaluator:
         self._results.clear()
         self._seconds.clear()
 
-    def _scatter(self, per_group: list[torch.Tensor]) -> torch.Tensor:
-        out = torch.empty((len(self.data),) + tuple(per_group[0].shape[1:]), dtype=per_group[0].dtype)
-        for g, v in zip(self.data.groups, per_group):
-            out[g.index.cpu()] = v
-        return out
-
     # ---------------------------------------------------------------- results
     def _per_family(self, v: torch.Tensor) -> dict[str, float]:
         fams = sorted(set(self.data.families))
@@ -182,13 +247,20 @@ class _Evaluator:
             out[f] = float(v[m].double().mean())
         return out
 
+    def _per_length(self, v: torch.Tensor) -> dict[str, float]:
+        by: dict[int, list[torch.Tensor]] = {}
+        for g in self.data.groups:
+            by.setdefault(g.num_visual, []).append(v[g.index.cpu()])
+        return {str(k): float(torch.cat(x).double().mean()) for k, x in sorted(by.items())}
+
     def _result(self, schedule: Schedule, values: torch.Tensor, extra: dict) -> TaskResult:
         lo, hi = bootstrap_ci(values, self.resamples)
         extra = dict(extra)
         extra["mean_keep"] = self.mean_keep(schedule)
         extra["seconds"] = float(self._seconds.get(_schedule_key(schedule), 0.0))
         return TaskResult(metric=self.metric, score=float(values.double().mean()), ci_low=lo, ci_high=hi,
-                          n=len(self.data), per_family=self._per_family(values), extra=extra)
+                          n=len(self.data), per_family=self._per_family(values),
+                          per_length=self._per_length(values), extra=extra)
 
     def paired_delta(self, a: Schedule, b: Schedule) -> tuple[float, float, float]:
         """Mean score of ``a`` minus ``b`` on the same samples, with its paired bootstrap 95% interval."""
@@ -208,9 +280,6 @@ class _Evaluator:
             self._results[key] = self._evaluate(schedule)
         return self._results[key]
 
-    def _compute(self, schedule):
-        raise NotImplementedError
-
     def _evaluate(self, schedule):
         raise NotImplementedError
 
@@ -229,10 +298,10 @@ class AccuracyEvaluator(_Evaluator):
             raise ValueError("accuracy needs choices for every record")
         super().__init__(qa, data, **kw)
 
-    def _compute(self, schedule):
-        logits = self._scatter(self.answer_logits(schedule))
+    def _batch_outcome(self, gi, s, e, logits):
         pred = logits.argmax(dim=1)
-        return {"score": (pred == self.data.answers.cpu()).float(), "pred": pred}
+        answers = self.data.answers.cpu()[self.data.groups[gi].index[s:e].cpu()]
+        return {"score": (pred == answers).float(), "pred": pred}
 
     def predictions(self, schedule: Schedule) -> torch.Tensor:
         return self.outcomes(schedule)["pred"]
@@ -264,18 +333,19 @@ class FidelityEvaluator(_Evaluator):
             self._base_logits = self.answer_logits(self.identity)
         return self._base_logits
 
-    def _compute(self, schedule):
-        base = self.base_logits()
-        red = base if _is_noop(schedule) else self.answer_logits(schedule)
-        agree, kl = [], []
-        for p_logit, q_logit in zip(base, red):
-            lp = F.log_softmax(p_logit.double(), dim=1)
-            lq = F.log_softmax(q_logit.double(), dim=1)
-            p = lp.exp()
-            terms = torch.where(p > 0, p * (lp - lq), torch.zeros_like(p))
-            kl.append(terms.sum(dim=1).clamp_min(0.0))
-            agree.append((p_logit.argmax(dim=1) == q_logit.argmax(dim=1)).float())
-        return {"score": self._scatter(agree), "kl": self._scatter(kl)}
+    def batch_logits(self, schedule, gi, s, e):
+        if _is_noop(schedule) and self._base_logits is not None:
+            return self._base_logits[gi][s:e]
+        return super().batch_logits(schedule, gi, s, e)
+
+    def _batch_outcome(self, gi, s, e, logits):
+        p_logit = self.base_logits()[gi][s:e]
+        lp = F.log_softmax(p_logit.double(), dim=1)
+        lq = F.log_softmax(logits.double(), dim=1)
+        p = lp.exp()
+        terms = torch.where(p > 0, p * (lp - lq), torch.zeros_like(p))
+        return {"score": (p_logit.argmax(dim=1) == logits.argmax(dim=1)).float(),
+                "kl": terms.sum(dim=1).clamp_min(0.0)}
 
     def _evaluate(self, schedule):
         o = self.outcomes(schedule)

@@ -87,6 +87,33 @@ class PreparedSet:
         """Visual tokens per sample in the largest group (the search's latency proxy)."""
         return max(self.groups, key=len).num_visual
 
+    @property
+    def visual_counts(self) -> tuple[int, ...]:
+        """The distinct visual-token counts of the samples, ascending."""
+        return tuple(sorted({g.num_visual for g in self.groups}))
+
+    @classmethod
+    def concat(cls, sets: Sequence[PreparedSet]) -> PreparedSet:
+        """One set of the samples of ``sets`` in order (their groups kept apart; ``targets`` padded
+        with False to the longest sample)."""
+        groups, answers, fams, ids, targets, offset = [], [], [], [], [], 0
+        width = max((s.targets.shape[1] for s in sets if s.targets is not None), default=0)
+        for s in sets:
+            for g in s.groups:
+                groups.append(PreparedGroup(index=g.index + offset, inputs_embeds=g.inputs_embeds,
+                                            visual_mask=g.visual_mask, choice_ids=g.choice_ids,
+                                            choice_mask=g.choice_mask))
+            answers.append(s.answers)
+            fams.extend(s.families)
+            ids.extend(s.ids)
+            if s.targets is not None:
+                t = torch.zeros(len(s), width, dtype=s.targets.dtype)
+                t[:, : s.targets.shape[1]] = s.targets
+                targets.append(t)
+            offset += len(s)
+        tg = torch.cat(targets) if len(targets) == len(sets) and targets else None
+        return cls(groups=groups, answers=torch.cat(answers), families=tuple(fams), ids=tuple(ids), targets=tg)
+
     def to(self, device) -> PreparedSet:
         for g in self.groups:
             g.inputs_embeds = g.inputs_embeds.to(device)

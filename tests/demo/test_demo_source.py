@@ -37,7 +37,26 @@ def test_the_source_predicts_latency_of_the_latency_shape_on_the_requested_gpu()
     assert inputs.shape.name == "demo@nemotron-h-8b" and inputs.layout == DEMO_LATENCY_LAYOUT
     est = inputs.latency.estimate(Schedule.identity(inputs.signature.num_layers))
     assert est.source == "roofline" and est.gpu == "a100-sxm4-80gb"
-    assert inputs.latency_info["shape"] == "demo@nemotron-h-8b" and inputs.latency_info["evaluated_visual_tokens"] == 256
+    assert inputs.latency_info["shape"] == "demo@nemotron-h-8b"
+
+
+def test_a_study_evaluates_a_mix_of_lengths_and_validates_on_disjoint_videos():
+    inputs = DemoSource().build(SourceRequest(gpu=resolve("a100"), options={"n": 14, "validation_n": 7}))
+    assert inputs.evaluated_visual == (256, 512, 1024)  # 64, 128 and 256 frames
+    ev = inputs.evaluator
+    assert [len(g) for g in ev.data.groups] == [8, 4, 2]  # the same number of visual tokens per length
+    val = inputs.validation()
+    assert len(val.data) == 7 and val.data.visual_counts == (256, 512, 1024)
+    assert not set(ev.data.ids) & set(val.data.ids)
+    r = val.evaluate(Schedule.identity(val.signature.num_layers))
+    assert set(r.per_length) == {"256", "512", "1024"}
+
+
+def test_split_counts_give_each_length_the_same_visual_tokens():
+    from autoprune.demo.source import split_counts
+
+    assert split_counts(224, (64, 128, 256)) == {64: 128, 128: 64, 256: 32}
+    assert sum(split_counts(1536, (64, 128, 256)).values()) == 1536
 
 
 def test_the_all_ones_schedule_scores_the_baseline(ev):

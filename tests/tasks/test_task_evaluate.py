@@ -164,3 +164,37 @@ def test_demo_records_with_unknown_words_name_the_line(qa, tmp_path):
         '{"question": "how many dogs", "choices": ["1", "2"], "answer": 0, "embeddings": "e.npy"}\n')
     with pytest.raises(RecordError, match="line 2: 'how' is not a word"):
         qa.prepare(load_jsonl(tmp_path / "d.jsonl"))
+
+
+# ------------------------------------------------------------------ racing
+@pytest.mark.parametrize("cls", [AccuracyEvaluator, FidelityEvaluator])
+def test_a_race_run_to_the_end_gives_the_same_result_as_evaluate(qa, data, cls):
+    a, b = cls(qa, data, batch_size=8), cls(qa, data, batch_size=8)
+    seen = []
+    r = a.race(_sched(), lambda idx, sc: seen.append(int(idx.numel())) or True)
+    want = b.evaluate(_sched())
+    assert (r.score, r.ci_low, r.ci_high, r.per_family) == (want.score, want.ci_low, want.ci_high, want.per_family)
+    assert seen == [8, 16]  # after every batch but the last
+    torch.testing.assert_close(a.sample_scores(_sched()), b.sample_scores(_sched()))
+
+
+def test_a_race_stops_when_told_and_reports_what_it_saw(qa, data):
+    from autoprune.tasks.evaluate import RacedOut
+
+    ev = AccuracyEvaluator(qa, data, batch_size=8)
+    out = ev.race(_sched(), lambda idx, sc: False)
+    full = AccuracyEvaluator(qa, data, batch_size=8).sample_scores(_sched())
+    assert isinstance(out, RacedOut) and out.n == 8 and out.batches == 1
+    assert out.score == pytest.approx(float(full[:8].mean()))  # the first batch of the one group, in set order
+    assert ev.evaluations == 0  # nothing cached for a stopped race
+
+
+def test_racing_order_interleaves_groups_of_different_lengths(qa):
+    mixed = qa.prepare_videos(V.make_split("test", 16, FRAMES))
+    longer = qa.prepare_videos(V.make_split("test", 8, 2 * FRAMES))
+    from autoprune.tasks.prepared import PreparedSet
+
+    ev = AccuracyEvaluator(qa, PreparedSet.concat([mixed, longer]), batch_size=8)
+    assert ev.batches() == [(0, 0, 8), (1, 0, 8), (0, 8, 16)]
+    r = ev.evaluate(_sched())
+    assert set(r.per_length) == {str(FRAMES * V.TOKENS_PER_FRAME), str(2 * FRAMES * V.TOKENS_PER_FRAME)}

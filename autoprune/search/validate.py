@@ -1,0 +1,100 @@
+"""Validated export: the search set ranks trials, a disjoint validation set decides what is exported.
+
+After the trials, the candidates — every feasible trial on the search set's front, the near-ties
+(a feasible trial whose search score is within the search set's 95 % interval of the best score at
+its latency or lower), and the references (every fitted reference within that interval of the
+best reference, and the best of each shape) — are evaluated on the validation set, at most
+``max_sampled`` sampled trials and ``max_references`` references, best search score first. Each
+result is stored in the study's user attribute ``validation`` (trials cannot be changed once
+finished): score, 95 % interval, per family and per length, and the paired difference to the best
+validated reference at an equal or lower latency with its own paired interval. The export then
+takes the front on validation scores (:func:`autoprune.search.export.trials_frame`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from ..interfaces import Evaluator, PairedEvaluator
+from .export import pareto_front, trials_frame
+from .records import VALIDATION_ATTR, read_trial
+from .settings import StudySettings
+
+__all__ = ["select_candidates", "validate_study"]
+
+
+def _half_ci(row) -> float:
+    lo, hi = float(row.ci_low), float(row.ci_high)
+    return (hi - lo) / 2 if math.isfinite(lo) and math.isfinite(hi) else 0.0
+
+
+def select_candidates(df, *, max_sampled: int = 10, max_references: int = 6, n_objectives: int = 2) -> list[int]:
+    """Trial numbers to validate (see the module docstring), deterministic: by search score, then
+    latency, then trial number."""
+    done = df[(df["state"] == "COMPLETE") & df["feasible"]]
+    rows = sorted(done.itertuples(index=False), key=lambda r: (-float(r.score), float(r.latency_ms), int(r.number)))
+    refs = [r for r in rows if isinstance(r.reference, str) and r.reference]
+    sampled = [r for r in rows if not (isinstance(r.reference, str) and r.reference)]
+
+    def near(r, pool) -> bool:
+        better = [o for o in pool if float(o.latency_ms) <= float(r.latency_ms) * (1 + 1e-9)]
+        if not better:
+            return True
+        top = max(better, key=lambda o: float(o.score))
+        return float(r.score) >= float(top.score) - _half_ci(top)
+
+    front = set(pareto_front(done, n_objectives))
+    ordered = [r.number for r in sampled if r.number in front] + [r.number for r in sampled
+                                                                   if r.number not in front and near(r, sampled)]
+    pick = ordered[:max(max_sampled, len([n for n in ordered if n in front]))]
+    ref_pick, families = [], set()
+    for r in refs:
+        family = r.reference.split("@")[0].split(":")[0]
+        if near(r, refs) or family not in families:
+            ref_pick.append(r.number)
+        families.add(family)
+    pick += ref_pick[:max_references]
+    none = df[(df["reference"] == "none") & (df["state"] == "COMPLETE")]
+    pick += [int(n) for n in none["number"]]
+    return sorted(dict.fromkeys(int(n) for n in pick))
+
+
+def _result_dict(r) -> dict:
+    return {"score": r.score, "ci": [r.ci_low, r.ci_high], "n": r.n, "per_family": dict(r.per_family),
+            "per_length": dict(r.per_length)}
+
+
+def validate_study(study, settings: StudySettings, validator: Evaluator, *, max_sampled: int = 10,
+                   max_references: int = 6,
+                   log: Callable[[str], None] = print) -> dict:
+    """Evaluate the candidates on ``validator`` and store the results in the study (see the module docstring)."""
+    df = trials_frame(study, settings)
+    numbers = select_candidates(df, max_sampled=max_sampled, max_references=max_references,
+                                n_objectives=len(settings.objectives))
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    acc = settings.accounting
+    schedules, results = {}, {}
+    log(f"validation: {len(numbers)} candidate(s) on a disjoint validation set")
+    for n in numbers:
+        rec = read_trial(by_number[n])
+        schedules[n] = acc.for_evaluation(rec.schedule)
+        results[n] = validator.evaluate(schedules[n])
+    lat = {n: float(df.loc[df["number"] == n, "latency_ms"].iloc[0]) for n in numbers}
+    refs = {n for n in numbers if isinstance(read_trial(by_number[n]).reference, str)
+            and read_trial(by_number[n]).reference != "none"}
+    out = {}
+    for n in numbers:
+        entry = _result_dict(results[n])
+        fair = [m for m in refs if m != n and lat[m] <= lat[n] * (1 + 1e-3)]
+        if fair and isinstance(validator, PairedEvaluator):
+            best = max(fair, key=lambda m: (results[m].score, -lat[m], -m))
+            d, lo, hi = validator.paired_delta(schedules[n], schedules[best])
+            entry["vs_reference"] = {"trial": best, "name": read_trial(by_number[best]).reference,
+                                     "delta": d, "ci": [lo, hi]}
+        out[str(n)] = entry
+    first = results[numbers[0]] if numbers else None
+    stored = {"n": first.n if first else 0, "visual_tokens": sorted(int(k) for k in (first.per_length if first else {})),
+              "metric": validator.metric, "candidates": numbers, "results": out}
+    study.set_user_attr(VALIDATION_ATTR, stored)
+    return stored
