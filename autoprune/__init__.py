@@ -42,6 +42,7 @@ __all__ = [
     "ReductionHandle",
     "get_adapter",
     "model_signature",
+    "best_schedule",
     "AutopruneError",
     "BudgetError",
     "ConfigError",
@@ -63,6 +64,10 @@ def __getattr__(name):
         from . import runtime
 
         return getattr(runtime, name)
+    if name == "best_schedule":
+        from .search.export import best_schedule
+
+        return best_schedule
     if name == "get_adapter":
         from .adapters import get_adapter
 

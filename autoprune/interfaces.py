@@ -155,7 +155,9 @@ class StudyInputs:
       evaluator's ``num_visual``), for the study's token accounting
       (:class:`~autoprune.accounting.TokenAccounting`);
     - ``validation``: builds the evaluator of a disjoint validation set (called once, after the
-      search, to validate the candidates before export), or None.
+      search, to validate the candidates before export), or None;
+    - ``evaluation_info``: what is evaluated, as plain data for provenance (``search`` and
+      ``validation``: data set, split, sample count, lengths, seeds or files).
     """
 
     evaluator: Evaluator
@@ -168,6 +170,7 @@ class StudyInputs:
     latency_info: Mapping[str, Any] = field(default_factory=dict)
     evaluated_visual: tuple[int, ...] = ()
     validation: Callable[[], Evaluator] | None = None
+    evaluation_info: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.validation is not None and not callable(self.validation):
@@ -183,6 +186,7 @@ class StudyInputs:
                 raise ConfigError(f"StudyInputs.{name}: {type(obj).__name__} is not a LatencySource (needs gpu and "
                                   "estimate(schedule))")
         object.__setattr__(self, "latency_info", MappingProxyType(dict(self.latency_info)))
+        object.__setattr__(self, "evaluation_info", MappingProxyType(dict(self.evaluation_info)))
         if not self.evaluated_visual:
             object.__setattr__(self, "evaluated_visual", (self.evaluator.num_visual,))
         object.__setattr__(self, "evaluated_visual", tuple(sorted(set(int(v) for v in self.evaluated_visual))))

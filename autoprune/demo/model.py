@@ -224,6 +224,22 @@ class DemoVideoVLM(nn.Module):
         out = self.backbone(inputs_embeds=inputs_embeds, use_cache=False)
         return self.lm_head(out.last_hidden_state[:, -1]).float()
 
+    @torch.inference_mode()
+    def generate(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 4) -> torch.Tensor:
+        """Greedy continuation ``(b, max_new_tokens)`` token ids of ``inputs_embeds (b, L, H)``: the
+        answer word first. The prefill runs once; each new token is decoded with the backbone's
+        cache (so a reduced prefill, under :func:`autoprune.reduce`, is continued from its cache)."""
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache(config=self.backbone.config)
+        out = self.backbone(inputs_embeds=inputs_embeds, cache=cache, use_cache=True)
+        ids = []
+        for _ in range(int(max_new_tokens)):
+            nxt = self.lm_head(out.last_hidden_state[:, -1]).argmax(dim=-1)
+            ids.append(nxt)
+            out = self.backbone(inputs_embeds=self.text_embeds(nxt[:, None]), cache=cache, use_cache=True)
+        return torch.stack(ids, dim=1)
+
     @staticmethod
     def choice_logits(logits: torch.Tensor, choices: torch.Tensor, choice_mask: torch.Tensor) -> torch.Tensor:
         """``(b, C)`` logits of the choice tokens; −inf at unused slots."""

@@ -231,6 +231,24 @@ def measured_latency(setup: DemoSetup, gpu: str) -> MeasuredLatency:
     return MeasuredLatency(setup.net.backbone, x, vm, gpu=gpu, forward_kwargs={"use_cache": False})
 
 
+def _evaluation_info(task, opts, val_n: int, val_start: int, n: int) -> dict:
+    from . import video as V
+
+    if task not in (None, "accuracy", "fidelity"):
+        return {"search": {"data": str(task), "n": n}, "validation": None}
+    lengths = _lengths(opts.get("frames", V.DEFAULT_FRAMES))
+    split = opts.get("split", "test")
+    start = int(opts.get("start", 0))
+
+    def part(first: int, total: int) -> dict:
+        counts = split_counts(total, lengths)
+        return {"data": "procedural demo videos", "split": split, "n": total,
+                "frames": {str(f): k for f, k in counts.items()},
+                "seeds": f"samples {first}..{first + max(counts.values()) - 1} of split {split!r} at each length"}
+
+    return {"search": part(start, n), "validation": part(val_start, val_n) if val_n > 0 else None}
+
+
 @register_model_source("demo")
 class DemoSource:
     """The embedded default (see the module docstring)."""
@@ -278,4 +296,5 @@ class DemoSource:
             info.update(model.describe())
         return StudyInputs(evaluator=ev, latency=latency, predictor=predictor, model="demo",
                            task=request.task or ev.metric, shape=setup.shape, layout=lay, latency_info=info,
-                           evaluated_visual=ev.data.visual_counts, validation=validation)
+                           evaluated_visual=ev.data.visual_counts, validation=validation,
+                           evaluation_info=_evaluation_info(request.task, opts, val_n, val_start, len(ev.data)))

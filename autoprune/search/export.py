@@ -35,7 +35,8 @@ from ..schedule import Target
 from .records import load_validation, read_trial
 from .settings import StudySettings, load_settings
 
-__all__ = ["ExportResult", "trials_frame", "pareto_front", "export_study", "baseline_score", "INDEX_FORMAT"]
+__all__ = ["ExportResult", "trials_frame", "pareto_front", "export_study", "baseline_score", "best_schedule",
+           "INDEX_FORMAT"]
 
 INDEX_FORMAT = "autoprune.pareto/v1"
 
@@ -214,9 +215,9 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
             "seed": s.seed,
             "space": s.space.name,
             "reference": rec.reference,
-            "model": s.model,
-            "task": s.task,
-            "model_options": dict(s.model_options),
+            **s.provenance(),
+            "latency_flags": list(rec.latency.flags) if rec.latency else [],
+            "validation": None if validation is None else {k: v for k, v in validation.items() if k != "results"},
         }
         sched = rec.schedule.replace(target=Target(gpu=s.gpu_name, budget=s.budget.text), metrics=metrics,
                                      provenance=provenance)
@@ -251,6 +252,7 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
         "n_feasible": int(df["feasible"].sum()) if len(df) else 0,
         "states": {k: int(v) for k, v in counts.items()},
         "agrees_with_optuna_best_trials": agrees,
+        "provenance": s.provenance(),
         "schedules": entries,
     }
     index_path = _io.write_json(run_dir / "pareto.json", index)
@@ -297,3 +299,19 @@ def _summary(df, s: StudySettings, baseline_score, warnings) -> str:
     table["reference"] = table["reference"].fillna("")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
     return "\n".join([head, text] + [f"warning: {w}" for w in warnings])
+
+
+def best_schedule(run_dir: str | Path) -> Path:
+    """The file of the best exported schedule of a run directory: highest score in ``pareto.json``, then
+    lowest latency, then lowest trial number. ConfigError when there is no export or it is empty."""
+    from ..errors import ConfigError
+
+    run_dir = Path(run_dir)
+    index = _io.read_json(run_dir / "pareto.json") if (run_dir / "pareto.json").is_file() else None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise ConfigError(f"{run_dir / 'pareto.json'}: no export of autoprune search ({INDEX_FORMAT}) there")
+    entries = index.get("schedules") or []
+    if not entries:
+        raise ConfigError(f"{run_dir / 'pareto.json'} lists no schedule (no trial met the budget)")
+    best = max(entries, key=lambda e: (e["score"], -e["latency_ms"], -e["trial"]))
+    return run_dir / best["file"]

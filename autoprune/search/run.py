@@ -32,6 +32,7 @@ from pathlib import Path
 import optuna
 
 from .. import __version__, _io
+from ..provenance import environment
 from ..accounting import TokenAccounting
 from ..budget import Budget
 from ..cost import gpus
@@ -229,7 +230,8 @@ def plan_search(config: SearchConfig) -> SearchPlan:
         num_visual=inputs.evaluator.num_visual, sampler=sampler, seed=c.seed, trials=c.trials or DEFAULT_TRIALS,
         created=_utc_now(), model_options=options, latency_info=inputs.latency_info,
         evaluated_visual=accounting.evaluated, served_visual=accounting.served,
-        race=True if c.race is None else c.race, autoprune=__version__,
+        race=True if c.race is None else c.race, evaluation_info=inputs.evaluation_info,
+        environment=environment(), autoprune=__version__,
     )
     names = c.references if c.references is not None else REFERENCES
     predictor = inputs.predictor

@@ -63,7 +63,10 @@ class StudySettings:
     - ``latency_info``: what the latency is of (shape, token layout, calibration), as plain data;
     - ``evaluated_visual``, ``served_visual``: the visual tokens of the evaluated samples and of the
       latency layout (default: ``num_visual`` for both), the study's token accounting;
-    - ``race``: whether trials race the incumbent (:mod:`autoprune.search.objective`).
+    - ``race``: whether trials race the incumbent (:mod:`autoprune.search.objective`);
+    - ``evaluation_info``: the evaluated data (search and validation sets), as plain data;
+    - ``environment``: versions, commit, command line and host at creation
+      (:func:`autoprune.provenance.environment`).
 
     Raises :class:`~autoprune.errors.ConfigError` naming the field.
     """
@@ -92,6 +95,8 @@ class StudySettings:
     evaluated_visual: tuple[int, ...] = ()
     served_visual: int = 0
     race: bool = False
+    evaluation_info: Mapping[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, Any] = field(default_factory=dict)
     autoprune: str = __version__
 
     def __post_init__(self):
@@ -130,8 +135,8 @@ class StudySettings:
         self.accounting  # validates both  # noqa: B018
         object.__setattr__(self, "model_options",
                            MappingProxyType(_plain(dict(self.model_options), "settings.model_options")))
-        object.__setattr__(self, "latency_info",
-                           MappingProxyType(_plain(dict(self.latency_info), "settings.latency_info")))
+        for name in ("latency_info", "evaluation_info", "environment"):
+            object.__setattr__(self, name, MappingProxyType(_plain(dict(getattr(self, name)), f"settings.{name}")))
 
     @property
     def gpu_name(self) -> str:
@@ -145,6 +150,17 @@ class StudySettings:
     @property
     def accounting(self) -> TokenAccounting:
         return TokenAccounting(self.evaluated_visual, self.served_visual, self.space.min_tokens)
+
+    def provenance(self) -> dict:
+        """What a result of this study came from, for every artifact: the environment at creation, the
+        latency (source, shape, token layout, GPU, calibration), the token accounting, the evaluated data."""
+        acc = self.accounting
+        return {"environment": dict(self.environment), "latency": {**dict(self.latency_info), "gpu": self.gpu_name,
+                                                                   "baseline_source": self.baseline_source},
+                "tokens": {"evaluated_visual": list(acc.evaluated), "served_visual": acc.served,
+                           "min_tokens": acc.min_tokens, "floor": acc.floor, "floor_reason": acc.floor_reason()},
+                "evaluation": dict(self.evaluation_info), "model": self.model, "model_options": dict(self.model_options),
+                "task": self.task, "metric": self.metric}
 
     def replace(self, **changes) -> StudySettings:
         return dataclasses.replace(self, **changes)
@@ -162,6 +178,8 @@ class StudySettings:
             "sampler": self.sampler, "seed": self.seed, "trials": self.trials,
             "evaluated_visual": list(self.evaluated_visual), "served_visual": self.served_visual, "race": self.race,
             "latency_info": _plain(dict(self.latency_info), "latency_info"),
+            "evaluation_info": _plain(dict(self.evaluation_info), "evaluation_info"),
+            "environment": _plain(dict(self.environment), "environment"),
         }
 
     @classmethod
@@ -172,7 +190,7 @@ class StudySettings:
             raise ConfigError(f"{where}: format is {got!r}; this autoprune reads {SETTINGS_FORMAT!r} "
                               "(a study made by another version of autoprune)")
         keys = {f.name for f in dataclasses.fields(cls)} - {"gpu_request"} | {"format"}
-        check_keys(d, keys, keys - {"model_options", "latency_info"}, where)
+        check_keys(d, keys, keys - {"model_options", "latency_info", "evaluation_info", "environment"}, where)
         try:
             g = d["gpu"]
             check_keys(g, {"request", "spec"}, {"request", "spec"}, f"{where}: gpu")
