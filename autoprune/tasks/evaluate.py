@@ -86,7 +86,7 @@ class _Evaluator:
 
     def __init__(self, qa: QAModel, data: PreparedSet, *, batch_size: int = 64, seed: int = 0,
                  n_boot: int = 1000, forward: ForwardFn | None = None, device=None,
-                 prefix_cache: PrefixCache | bool | None = None):
+                 prefix_cache: PrefixCache | bool | None = None, progress: bool = False):
         from .. import model_signature
 
         if len(data) == 0:
@@ -99,6 +99,7 @@ class _Evaluator:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.forward = forward or reduced_logits
+        self.progress = bool(progress)
         if prefix_cache is True:
             prefix_cache = PrefixCache(qa.module)
         self.prefix_cache: PrefixCache | None = prefix_cache or None
@@ -114,12 +115,13 @@ class _Evaluator:
         """Per group, ``(n, C)`` choice logits (−inf where unused) or ``(n, vocab)`` without choices."""
         schedule.check_model(self.signature)
         out = []
+        bar = self._bar()
         with torch.inference_mode():
             for gi, g in enumerate(self.data.groups):
                 parts = []
                 for s in range(0, len(g), self.batch_size):
                     x = g.inputs_embeds[s: s + self.batch_size]
-                    vm = g.visual_mask[None].expand(x.shape[0], -1)
+                    vm = g.batch_mask(s, x.shape[0])
                     reuse = (contextlib.nullcontext() if self.prefix_cache is None
                              else self.prefix_cache.resume((gi, s, x.shape[0]), schedule, g.num_visual))
                     with reuse:
@@ -128,8 +130,23 @@ class _Evaluator:
                         ch, cm = g.choice_ids[s: s + self.batch_size], g.choice_mask[s: s + self.batch_size]
                         logits = torch.gather(logits, 1, ch).masked_fill(~cm, float("-inf"))
                     parts.append(logits.cpu())
+                    if bar is not None:
+                        bar.update(1)
                 out.append(torch.cat(parts))
+        if bar is not None:
+            bar.close()
         return out
+
+    def _bar(self):
+        """A progress bar over the batches of one evaluation (``progress=True`` and more than 4 batches)."""
+        n = sum(-(-len(g) // self.batch_size) for g in self.data.groups)
+        if not self.progress or n <= 4:
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=n, desc="evaluating", leave=False, disable=None)
 
     def mean_keep(self, schedule: Schedule) -> float:
         """Realised mean keep (token counts after rounding and ``min_tokens``), sample-weighted."""
@@ -230,8 +247,8 @@ class AccuracyEvaluator(_Evaluator):
         super().__init__(qa, data, **kw)
 
     def _compute(self, schedule):
-        logits = self._scatter(self.answer_logits(schedule))
-        pred = logits.argmax(dim=1)
+        # per group first: groups may differ in their number of choices
+        pred = self._scatter([logits.argmax(dim=1) for logits in self.answer_logits(schedule)])
         return {"score": (pred == self.data.answers.cpu()).float(), "pred": pred}
 
     def predictions(self, schedule: Schedule) -> torch.Tensor:
