@@ -48,8 +48,8 @@ def _nemotron_h_config(**kw):
     from transformers import NemotronHConfig
 
     base = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=6,
-                layers_block_type=["linear_attention", "mlp", "full_attention", "linear_attention", "mlp",
-                                   "full_attention"],
+                layers_block_type=["full_attention", "linear_attention", "mlp", "full_attention", "linear_attention",
+                                   "mlp"],
                 num_attention_heads=4, num_key_value_heads=2, head_dim=8, mamba_num_heads=4, mamba_head_dim=8,
                 n_groups=2, ssm_state_size=8, conv_kernel=4, chunk_size=16, intermediate_size=48,
                 n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
@@ -70,7 +70,7 @@ def _randomise(model, seed=1234):
 
 def omni_checkpoint(folder: Path, *, evs_rate: float = 0.5, seed: int = 0) -> Path:
     """A ``NemotronH_Omni_Reasoning_V3`` (RADIO 2 layers, NemotronH 6 layers) with its tokenizer and
-    video processor config: frames resized to 256×256 (1,024 8-pixel patches), 2-frame tubelets → 256
+    video processor config: frames of 64×64 (64 8-pixel patches), 2-frame tubelets → 16
     tokens per tubelet."""
     from transformers.models.nemotron_h_omni.configuration_nemotron_h_omni import NemotronH_Omni_Reasoning_V3_Config
     from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import NemotronH_Omni_Reasoning_V3
@@ -80,7 +80,7 @@ def omni_checkpoint(folder: Path, *, evs_rate: float = 0.5, seed: int = 0) -> Pa
     tok = write_tokenizer(folder)
     torch.manual_seed(seed)
     vision = RadioConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=8, image_size=64,
-                         max_img_size=256, num_cls_tokens=2, num_registers=1, video_temporal_patch_size=2,
+                         max_img_size=128, num_cls_tokens=2, num_registers=1, video_temporal_patch_size=2,
                          norm_mean=[0.5, 0.5, 0.5], norm_std=[0.5, 0.5, 0.5])
     cfg = NemotronH_Omni_Reasoning_V3_Config(
         vision_config=vision.to_dict(), text_config=_nemotron_h_config().to_dict(), projector_hidden_size=64,
@@ -93,7 +93,7 @@ def omni_checkpoint(folder: Path, *, evs_rate: float = 0.5, seed: int = 0) -> Pa
         "video_processor_type": "NemotronH_Omni_Reasoning_V3VideoProcessor",
         "processor_class": "NemotronH_Omni_Reasoning_V3Processor",
         "norm_mean": [0.48145466, 0.4578275, 0.40821073], "norm_std": [0.26862954, 0.26130258, 0.27577711],
-        "patch_size": 8, "downsample_ratio": 0.5, "video_target_num_patches": 1024,
+        "patch_size": 8, "downsample_ratio": 0.5, "video_target_num_patches": 64,
         "video_maintain_aspect_ratio": True, "temporal_patch_size": 2, "do_sample_frames": False,
     }, indent=2))
     return folder
@@ -113,7 +113,7 @@ def lm_checkpoint(folder: Path, family: str, *, seed: int = 0) -> Path:
 
         model = BambaForCausalLM(BambaConfig(
             vocab_size=VOCAB, hidden_size=32, num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2,
-            attn_layer_indices=[1, 4], mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=8,
+            attn_layer_indices=[0, 3], mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=8,
             mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=16, intermediate_size=48,
             max_position_embeddings=1024))
     _randomise(model.eval())
@@ -159,7 +159,7 @@ def video_records(folder: Path, n: int = 3, *, labelled: bool = True) -> Path:
     return _write(folder / "tiny.jsonl", rows)
 
 
-def embedding_records(folder: Path, hidden: int, n: int = 4, visual: int = 96, *, labelled: bool = True) -> Path:
+def embedding_records(folder: Path, hidden: int, n: int = 3, visual: int = 48, *, labelled: bool = True) -> Path:
     """``tiny.jsonl`` with ``n`` ``.npy`` visual embeddings of width ``hidden`` beside it."""
     rng = np.random.default_rng(0)
     rows = []
