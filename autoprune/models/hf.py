@@ -29,9 +29,10 @@ Latency: the language model's prefill of the evaluated token layout (the largest
 samples: prefix, visual tokens after EVS, query), predicted from the checkpoint's
 :class:`~autoprune.cost.shapes.ModelShape` for the target GPU (table or roofline), or measured
 on the present device with ``--measure`` (the real model, one sample). The vision encoder and
-EVS do not change with the schedule; they are measured once on the present device and reported
-beside it in the study's latency info as ``vision_ms`` (time to first token = ``vision_ms`` +
-prefill), and ``evs_rate`` changes how many tokens enter layer 0.
+EVS do not change with the schedule; a measuring study times them once on the present device
+(first video record) and reports them beside the prefill in the study's latency info as
+``vision_ms`` (time to first token = ``vision_ms`` + prefill); ``evs_rate`` changes how many
+tokens enter layer 0.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from ..errors import ConfigError, UnsupportedModelError
 from ..interfaces import SourceRequest, StudyInputs
 from . import register_model_source
 
-__all__ = ["HFSource", "HFOptions", "HFModel", "HFQA", "HFSetup", "FAMILIES", "HF_OPTIONS", "resolve_checkpoint",
+__all__ = ["HFSource", "study_inputs", "HFOptions", "HFModel", "HFQA", "HFSetup", "FAMILIES", "HF_OPTIONS", "resolve_checkpoint",
            "load_checkpoint", "load_setup", "checkpoint_shape", "render_prompt", "embed_after_evs", "DTYPES"]
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -442,6 +443,7 @@ class HFQA:
         self.progress = progress
         self.video_tokens_before_evs: list[int] = []
         self.vision_seconds = 0.0  # vision tower + projector + EVS, summed over the prepared records
+        self.first_video_inputs: tuple | None = None  # (input_ids, pixel_values_videos) of the first video
 
     def _frames_options(self) -> dict:
         if self.num_frames is not None or self.fps is not None:
@@ -487,6 +489,8 @@ class HFQA:
         ids = inputs["input_ids"].to(dev)
         pvv = inputs["pixel_values_videos"].to(dev, self.hf.dtype)
         self.video_tokens_before_evs.append(int((ids == self.hf.config.image_token_id).sum()))
+        if self.first_video_inputs is None:
+            self.first_video_inputs = (ids, pvv)
         t0 = time.perf_counter()
         x, vm = embed_after_evs(self.hf.model, ids, pvv)
         self.vision_seconds += time.perf_counter() - t0
@@ -575,9 +579,10 @@ def _cache_bytes(options: HFOptions, device) -> int:
 
 
 def load_setup(options: HFOptions | Mapping[str, Any], task: str | None = None, *, hf: HFModel | None = None,
-               records: Sequence | None = None) -> HFSetup:
+               records: Sequence | None = None, qa: HFQA | None = None) -> HFSetup:
     """Load the checkpoint (or take ``hf``) and the evaluation records (or ``records``), embed them
-    once, and build the evaluator (``task``: None = accuracy when labelled, else fidelity)."""
+    once (with ``qa``, default an :class:`HFQA` of the options), and build the evaluator
+    (``task``: None = accuracy when labelled, else fidelity)."""
     import torch
 
     from ..cost.shapes import ModelShape, get_shape
@@ -596,7 +601,9 @@ def load_setup(options: HFOptions | Mapping[str, Any], task: str | None = None, 
         hf = load_checkpoint(opts.path, dtype=opts.dtype, device=opts.device, evs_rate=opts.evs_rate)
     elif opts.evs_rate is not None:
         hf.set_evs_rate(opts.evs_rate)
-    qa = HFQA(hf, num_frames=opts.num_frames, fps=opts.fps, chat_template=opts.chat_template, progress=opts.progress)
+    if qa is None:
+        qa = HFQA(hf, num_frames=opts.num_frames, fps=opts.fps, chat_template=opts.chat_template,
+                  progress=opts.progress)
     data = qa.prepare(records)
     labelled = data.labelled and all(g.has_choices for g in data.groups)
     if task == "accuracy" and not labelled:
@@ -668,9 +675,6 @@ class HFSource:
             raise ConfigError(f"evs_rate is an option of nemotron_h_omni checkpoints, not {config.model_type}")
 
     def build(self, request: SourceRequest) -> StudyInputs:
-        from ..cost.latency import LatencyModel
-        from ..profiler.measured import MeasuredLatency
-
         self.check(request)
         opts = HFOptions.from_mapping(request.options)
         if request.measure and opts.device is None and not request.gpu.is_cpu:
@@ -678,21 +682,34 @@ class HFSource:
 
             if torch.cuda.is_available():
                 opts = dataclasses.replace(opts, device="cuda")
-        setup = load_setup(opts, request.task)
-        ev, lay = setup.evaluator, setup.layout
-        info = dict(setup.info)
-        info["shape"] = setup.shape.name
-        if request.measure:
-            try:
-                model = LatencyModel(setup.shape, lay, request.gpu)
-            except ConfigError:
-                model = None
-            latency = MeasuredLatency(setup.qa.module, setup.sample_embeds, setup.sample_mask, gpu=request.gpu.id)
-            predictor = model or latency
-            info["measured"] = "the language model's prefill of one evaluated sample"
-        else:
-            latency = predictor = LatencyModel(setup.shape, lay, request.gpu)
-            info.update(latency.describe())
-        info["latency"] = "language-model prefill (vision encoder and EVS excluded; see vision_ms_per_record)"
-        return StudyInputs(evaluator=ev, latency=latency, predictor=predictor, model="hf",
-                           task=request.task or ev.metric, shape=setup.shape, layout=lay, latency_info=info)
+        return study_inputs(load_setup(opts, request.task), request)
+
+
+def study_inputs(setup: HFSetup, request: SourceRequest, *, model: str = "hf", monitor=None,
+                 timer_kw: Mapping[str, Any] | None = None) -> StudyInputs:
+    """The :class:`StudyInputs` of a loaded setup: its evaluator, and the language model's prefill
+    latency predicted for ``request.gpu`` or (``request.measure``) measured on the present device
+    (``monitor``: an NVML monitor for energy; ``timer_kw``: options of the timer)."""
+    from ..cost.latency import LatencyModel
+    from ..profiler.measured import MeasuredLatency
+
+    ev, lay = setup.evaluator, setup.layout
+    info = dict(setup.info)
+    info["shape"] = setup.shape.name
+    if request.measure:
+        try:
+            predicted = LatencyModel(setup.shape, lay, request.gpu)
+        except ConfigError:  # no table or calibration for this device (the CPU)
+            predicted = None
+        latency = MeasuredLatency(setup.qa.module, setup.sample_embeds, setup.sample_mask, gpu=request.gpu.id,
+                                  monitor=monitor, timer_kw=timer_kw)
+        predictor = predicted or latency
+        info["measured"] = "the language model's prefill of one evaluated sample"
+        if setup.qa.first_video_inputs is not None:
+            info["vision_ms"] = measured_vision_ms(setup.hf, *setup.qa.first_video_inputs)
+    else:
+        latency = predictor = LatencyModel(setup.shape, lay, request.gpu)
+        info.update(latency.describe())
+    info["latency"] = "language-model prefill (vision encoder and EVS excluded; the vision side is in vision_*_ms)"
+    return StudyInputs(evaluator=ev, latency=latency, predictor=predictor, model=model,
+                       task=request.task or ev.metric, shape=setup.shape, layout=lay, latency_info=info)

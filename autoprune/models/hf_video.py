@@ -7,13 +7,13 @@ tile near ``video_target_num_patches`` patches, normalised, packed into tubelets
 ``temporal_patch_size`` frames, and ``<video>`` in the prompt expanded into one
 ``Frame i sampled at t seconds: <img><image>…</img>`` chunk per tubelet.
 
-Where it does not (no torchvision: transformers then offers the processor classes as
-placeholders), :class:`OmniVideoFrontEnd` does the same from the checkpoint's
-``video_preprocessor_config.json`` and tokenizer, in plain torch: the steps of
-``NemotronH_Omni_Reasoning_V3VideoProcessor._preprocess`` and
-``NemotronH_Omni_Reasoning_V3Processor.replace_video_token`` (transformers 5.24), in the same
-order with the same arithmetic. ``benchmarks/gpu_hf_omni.py`` checks on a machine with
-torchvision that both give identical tensors and token ids.
+Where it does not (the full processor also needs its image processor, audio feature extractor
+and torchvision), :class:`OmniVideoFrontEnd` uses transformers' video processor class itself
+(imported from its module, it runs without torchvision) for the pixel values, and expands the
+prompt as ``NemotronH_Omni_Reasoning_V3Processor.replace_video_token`` does (transformers 5.24).
+Where even the video processor cannot be built, :meth:`OmniVideoFrontEnd.torch_pixel_values`
+does its steps in plain torch, in the same order with the same arithmetic. The tests compare the
+torch path and the expansion with transformers' own code.
 """
 
 from __future__ import annotations
@@ -51,10 +51,14 @@ class OmniVideoFrontEnd:
     image_start_token: str = "<img>"
     image_end_token: str = "</img>"
     processor: Any = None  # the checkpoint's own processor, used instead where it loads
+    video_processor: Any = None  # transformers' video processor of the checkpoint, for the pixel values
 
     @property
     def source(self) -> str:
-        return "processor" if self.processor is not None else "autoprune (torch, no torchvision)"
+        if self.processor is not None:
+            return "processor"
+        return ("transformers video processor + autoprune prompt expansion" if self.video_processor is not None
+                else "autoprune (torch)")
 
     def target_patches(self, height: int, width: int) -> tuple[int, int]:
         """``(w_patches, h_patches)`` of the tile (the video processor's ``_compute_target_patches``)."""
@@ -77,7 +81,15 @@ class OmniVideoFrontEnd:
         return pw, ph
 
     def pixel_values(self, frames: np.ndarray) -> torch.Tensor:
-        """``(1, tubelets, temporal_patch_size·3, h, w)`` float32 from ``(T, H, W, 3)`` uint8 frames."""
+        """``(1, tubelets, temporal_patch_size·3, h, w)`` float32 from ``(T, H, W, 3)`` uint8 frames
+        (transformers' video processor where it was loaded, else :meth:`torch_pixel_values`)."""
+        if self.video_processor is not None:
+            return self.video_processor(videos=[frames], do_sample_frames=False,
+                                        return_tensors="pt")["pixel_values_videos"]
+        return self.torch_pixel_values(frames)
+
+    def torch_pixel_values(self, frames: np.ndarray) -> torch.Tensor:
+        """The video processor's ``_preprocess`` in plain torch (see the module docstring)."""
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(torch.float32)
         wp, hp = self.target_patches(video.shape[-2], video.shape[-1])
         th, tw = hp * self.patch_size, wp * self.patch_size
@@ -150,13 +162,20 @@ def _read_config(folder: Path) -> tuple[dict, Path]:
 def load_omni_front_end(folder: Path, tokenizer, *, use_processor: bool = True) -> OmniVideoFrontEnd:
     """The checkpoint's video front end: its processor where that loads, else the torch path."""
     cfg, path = _read_config(folder)
-    processor = None
+    processor = video_processor = None
+    try:  # the class itself runs without torchvision; transformers' lazy module only offers a placeholder
+        from transformers.models.nemotron_h_omni.video_processing_nemotron_h_omni import (
+            NemotronH_Omni_Reasoning_V3VideoProcessor)
+
+        video_processor = NemotronH_Omni_Reasoning_V3VideoProcessor.from_pretrained(str(folder), local_files_only=True)
+    except Exception:  # noqa: BLE001 — another transformers, or a config it refuses: the torch path
+        video_processor = None
     if use_processor:
         try:
             from transformers import AutoProcessor
 
             processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
-        except (ImportError, OSError, ValueError, TypeError):  # no torchvision, or a partial processor
+        except Exception:  # noqa: BLE001 — no torchvision, or a partial processor (no audio/image part)
             processor = None
     for key in ("norm_mean", "norm_std"):
         v = cfg.get(key)
@@ -173,7 +192,7 @@ def load_omni_front_end(folder: Path, tokenizer, *, use_processor: bool = True) 
             image_token=getattr(tokenizer, "image_token", None) or "<image>",
             image_start_token=getattr(tokenizer, "image_start_token", None) or "<img>",
             image_end_token=getattr(tokenizer, "image_end_token", None) or "</img>",
-            processor=processor,
+            processor=processor, video_processor=video_processor,
         )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -332,3 +332,31 @@ def test_an_unknown_option_and_a_bad_dtype_are_refused_before_loading(omni):
         HFOptions.from_mapping({"path": "x", "dtype": "int8"})
     with pytest.raises(ConfigError, match="evs_rate"):
         HFOptions.from_mapping({"path": "x", "evs_rate": 1.0})
+
+
+def test_the_torch_video_path_and_prompt_expansion_equal_transformers_processor_code(omni):
+    from types import SimpleNamespace
+
+    from transformers.models.nemotron_h_omni.processing_nemotron_h_omni import NemotronH_Omni_Reasoning_V3Processor
+
+    from autoprune.models.hf_video import load_omni_front_end
+    from autoprune.tasks.records import load_video
+
+    fe = load_omni_front_end(omni / "ckpt", load_omni(omni / "ckpt").tokenizer)
+    assert fe.video_processor is not None  # transformers' class, from the checkpoint's config
+    frames, meta = load_video(load_jsonl(omni / "tiny.jsonl")[0])
+    for clip in (frames, frames[:7, :, :50]):  # as stored; odd frame count and a size that must be resized
+        theirs = fe.pixel_values(clip)
+        assert torch.equal(fe.torch_pixel_values(clip), theirs)
+    pvv = fe.pixel_values(frames)
+    # the processor's own method, on an object with the attributes it reads
+    proc = SimpleNamespace(video_processor=fe.video_processor, video_temporal_patch_dim=2, image_token="<image>",
+                           image_start_token="<img>", image_end_token="</img>")
+    theirs = NemotronH_Omni_Reasoning_V3Processor.replace_video_token(
+        proc, {"num_frames": [len(frames)], "video_metadata": [meta], "pixel_values_videos": pvv}, 0)
+    assert fe.expansion(pvv, len(frames), meta) == theirs
+
+
+def test_the_shipped_hf_spec_without_a_checkpoint_says_what_to_give(tmp_path, capsys):
+    _refused(tmp_path, ["search", "--spec", "nemotron-h-8b-h100"], "ConfigError", "needs a checkpoint: --model PATH",
+             capsys)
