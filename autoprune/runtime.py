@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import scoring
-from .adapters import HybridAdapter, get_adapter
+from .adapters import HybridAdapter, get_adapter, get_input_stage
 from .errors import ReductionInputError
 from .kernels import causal_conv1d_act_ref, dispatch
 from .plan import plan_reduction
@@ -202,7 +202,26 @@ class ReductionHandle:
         schedule.check_model(self.adapter.signature())
         self.use_kernels = use_kernels
         self.record_evidence = record_evidence
-        self.visual_mask, self.query_mask = self._check_masks(visual_mask, query_mask)
+        self._given = self._check_masks(visual_mask, query_mask)
+        # A wrapper whose decoder sees fewer tokens than its input (EVS): the masks given are for
+        # the wrapper's input and are mapped onto the decoder's input at each prefill.
+        self._stage = get_input_stage(model)
+        self._prefill: _Prefill | None = None
+        self.last: _Prefill | None = None
+        self._cache_ref = None
+        self._hooks: list = []
+        self._evidence_hooks: list = []
+        self._evidence_installed: dict | None = None
+        try:
+            self._bind(*self._given)
+            self._install()
+        except BaseException:
+            self.remove()
+            raise
+
+    def _bind(self, visual_mask: torch.Tensor, query_mask: torch.Tensor) -> None:
+        """Take ``(b, L)`` masks of the decoder's input: token counts, the plan, the evidence hooks."""
+        self.visual_mask, self.query_mask = visual_mask, query_mask
         self.batch, self.length = self.visual_mask.shape
         self.num_visual = int(self.visual_mask[0].sum())
         q_counts = self.query_mask.sum(dim=1)
@@ -212,16 +231,31 @@ class ReductionHandle:
         if not bool((q_counts == self.num_query).all()):
             self._q_valid = torch.arange(self.num_query)[None] < q_counts[:, None]
         self._on_device: dict = {}
-        self.plan = plan_reduction(schedule, self.adapter.layer_kinds, self.num_visual)
-        self._prefill: _Prefill | None = None
-        self.last: _Prefill | None = None
-        self._cache_ref = None
-        self._hooks: list = []
-        try:
-            self._install()
-        except BaseException:
-            self.remove()
-            raise
+        self.plan = plan_reduction(self.schedule, self.adapter.layer_kinds, self.num_visual)
+        if self._evidence_installed is not None and self._evidence_installed != self._evidence_layers():
+            self._install_evidence()
+
+    def _through_stage(self, kept: torch.Tensor, kwargs: dict) -> dict:
+        """Map the given masks (of the wrapper's input) through the tokens the stage kept."""
+        vm0, qm0 = self._given
+        kept = kept.detach().bool().cpu()
+        if kept.shape != vm0.shape:
+            raise ReductionInputError(
+                f"visual_mask is for batch {vm0.shape[0]} and length {vm0.shape[1]}; the model was called with "
+                f"input_ids of shape {tuple(kept.shape)} (give the mask of the input_ids passed to the model)")
+        b = kept.shape[0]
+        counts = kept.sum(dim=1)
+        if not bool((counts == counts[0]).all()):
+            raise ReductionInputError(f"EVS kept {counts.tolist()} tokens per row; reduce needs the same count")
+        vm, qm = vm0[kept].view(b, -1), qm0[kept].view(b, -1)
+        if int(vm.sum(dim=1).min()) == 0:
+            raise ReductionInputError("after EVS a row has no visual tokens")
+        self._bind(vm, qm)
+        pid = kwargs.get("position_ids")
+        if isinstance(pid, torch.Tensor) and pid.dim() == 2 and pid.shape[1] == kept.shape[1]:
+            # positions of the kept tokens: their original ones
+            kwargs["position_ids"] = pid.expand(b, -1)[kept.to(pid.device)].view(b, -1)
+        return kwargs
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
@@ -265,30 +299,44 @@ class ReductionHandle:
 
     # ------------------------------------------------------------------- hooks
     def _install(self):
+        if self._stage is not None:
+            self._hooks.extend(self._stage.install())
         dec = self.adapter.decoder
         self._hooks.append(dec.register_forward_pre_hook(self._decoder_pre, with_kwargs=True))
         self._hooks.append(dec.register_forward_hook(self._decoder_post, with_kwargs=True))
         for i, layer in enumerate(self.adapter.layers):
             self._hooks.append(layer.register_forward_pre_hook(self._layer_pre(i), with_kwargs=True))
+        self._install_evidence()
+
+    def _evidence_layers(self) -> dict:
         kinds = self.adapter.layer_kinds
         evidence_layers = dict(self.plan.evidence_layers)
         if self.record_evidence:
             evidence_layers.update({j: ("attention" if k == "*" else "mamba")
                                     for j, k in enumerate(kinds) if k in "*M" and j not in evidence_layers})
+        return evidence_layers
+
+    def _install_evidence(self):
+        for h in self._evidence_hooks:
+            h.remove()
+        self._evidence_hooks.clear()
+        evidence_layers = self._evidence_installed = self._evidence_layers()
         for j, kind in evidence_layers.items():
             if kind == "attention":
                 parts = self.adapter.attention_parts(j)
-                self._hooks.append(parts.module.register_forward_pre_hook(self._attn_pre(j), with_kwargs=True))
-                self._hooks.append(parts.q_proj.register_forward_hook(self._q_hook(j)))
-                self._hooks.append(parts.k_proj.register_forward_hook(self._k_hook(j, parts)))
+                self._evidence_hooks.append(parts.module.register_forward_pre_hook(self._attn_pre(j),
+                                                                                   with_kwargs=True))
+                self._evidence_hooks.append(parts.q_proj.register_forward_hook(self._q_hook(j)))
+                self._evidence_hooks.append(parts.k_proj.register_forward_hook(self._k_hook(j, parts)))
             else:
                 parts = self.adapter.mamba2_parts(j)
-                self._hooks.append(parts.in_proj.register_forward_hook(self._in_proj_hook(j, parts)))
+                self._evidence_hooks.append(parts.in_proj.register_forward_hook(self._in_proj_hook(j, parts)))
 
     def remove(self) -> None:
-        for h in self._hooks:
+        for h in self._hooks + self._evidence_hooks:
             h.remove()
         self._hooks.clear()
+        self._evidence_hooks.clear()
         self._prefill = None
 
     def __enter__(self):
@@ -330,6 +378,12 @@ class ReductionHandle:
         past = cache.get_seq_length() if cache is not None else 0
         b, L = x.shape[0], x.shape[1]
         if past == 0:
+            changed = False
+            kept = self._stage.take() if self._stage is not None else None
+            if kept is not None and (b, L) != tuple(self._given[0].shape):
+                kwargs, changed = self._through_stage(kept, kwargs), True
+            elif self._stage is not None and (self.batch, self.length) != tuple(self._given[0].shape):
+                self._bind(*self._given)  # a call without EVS after one with it
             if (b, L) != (self.batch, self.length):
                 raise ReductionInputError(
                     f"the model was called with batch {b} and length {L}; visual_mask is for batch "
@@ -348,7 +402,7 @@ class ReductionHandle:
             if pf.store is not None:
                 for j, kind, ev in pf.store.replay(self.plan.evidence_layers, self.schedule.scorer):
                     self._update_state(pf, j, kind, ev.to(x.device))
-            return None
+            return (args, kwargs) if changed else None
         last = self.last
         if last is None or self._cache_ref is None or self._cache_ref() is not cache:
             return None  # not a cache this handle reduced: leave the call alone

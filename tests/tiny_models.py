@@ -63,7 +63,7 @@ def decoder(model):
     return model.model
 
 
-def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_ids=None):
+def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_ids=None, inputs_embeds=None):
     """Logits of ``model`` when, before layer ``i``, only the tokens at original positions
     ``deletions[i]`` (plus all non-visual ones, given by the caller in that set) remain.
 
@@ -73,9 +73,9 @@ def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_i
     """
     dec = decoder(model)
     emb = dec.embeddings if hasattr(dec, "embeddings") else dec.embed_tokens
-    h = emb(input_ids)
-    b, L = input_ids.shape
-    pos = torch.arange(L, device=input_ids.device)[None].expand(b, -1)
+    h = emb(input_ids) if inputs_embeds is None else inputs_embeds
+    b, L = h.shape[:2]
+    pos = torch.arange(L, device=h.device)[None].expand(b, -1)
     for i, layer in enumerate(dec.layers):
         if i in deletions:
             keep = deletions[i]

@@ -15,6 +15,8 @@ from ..errors import UnsupportedModelError
 from ..schedule import ModelSignature
 
 _REGISTRY: dict[str, type[HybridAdapter]] = {}
+# Wrappers whose decoder receives another sequence than the wrapper's input (EVS), by model_type.
+_STAGES: dict[str, type] = {}
 
 
 def register_adapter(model_type: str):
@@ -30,6 +32,27 @@ def register_adapter(model_type: str):
 
 def registered_families() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def register_input_stage(model_type: str):
+    """Class decorator: ``@register_input_stage("nemotron_h_omni")`` for a wrapper (``config.model_type``)
+    whose decoder receives another sequence than the wrapper's own input (see :mod:`autoprune.adapters.evs`).
+
+    A stage class is built as ``cls(model)`` and provides ``install() -> [hook handles]`` and
+    ``take() -> (b, L_in) bool | None``: which of the wrapper's input tokens reach the decoder in the
+    call now starting (``None``: all of them)."""
+
+    def deco(cls):
+        _STAGES[model_type] = cls
+        return cls
+
+    return deco
+
+
+def get_input_stage(model: nn.Module):
+    """The input stage of ``model`` itself (not of a module inside it), or ``None``."""
+    cls = _STAGES.get(getattr(getattr(model, "config", None), "model_type", None))
+    return None if cls is None else cls(model)
 
 
 def get_adapter(model: nn.Module) -> HybridAdapter:

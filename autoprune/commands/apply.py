@@ -1,6 +1,7 @@
 """``autoprune apply``: run a model with a schedule file and print its score and latency.
 
     autoprune apply --schedule runs/demo-a100-4x/pareto/trial-0037.json [--model demo]
+    autoprune apply --model ./checkpoint --schedule X.json --data clips.jsonl
 
 One library call: :func:`autoprune.search.apply.apply_schedule`.
 """
@@ -20,15 +21,21 @@ def register(subparsers) -> None:
     p.add_argument("--task", help="task (default: the schedule's)")
     p.add_argument("--gpu", help="GPU for the latency (default: the schedule's target)")
     p.add_argument("--measure", action="store_true", help="time it on the present GPU")
+    from .search import checkpoint_arguments
+
+    checkpoint_arguments(p)
     p.set_defaults(func=apply_command)
 
 
 def apply_command(args) -> int:
     from ..search.apply import apply_schedule
-    from .search import model_options
+    from ..schedule import Schedule
+    from .search import model_options, resolve_model
 
-    r = apply_schedule(args.schedule, model=args.model, task=args.task, gpu=args.gpu, measure=args.measure,
-                       model_options=model_options(args.model_option))
+    stored = (Schedule.load(args.schedule).provenance or {}).get("model")
+    model, options, _ = resolve_model(args, model_options(args.model_option), spec_model=stored)
+    r = apply_schedule(args.schedule, model=model, task=args.task, gpu=args.gpu, measure=args.measure,
+                       model_options=options)
     res, est, s = r.result, r.latency, r.schedule
     base = (s.metrics or {}).get(f"baseline_{res.metric}")
     print(f"{args.schedule}: model {r.model}, mean keep {s.mean_keep:.3f}, prune layers "

@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--shape", default="nemotron-h-8b",
                    help="a preset shape name, a ModelShape JSON file, or a transformers config.json "
                         "(default: nemotron-h-8b)")
+    p.add_argument("--model", metavar="PATH",
+                   help="a transformers checkpoint (directory or cached repo id): profile its language model's "
+                        "shape, read from its config (no weights are loaded); the table is named after it")
     p.add_argument("--gpu", default="auto",
                    help="registry id to file the table under: 'auto' (detect the present GPU; the CPU when there "
                         "is none), 'cpu' (wall-clock fallback even on a GPU machine) or a GPU name that must be "
@@ -116,7 +119,12 @@ def profile_command(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..profiler.layer_bench import profile_shape, token_grid
 
-    shape = load_shape(args.shape)
+    if args.model:
+        from ..models.hf import checkpoint_shape
+
+        shape = checkpoint_shape(args.model)
+    else:
+        shape = load_shape(args.shape)
     device, gpu_id, note = _target(args.gpu)
     if args.threads:
         torch.set_num_threads(args.threads)

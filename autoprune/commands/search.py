@@ -3,6 +3,7 @@
     autoprune search --gpu a100 --budget 4x
     autoprune search --spec demo-a100-4x --trials 80 --workers 2
     autoprune search --study demo-a100-4x --resume
+    autoprune search --model ./checkpoint --data clips.jsonl --gpu h100 --budget 3x
 
 The study is :func:`autoprune.search.run_search`; the report of its run directory
 (:func:`autoprune.report.report_run_dir`) is written after it.
@@ -28,6 +29,35 @@ def model_options(pairs: list[str] | None) -> dict | None:
     return out
 
 
+def checkpoint_arguments(p) -> None:
+    """The flags of a real checkpoint (the ``hf`` model source): they become its model options."""
+    g = p.add_argument_group("checkpoint (--model PATH: a transformers checkpoint, the hf model source)")
+    g.add_argument("--data", metavar="FILE.jsonl", help="evaluation records (autoprune.tasks.records); needs --model")
+    g.add_argument("--validation", metavar="FILE.jsonl", help="held-out records, passed through to the export")
+    g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="weights dtype (default bf16 on a GPU, fp32 on CPU)")
+    g.add_argument("--device", help="torch device of the model (default cuda when there is one)")
+    g.add_argument("--limit", type=int, metavar="N", help="evaluate the first N records only")
+
+
+def resolve_model(args, options: dict | None, *, spec_model: str | None = None) -> tuple:
+    """``(model source, options, label)`` from ``--model`` and the checkpoint flags.
+
+    A checkpoint path or repo id becomes the ``hf`` source (see
+    :func:`autoprune.models.resolve_model_argument`); ``--data`` and the other checkpoint flags
+    are its options and need a model that takes them."""
+    from ..errors import ConfigError
+    from ..models import resolve_model_argument
+
+    model, options, label = resolve_model_argument(args.model, options)
+    flags = {k: getattr(args, k, None) for k in ("data", "validation", "dtype", "device", "limit")}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if given:
+        if (model or spec_model) is None:
+            raise ConfigError(f"--{next(iter(given))} needs --model PATH (a checkpoint directory or cached repo id)")
+        options = {**(options or {}), **given}
+    return model, options, label
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "search",
@@ -39,8 +69,9 @@ def register(subparsers) -> None:
     p.add_argument("--budget", help="latency budget: '4x' (speedup), '120ms', or '25%%' of the unreduced latency")
     p.add_argument("--study", help="study name (default: <model>-<gpu>-<budget>, e.g. demo-a100-4x)")
     p.add_argument("--spec", help="a study spec: a name from studies/ (e.g. demo-a100-4x) or a .yaml path")
-    p.add_argument("--model", help="model source: demo (default), synthetic (a dry run without weights), or "
-                                   "MODULE:ATTRIBUTE of a model source of your own (see autoprune.models)")
+    p.add_argument("--model", help="model: a checkpoint directory or cached repo id (the hf source; with --data), "
+                                   "demo (default), synthetic (a dry run without weights), or MODULE:ATTRIBUTE "
+                                   "of a model source of your own (see autoprune.models)")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help="option of the model source")
     p.add_argument("--task", help="evaluation task (default: the model's; accuracy or fidelity)")
     p.add_argument("--space", help="search space: progressive (default), per_layer, fixed_scorer, or a .yaml path")
@@ -65,6 +96,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="runs", help="folder of run directories (default runs)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    checkpoint_arguments(p)
     p.set_defaults(func=search_command)
 
 
@@ -73,13 +105,21 @@ def search_command(args) -> int:
     from ..search.config import SearchConfig, load_study_spec
     from ..search.run import run_search
 
+    spec = load_study_spec(args.spec) if args.spec else None
+    model, options, label = resolve_model(args, model_options(args.model_option),
+                                          spec_model=spec.model if spec else None)
+    study = args.study
+    if study is None and label is not None and args.gpu and args.budget:
+        from ..search.config import coerce_budget, derive_study_name
+
+        study = derive_study_name(label, args.gpu, coerce_budget(args.budget))
     seed_given = args.seed is not None
     seed = None if (args.seed or "").lower() == "none" else (int(args.seed) if seed_given else 0)
     overrides = dict(
-        gpu=args.gpu, budget=args.budget, study=args.study, model=args.model, task=args.task, space=args.space,
+        gpu=args.gpu, budget=args.budget, study=study, model=model, task=args.task, space=args.space,
         sampler=args.sampler, trials=args.trials, storage=args.storage, workers=args.workers,
         measure=args.measure, timeout=args.timeout, over_budget=args.over_budget,
-        model_options=model_options(args.model_option),
+        model_options=options,
         objectives=("score", "latency", "energy") if args.energy else None,
         references=() if args.no_references else (
             tuple(x.strip() for x in args.references.split(",") if x.strip()) if args.references else None),
@@ -87,8 +127,7 @@ def search_command(args) -> int:
     )
     common = dict(out=args.out, resume=args.resume, show_progress=not args.no_progress,
                   validate=not args.no_validation)
-    if args.spec:
-        spec = load_study_spec(args.spec)
+    if spec is not None:
         config = SearchConfig.from_spec(spec, **overrides, **common)
         if seed_given:
             config = _replace(config, seed=seed)

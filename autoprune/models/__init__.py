@@ -6,6 +6,11 @@ resolve, in order, to a registered source; a source shipped with autoprune (its 
 imported on first use: ``demo``, ``synthetic``); a source another distribution declares under
 the entry-point group ``autoprune.model_sources``; or ``module:attribute`` (a source object, a
 class, or a factory called with no arguments). The search knows sources only by name.
+
+A checkpoint given on the command line (``--model ./ckpt`` or ``--model org/name``) is the ``hf``
+source with option ``path``: :func:`resolve_model_argument` maps a ``--model`` value that is no
+source name and no ``module:attribute`` but an existing directory, a path (``./``, ``/``, ``~``),
+or an ``org/name`` repo id onto it.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from ..errors import ConfigError
 from ..interfaces import ModelSource, SourceRequest
 
 __all__ = ["register_model_source", "get_model_source", "available_model_sources", "check_request",
-           "ENTRY_POINT_GROUP"]
+           "resolve_model_argument", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "autoprune.model_sources"
 
 # Sources shipped with autoprune, imported when first named (their modules register them).
-_SHIPPED = {"demo": "autoprune.demo.source", "synthetic": "autoprune.models.synthetic"}
+_SHIPPED = {"demo": "autoprune.demo.source", "synthetic": "autoprune.models.synthetic", "hf": "autoprune.models.hf"}
 
 _REGISTRY: dict[str, ModelSource] = {}
 
@@ -95,3 +100,23 @@ def check_request(source: ModelSource, request: SourceRequest) -> None:
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for model {source.name!r}; known: {sorted(source.options)}")
     source.check(request)
+
+
+def resolve_model_argument(model: str | None, options: dict | None = None) -> tuple[str | None, dict | None, str | None]:
+    """``(source name, options, label)`` for a ``--model`` value (see the module docstring).
+
+    A source name or ``module:attribute`` passes unchanged (label None); a checkpoint becomes
+    ``("hf", {**options, "path": model}, <the checkpoint's folder name>)``, the label naming the study.
+    """
+    from pathlib import Path
+
+    if model is None or model in _REGISTRY or model in _SHIPPED or ":" in model or model in _entry_points():
+        return model, options, None
+    p = Path(model).expanduser()
+    looks_like_path = model.startswith((".", "/", "~")) or p.is_dir() or model.count("/") == 1
+    if not looks_like_path:
+        return model, options, None
+    if options and "path" in options and options["path"] != model:
+        raise ConfigError(f"--model {model} and --model-option path={options['path']} name two checkpoints")
+    label = p.resolve().name if p.exists() else model.rstrip("/").split("/")[-1]
+    return "hf", {**(options or {}), "path": model}, label

@@ -31,8 +31,8 @@ def apply_schedule(path: str | os.PathLike, *, model: str | None = None, task: s
                    model_options: Mapping[str, Any] | None = None) -> ApplyResult:
     """Run the model with a schedule file: its score and its latency.
 
-    Defaults come from the file: the model, task and model options of its provenance, the GPU of
-    its target. Raises ModelMismatchError when the schedule was made for another model.
+    Defaults come from the file: the model, task and model options of its provenance (options given
+    here override those of the same name), the GPU of its target. Raises ModelMismatchError when the schedule was made for another model.
     """
     sched = Schedule.load(path)
     prov = dict(sched.provenance or {})
@@ -41,7 +41,8 @@ def apply_schedule(path: str | os.PathLike, *, model: str | None = None, task: s
     gpu = gpu or (sched.target.gpu if sched.target and sched.target.gpu else None)
     if gpu is None:
         raise ConfigError(f"{path}: the schedule names no target GPU; give --gpu")
-    options = dict(model_options if model_options is not None else prov.get("model_options") or {})
+    stored = dict(prov.get("model_options") or {}) if model == prov.get("model") else {}
+    options = {**stored, **dict(model_options or {})}  # given options override the study's
     source = get_model_source(model)
     request = SourceRequest(gpu=resolve_gpu(gpu, measure=measure), task=task, measure=measure, options=options)
     check_request(source, request)

@@ -97,7 +97,7 @@ class _Evaluator:
 
     def __init__(self, qa: QAModel, data: PreparedSet, *, batch_size: int = 64, seed: int = 0,
                  n_boot: int = 1000, forward: ForwardFn | None = None, device=None,
-                 prefix_cache: PrefixCache | bool | None = None):
+                 prefix_cache: PrefixCache | bool | None = None, progress: bool = False):
         from .. import model_signature
 
         if len(data) == 0:
@@ -110,6 +110,7 @@ class _Evaluator:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.forward = forward or reduced_logits
+        self.progress = bool(progress)
         if prefix_cache is True:
             prefix_cache = PrefixCache(qa.module)
         self.prefix_cache: PrefixCache | None = prefix_cache or None
@@ -135,7 +136,7 @@ class _Evaluator:
         """``(e - s, C)`` choice logits (−inf where unused) or ``(e - s, vocab)`` of samples ``s:e`` of group ``gi``."""
         g = self.data.groups[gi]
         x = g.inputs_embeds[s:e]
-        vm = g.visual_mask[None].expand(x.shape[0], -1)
+        vm = g.batch_mask(s, x.shape[0])
         with torch.inference_mode():
             reuse = (contextlib.nullcontext() if self.prefix_cache is None
                      else self.prefix_cache.resume((gi, s, x.shape[0]), schedule, g.num_visual))
@@ -158,9 +159,23 @@ class _Evaluator:
     def _compute(self, schedule):
         schedule.check_model(self.signature)
         order = self.batches()
-        parts = [(gi, s, e, self._batch_outcome(gi, s, e, self.batch_logits(schedule, gi, s, e)))
-                 for gi, s, e in order]
+        bar = self._bar(len(order))
+        parts = []
+        for gi, s, e in order:
+            parts.append((gi, s, e, self._batch_outcome(gi, s, e, self.batch_logits(schedule, gi, s, e))))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         return self._assemble(parts)
+
+    def _bar(self, n: int):
+        """A progress bar over the ``n`` batches of one evaluation (``progress=True`` and more than 4 batches)."""
+        if not self.progress or n <= 4:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=n, desc="evaluating", leave=False, disable=None)
 
     def _assemble(self, parts) -> dict[str, torch.Tensor]:
         keys = parts[0][3].keys()

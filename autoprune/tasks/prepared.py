@@ -41,7 +41,8 @@ class QAModel(Protocol):
 @dataclass
 class PreparedGroup:
     """Samples of one shape. ``index (n,)`` positions in the set; ``inputs_embeds (n, L, H)``;
-    ``visual_mask (L,)`` bool; ``choice_ids, choice_mask (n, C)`` (``C`` = the most choices
+    ``visual_mask (L,)`` bool, or ``(n, L)`` where the rows hold their visual tokens at different
+    positions (same count); ``choice_ids, choice_mask (n, C)`` (``C`` = the most choices
     in the group; unused slots masked; ``C == 0`` for unlabelled prompts without choices, which
     are compared over the whole vocabulary)."""
 
@@ -53,7 +54,13 @@ class PreparedGroup:
 
     @property
     def num_visual(self) -> int:
-        return int(self.visual_mask.sum())
+        return int(self.visual_mask.sum() if self.visual_mask.dim() == 1 else self.visual_mask[0].sum())
+
+    def batch_mask(self, start: int, n: int) -> torch.Tensor:
+        """``(n, L)`` visual mask of rows ``start .. start + n``."""
+        if self.visual_mask.dim() == 2:
+            return self.visual_mask[start: start + n]
+        return self.visual_mask[None].expand(n, -1)
 
     @property
     def has_choices(self) -> bool:
@@ -125,8 +132,12 @@ class PreparedSet:
 
 def group_samples(embeds: Sequence[torch.Tensor], visual_masks: Sequence[torch.Tensor],
                   choice_ids: Sequence[Sequence[int]], answers: Sequence[int | None], families: Sequence[str],
-                  ids: Sequence[str]) -> PreparedSet:
-    """Build a :class:`PreparedSet` from per-sample ``embeds (L_i, H)`` and ``visual_masks (L_i,)``."""
+                  ids: Sequence[str], *, same_positions: bool = True) -> PreparedSet:
+    """Build a :class:`PreparedSet` from per-sample ``embeds (L_i, H)`` and ``visual_masks (L_i,)``.
+
+    ``same_positions=False`` groups samples of one length and visual-token count whatever the
+    positions of their visual tokens (per-row masks; e.g. after EVS, which keeps other tokens in
+    every video)."""
     n = len(embeds)
     if not (len(visual_masks) == len(choice_ids) == len(answers) == len(families) == len(ids) == n):
         raise RecordError("group_samples: per-sample lists differ in length")
@@ -136,7 +147,8 @@ def group_samples(embeds: Sequence[torch.Tensor], visual_masks: Sequence[torch.T
             raise RecordError(f"sample {ids[i]}: embeds (L, H) and visual mask (L,) do not match")
         if int(vm.sum()) == 0:
             raise RecordError(f"sample {ids[i]}: no visual tokens")
-        key = (e.shape[0], tuple(vm.nonzero().flatten().tolist()), len(choice_ids[i]) > 0)
+        where = tuple(vm.nonzero().flatten().tolist()) if same_positions else int(vm.sum())
+        key = (e.shape[0], where, len(choice_ids[i]) > 0)
         keys.setdefault(key, []).append(i)
     groups = []
     for idx in keys.values():
@@ -148,7 +160,8 @@ def group_samples(embeds: Sequence[torch.Tensor], visual_masks: Sequence[torch.T
             cm[r, : len(choice_ids[i])] = True
         groups.append(PreparedGroup(
             index=torch.as_tensor(idx), inputs_embeds=torch.stack([embeds[i] for i in idx]),
-            visual_mask=visual_masks[idx[0]].bool(), choice_ids=ch, choice_mask=cm,
+            visual_mask=(visual_masks[idx[0]].bool() if same_positions
+                         else torch.stack([visual_masks[i].bool() for i in idx])), choice_ids=ch, choice_mask=cm,
         ))
     ans = torch.as_tensor([-1 if a is None else int(a) for a in answers], dtype=torch.long)
     return PreparedSet(groups=groups, answers=ans, families=tuple(families), ids=tuple(ids))

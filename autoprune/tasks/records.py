@@ -6,6 +6,9 @@ One JSON object per line (blank lines and lines starting with ``#`` are skipped)
      "family": "count",                    optional; groups per-family scores; default "all"
      "prefix": "",                         optional text before the video (generic models)
      "frames": ["clip-0007/000.png", ...], image files, relative to the JSONL's folder
+     "video": "clip-0007.mp4",             or: a video file, decoded by transformers' own video
+                                           loader (``transformers.video_utils.load_video``, PyAV
+                                           backend: ``pip install 'autoprune[video]'``)
      "embeddings": "clip-0007.npy",        or: precomputed visual embeddings, .npy or .safetensors,
                                            shape (V, hidden) or (frames, tokens, hidden)
      "embeddings_key": "visual",           optional: tensor name inside a .safetensors file
@@ -15,8 +18,14 @@ One JSON object per line (blank lines and lines starting with ``#`` are skipped)
      "answer": 2}                          index into choices, or the choice text; optional
                                            (records without answers serve fidelity only)
 
-Exactly one of ``frames`` and ``embeddings`` is given. A bad record raises
+Exactly one of ``frames``, ``video`` and ``embeddings`` is given. A bad record raises
 :class:`RecordError` naming the file and line number and what is wrong with it.
+
+Frame sampling of a ``video`` (:func:`load_video`): ``num_frames`` frames spread uniformly over
+the clip, or ``fps`` frames per second of it, or every frame when neither is given (transformers'
+``default_sample_indices_fn``; a model source passes its options, e.g. ``--model-option
+num_frames=32`` of the ``hf`` source). A file that cannot be decoded, or that has fewer frames than
+asked for, is a :class:`RecordError` naming the record.
 """
 
 from __future__ import annotations
@@ -29,9 +38,11 @@ from pathlib import Path
 
 from ..errors import AutopruneError
 
-__all__ = ["MCRecord", "RecordError", "load_jsonl", "parse_record", "write_jsonl"]
+__all__ = ["MCRecord", "RecordError", "load_jsonl", "parse_record", "write_jsonl", "load_embeddings", "load_video",
+           "VISUAL_KEYS"]
 
-_KEYS = {"id", "family", "prefix", "frames", "embeddings", "embeddings_key", "question", "choices", "answer"}
+VISUAL_KEYS = ("frames", "video", "embeddings")
+_KEYS = {"id", "family", "prefix", *VISUAL_KEYS, "embeddings_key", "question", "choices", "answer"}
 
 
 class RecordError(AutopruneError, ValueError):
@@ -51,6 +62,7 @@ class MCRecord:
     frames: tuple[Path, ...] | None = None
     embeddings: Path | None = None
     embeddings_key: str | None = None
+    video: Path | None = None
     source: str = ""  # "file:line", for error messages
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -103,11 +115,20 @@ def parse_record(obj, *, where: str, base: Path, check_files: bool = True, defau
             answer = choices.index(answer)
         elif not 0 <= answer < len(choices):
             raise _err(where, f"'answer' index {answer} is out of range for {len(choices)} choices")
-    has_frames, has_emb = "frames" in obj, "embeddings" in obj
-    if has_frames == has_emb:
-        raise _err(where, "give exactly one of 'frames' (image files) and 'embeddings' (.npy/.safetensors)")
-    frames = emb = None
-    if has_frames:
+    given = [k for k in VISUAL_KEYS if k in obj]
+    if len(given) != 1:
+        raise _err(where, "give exactly one of 'frames' (image files), 'video' (a video file) and 'embeddings' "
+                          f"(.npy/.safetensors), got {given or 'none'}")
+    has_frames, has_emb = given == ["frames"], given == ["embeddings"]
+    frames = emb = video = None
+    if given == ["video"]:
+        v = _string(obj, "video", where)
+        if not v:
+            raise _err(where, "'video' is empty")
+        video = base / v
+        if check_files and not video.is_file():
+            raise _err(where, f"video file {v!r} not found (looked in {base})")
+    elif has_frames:
         fr = obj["frames"]
         if not isinstance(fr, list) or not fr or not all(isinstance(f, str) and f for f in fr):
             raise _err(where, "'frames' must be a non-empty list of image file paths")
@@ -116,7 +137,7 @@ def parse_record(obj, *, where: str, base: Path, check_files: bool = True, defau
             for f, p in zip(fr, frames):
                 if not p.is_file():
                     raise _err(where, f"frame file {f!r} not found (looked in {base})")
-    else:
+    elif has_emb:
         e = _string(obj, "embeddings", where)
         if not e.endswith((".npy", ".safetensors")):
             raise _err(where, f"'embeddings' must be a .npy or .safetensors file, got {e!r}")
@@ -129,7 +150,8 @@ def parse_record(obj, *, where: str, base: Path, check_files: bool = True, defau
     return MCRecord(
         id=_string(obj, "id", where, default=default_id or where),
         question=question, choices=tuple(choices), answer=answer, family=_string(obj, "family", where, "all"),
-        prefix=_string(obj, "prefix", where, ""), frames=frames, embeddings=emb, embeddings_key=key, source=where,
+        prefix=_string(obj, "prefix", where, ""), frames=frames, embeddings=emb, embeddings_key=key, video=video,
+        source=where,
     )
 
 
@@ -167,3 +189,85 @@ def write_jsonl(path: str | os.PathLike, objects: Sequence[dict]) -> Path:
         for o in objects:
             fh.write(json.dumps(o) + "\n")
     return path
+
+
+def load_embeddings(record: MCRecord):
+    """The record's precomputed visual embeddings as a float32 ``(V, hidden)`` torch tensor
+    (``(frames, tokens, hidden)`` files are flattened); RecordError naming the record otherwise."""
+    import numpy as np
+    import torch
+
+    p = record.embeddings
+    if p is None:
+        raise RecordError(f"{record.source}: the record has no 'embeddings'")
+    try:
+        if p.suffix == ".npy":
+            a = np.load(p, allow_pickle=False)
+        else:
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(p))
+            key = record.embeddings_key
+            if key is None:
+                if len(tensors) != 1:
+                    raise RecordError(f"{record.source}: {p.name} holds {sorted(tensors)}; name one in "
+                                      "'embeddings_key'")
+                key = next(iter(tensors))
+            if key not in tensors:
+                raise RecordError(f"{record.source}: {p.name} has no tensor {key!r} (has {sorted(tensors)})")
+            a = tensors[key]
+    except RecordError:
+        raise
+    except Exception as e:  # noqa: BLE001 — any unreadable file is the record's fault
+        raise RecordError(f"{record.source}: cannot read embeddings {p.name}: {e}") from None
+    if a.ndim == 3:
+        a = a.reshape(-1, a.shape[-1])
+    if a.ndim != 2 or a.shape[0] == 0 or not np.issubdtype(a.dtype, np.floating):
+        raise RecordError(f"{record.source}: embeddings {p.name} must be a float (V, hidden) or (frames, tokens, "
+                          f"hidden) array, got {a.dtype} {a.shape}")
+    if not np.isfinite(a).all():
+        raise RecordError(f"{record.source}: embeddings {p.name} contain NaN or inf")
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def load_video(record: MCRecord, *, num_frames: int | None = None, fps: float | None = None):
+    """Decode the record's ``video`` (or stack its ``frames``) with transformers' video loader.
+
+    Returns ``(frames (T, H, W, 3) uint8 numpy, metadata)``: transformers' ``VideoMetadata``
+    (source fps, the sampled frame indices) for a video file, ``None`` for image frames. Sampling:
+    see the module docstring. RecordError names the record when the file cannot be decoded.
+    """
+    import numpy as np
+
+    if record.frames is not None:
+        from PIL import Image
+
+        arrays = []
+        for p in record.frames:
+            try:
+                with Image.open(p) as im:
+                    arrays.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+            except OSError as e:
+                raise RecordError(f"{record.source}: cannot read frame {p.name}: {e}") from None
+        if len({a.shape for a in arrays}) != 1:
+            raise RecordError(f"{record.source}: the frames differ in size: {sorted({a.shape for a in arrays})}")
+        frames = np.stack(arrays)
+        if num_frames is not None:
+            if num_frames > len(frames):
+                raise RecordError(f"{record.source}: asked for {num_frames} frames, the record has {len(frames)}")
+            frames = frames[np.arange(num_frames) * len(frames) // num_frames]
+        return frames, None
+    if record.video is None:
+        raise RecordError(f"{record.source}: the record has neither 'video' nor 'frames'")
+    from .._deps import require
+
+    require("av", feature="video records", install="'autoprune[video]' (PyAV)")
+    from transformers.video_utils import load_video as hf_load_video
+
+    try:
+        frames, meta = hf_load_video(str(record.video), num_frames=num_frames, fps=fps, backend="pyav")
+    except Exception as e:  # noqa: BLE001 — PyAV's and transformers' errors: the file is at fault
+        raise RecordError(f"{record.source}: cannot decode video {record.video.name}: {type(e).__name__}: {e}") from None
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[0] == 0:
+        raise RecordError(f"{record.source}: video {record.video.name} decoded to no frames")
+    return frames, meta

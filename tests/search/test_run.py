@@ -21,7 +21,6 @@ from autoprune.models.synthetic import SyntheticSource
 from autoprune.search.config import SearchConfig, derive_study_name
 from autoprune.search.objective import TrialRunner
 from autoprune.search.records import read_trial
-from autoprune.search.references import REFERENCES
 from autoprune.search.run import plan_search, run_search
 from autoprune.search.settings import load_settings
 from autoprune.search.space import load_space
