@@ -7,6 +7,8 @@ dependencies when they are used.
 
 from __future__ import annotations
 
+from ._version import __version__
+from .compat import mamba_ssm_shim as _mamba_ssm_shim
 from .errors import (
     AutopruneError,
     BudgetError,
@@ -22,7 +24,6 @@ from .errors import (
     UnsupportedModelError,
 )
 from .schedule import ModelSignature, Schedule, ScorerConfig, Target
-from .compat import mamba_ssm_shim as _mamba_ssm_shim
 
 # mamba-ssm 2.3.2.post1 cannot be imported without its Mamba1 CUDA extension; the
 # shim does what upstream's later fix does (see its docstring). It must run before
@@ -30,7 +31,6 @@ from .compat import mamba_ssm_shim as _mamba_ssm_shim
 # kernels once, at import. It does nothing where mamba-ssm is absent or complete.
 _mamba_ssm_shim.install()
 
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

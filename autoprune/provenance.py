@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 
 __all__ = ["environment", "versions", "git_commit", "utc_now", "PACKAGES"]
 

@@ -6,9 +6,17 @@ layer is, and how to read the inputs of evidence from a layer's own modules.
 
 from __future__ import annotations
 
-from .base import (AttentionParts, HybridAdapter, Mamba2Parts, fingerprint, get_adapter, get_input_stage,
-                   register_adapter, register_input_stage)
 from . import bamba, evs, nemotron_h  # noqa: F401  (registration side effect)
+from .base import (
+                   AttentionParts,
+                   HybridAdapter,
+                   Mamba2Parts,
+                   fingerprint,
+                   get_adapter,
+                   get_input_stage,
+                   register_adapter,
+                   register_input_stage,
+)
 
 __all__ = [
     "AttentionParts",

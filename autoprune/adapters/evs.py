@@ -84,7 +84,9 @@ class EVSStage:
         c, self._call = self._call, None
         if c is None:
             return None
-        from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import compute_retention_mask
+        from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import (
+            compute_retention_mask,
+        )
 
         feats, nt = self._video_features(c)
         evs = torch.cat([compute_retention_mask(f, nt, c["rate"]) for f in feats])

@@ -28,8 +28,8 @@ def register(subparsers) -> None:
 
 
 def apply_command(args) -> int:
-    from ..search.apply import apply_schedule
     from ..schedule import Schedule
+    from ..search.apply import apply_schedule
     from .search import model_options, resolve_model
 
     stored = (Schedule.load(args.schedule).provenance or {}).get("model")

@@ -8,7 +8,11 @@ Importing needs triton (a dependency) but no GPU: on a machine without CUDA the 
 under Triton's interpreter when ``TRITON_INTERPRET=1`` is set before this import.
 """
 
-from .attention_evidence import attention_evidence, attention_evidence_ref, attention_query_probs
+from .attention_evidence import (
+    attention_evidence,
+    attention_evidence_ref,
+    attention_query_probs,
+)
 from .causal_conv import causal_conv1d_act, causal_conv1d_act_ref
 from .mamba2_evidence import mamba2_evidence, mamba2_evidence_ref
 

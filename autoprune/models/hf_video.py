@@ -165,7 +165,8 @@ def load_omni_front_end(folder: Path, tokenizer, *, use_processor: bool = True) 
     processor = video_processor = None
     try:  # the class itself runs without torchvision; transformers' lazy module only offers a placeholder
         from transformers.models.nemotron_h_omni.video_processing_nemotron_h_omni import (
-            NemotronH_Omni_Reasoning_V3VideoProcessor)
+            NemotronH_Omni_Reasoning_V3VideoProcessor,
+        )
 
         video_processor = NemotronH_Omni_Reasoning_V3VideoProcessor.from_pretrained(str(folder), local_files_only=True)
     except Exception:  # noqa: BLE001 — another transformers, or a config it refuses: the torch path

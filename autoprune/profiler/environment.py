@@ -12,7 +12,7 @@ import platform
 import sys
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 
 __all__ = ["FallbackWarnings", "environment_info", "mamba_kernel_status", "scoring_kernels_available"]
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..cost.profile_table import KIND_NAMES, ProfileTable, Series
 from ..cost.shapes import ModelShape
 from ..errors import ConfigError

@@ -24,8 +24,15 @@ from typing import Any
 
 from .. import _io
 from ..errors import ConfigError
-from ..search.storage import StorageSpec, close_storage, open_storage, probe_storage, resolve_storage
-from . import document as doc, style
+from ..search.storage import (
+    StorageSpec,
+    close_storage,
+    open_storage,
+    probe_storage,
+    resolve_storage,
+)
+from . import document as doc
+from . import style
 from .context import StudyContext, load_context
 from .tables import (
     DEFAULT_TOLERANCE,

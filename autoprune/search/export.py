@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 from optuna.trial import TrialState
 
-from .. import __version__, _io
+from .. import _io
+from .._version import __version__
 from ..schedule import Target
 from .records import load_validation, read_trial
 from .settings import StudySettings, load_settings

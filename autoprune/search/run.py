@@ -31,16 +31,23 @@ from pathlib import Path
 
 import optuna
 
-from .. import __version__, _io
-from ..provenance import environment
+from .. import _io
+from .._version import __version__
 from ..accounting import TokenAccounting
 from ..budget import Budget
 from ..cost import gpus
 from ..errors import BudgetError, ConfigError
 from ..interfaces import SourceRequest, StudyInputs
 from ..models import check_request, get_model_source
+from ..provenance import environment
 from ..schedule import Schedule
-from .config import DEFAULT_MODEL, DEFAULT_SPACE, DEFAULT_TRIALS, SearchConfig, derive_study_name
+from .config import (
+    DEFAULT_MODEL,
+    DEFAULT_SPACE,
+    DEFAULT_TRIALS,
+    SearchConfig,
+    derive_study_name,
+)
 from .export import ExportResult, export_study
 from .objective import TrialRunner
 from .quiet import optuna_quiet

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..accounting import TokenAccounting
 from ..budget import Budget
 from ..cost.gpus import CPU, GpuSpec

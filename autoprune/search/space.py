@@ -44,7 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from .._io import data_dir, find_data_file, read_yaml_mapping
 from ..errors import ConfigError, ScheduleError, check_keys

@@ -4,7 +4,13 @@ sets, and the prefix activation cache. Model sources (:mod:`autoprune.models`) b
 from these.
 """
 
-from .evaluate import AccuracyEvaluator, FidelityEvaluator, bootstrap_ci, kernels_flag, reduced_logits
+from .evaluate import (
+    AccuracyEvaluator,
+    FidelityEvaluator,
+    bootstrap_ci,
+    kernels_flag,
+    reduced_logits,
+)
 from .prefix_cache import PrefixCache, prefix_of
 from .prepared import PreparedGroup, PreparedSet, QAModel, group_samples
 from .records import MCRecord, RecordError, load_jsonl, parse_record, write_jsonl
