@@ -26,7 +26,7 @@ __all__ = ["LATENCY_SOURCES", "TaskResult", "LatencyEstimate", "Evaluator", "Rac
            "StudyInputs",
            "SourceRequest", "ModelSource"]
 
-LATENCY_SOURCES = ("measured", "table", "roofline", "roofline-uncalibrated", "cpu-measured")
+LATENCY_SOURCES = ("measured", "table", "few-shot", "roofline", "roofline-uncalibrated", "cpu-measured")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class LatencyEstimate:
 
     ``source`` says where the number comes from (one of :data:`LATENCY_SOURCES`): a
     measurement on the present GPU (``measured``, CUDA events; ``cpu-measured``, wall
-    clock — a fallback), a measured per-layer table (``table``), or a roofline model
+    clock — a fallback), a measured per-layer table (``table``), another GPU's table carried
+    to this one by a few layer timings measured here (``few-shot``), or a roofline model
     (``roofline``: calibrated on a measured GPU; ``roofline-uncalibrated``: documented
     default efficiencies).
     """

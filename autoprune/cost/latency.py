@@ -62,6 +62,7 @@ from .roofline import (
     roofline_ms,
 )
 from .shapes import ModelShape, TokenLayout, layer_flops
+from .transfer import FewShot, FormSet, fit_forms, lower_envelope, spec_transfer
 
 __all__ = ["LatencyBreakdown", "LatencyModel", "pipeline_ms"]
 
@@ -115,6 +116,7 @@ class LatencyModel:
 
     def __init__(self, shape: ModelShape, layout: TokenLayout, gpu: GpuSpec | str, *,
                  table: ProfileTable | str | Path | None = None, calibration: Calibration | None = None,
+                 forms: FormSet | None = None, few_shot: FewShot | None = None,
                  search_dirs: Sequence[str | Path] | None = None, registry: Registry | None = None):
         if not isinstance(shape, ModelShape):
             raise ConfigError(f"shape must be a ModelShape, got {type(shape).__name__}")
@@ -125,10 +127,20 @@ class LatencyModel:
         self.gpu = self.spec.id
         self.table: ProfileTable | None = None
         self.calibration: Calibration | None = None
+        self.forms: FormSet | None = None
+        self.few_shot: FewShot | None = None
         self._notes: list[str] = []
-        self._estimated: set[str] = set()  # overheads taken from the byte count, not a measurement
+        self._estimated: set[str] = set()
+        self._envelopes: dict[str, Any] = {}  # overheads taken from the byte count, not a measurement
         if isinstance(table, (str, Path)):
             table = ProfileTable.load(table)
+        if few_shot is not None:
+            if table is not None or calibration is not None:
+                raise ConfigError("pass one of table=, calibration= or few_shot=, not several")
+            if few_shot.gpu != self.spec.id:
+                raise ConfigError(f"the few-shot transfer is for {few_shot.gpu!r}, not {self.spec.id!r}")
+            self.few_shot = few_shot
+            table = few_shot.table()
         if table is None and calibration is None:
             path = find_table(self.spec.id, shape.name, search_dirs)
             if path is not None:
@@ -143,8 +155,9 @@ class LatencyModel:
                         break
         if table is not None:
             self._check_table(table)
-            self.table, self.source = table, "table"
-            self._notes.append(f"table:{table.origin}")
+            self.table, self.source = table, "table" if few_shot is None else "few-shot"
+            self._notes.append(f"table:{table.origin}" if few_shot is None else
+                               f"few-shot:{few_shot.source.gpu}+{len(few_shot.points)}-points")
             if table.is_cpu:
                 self._notes.append("cpu-wall-clock-table")
         else:
@@ -160,6 +173,13 @@ class LatencyModel:
                     raise ConfigError(f"calibration was fitted on shape {calibration.shape!r}, not {shape.name!r}")
                 self.calibration, self.source = calibration, "roofline"
                 self._notes.append(f"calibrated-on:{calibration.source_gpu}")
+                if forms is None and self._auto_forms is not None:
+                    forms = self._auto_forms
+                if forms is not None:
+                    if forms.gpu != self.spec.id:
+                        raise ConfigError(f"the cost forms are for {forms.gpu!r}, not {self.spec.id!r}")
+                    self.forms = forms
+                    self._notes.append(f"forms:{forms.how}")
             else:
                 self.source = "roofline-uncalibrated"
                 self._notes.append("default-efficiencies")
@@ -192,6 +212,8 @@ class LatencyModel:
         if table.query_tokens and table.query_tokens != self.layout.query:
             self._notes.append(f"scoring-measured-with-{table.query_tokens}-query-tokens")
 
+    _auto_forms: FormSet | None = None
+
     def _auto_calibration(self, search_dirs, registry) -> Calibration | None:
         """A calibration from a table of this shape on another GPU — or, failing that, of a
         shape with the same widths (another layer pattern) that has every kind needed."""
@@ -208,11 +230,16 @@ class LatencyModel:
             if set(self.shape.layer_kinds) - set(t.shape.layer_kinds):
                 continue
             if t.shape == self.shape:
+                self._auto_forms = spec_transfer(fit_forms(t, reg.get(gpu_id)), reg.get(gpu_id), self.spec,
+                                                 self.shape.dtype)
                 return calibrate(t, reg.get(gpu_id))
             fallback = (t, gpu_id)
         if fallback is not None:
             t, gpu_id = fallback
             self._notes.append(f"layers-of:{t.shape.name}")
+            self._auto_forms = dataclasses.replace(
+                spec_transfer(fit_forms(t, reg.get(gpu_id)), reg.get(gpu_id), self.spec, self.shape.dtype),
+                shape=self.shape.name)
             return dataclasses.replace(calibrate(t, reg.get(gpu_id)), shape=self.shape.name)
         return None
 
@@ -221,6 +248,8 @@ class LatencyModel:
         """``(ms, extrapolated)`` of one layer of ``kind`` (letter) over ``tokens`` tokens."""
         if self.table is not None:
             return self.table.layer(kind).at(tokens)
+        if self.forms is not None:
+            return self.forms.call_ms(self.shape, kind, tokens), False
         cal = self.calibration
         eff = cal.kinds[kind] if cal is not None else DEFAULT_EFFICIENCY[kind]
         return roofline_ms(layer_flops(self.shape, kind, tokens), layer_bytes(self.shape, kind, tokens),
@@ -260,6 +289,19 @@ class LatencyModel:
         if not self.pipelined:
             ms, ex = self.layer_ms(what, tokens) if is_layer else self.overhead_ms(what, tokens)
             return ms, 0.0, ex
+        if is_layer and self.forms is not None:  # the floor + throughput forms, carried by spec ratios
+            return self.forms.gpu_ms(self.shape, what, tokens), self.forms.kinds[what].host_ms, False
+        if not is_layer and self.forms is not None and self.calibration.overheads.get(what) is not None:
+            # The source's overhead without its spikes: floor on the host, the rest on the GPU
+            # at the bandwidth ratio (small memory-bound kernels).
+            env = self._envelopes.get(what)
+            if env is None:
+                series = self.calibration.overheads[what]
+                env = self._envelopes[what] = dataclasses.replace(series, ms=tuple(lower_envelope(series)))
+            ms, ex = env.at(tokens)
+            floor = min(env.ms)
+            scale = self.calibration.source_bandwidth_gbs / self.spec.memory_bandwidth_gbs
+            return max(0.0, ms - floor) * scale, floor, ex
         if is_layer and self.table is None:  # calibrated roofline of the GPU part
             ms, ex = self.layer_ms(what, tokens)
             return ms, self.calibration.host_ms.get(what, 0.0), ex
@@ -349,4 +391,8 @@ class LatencyModel:
                                         "query": self.layout.query}, "notes": list(self._notes)}
         if self.calibration is not None:
             d["calibration"] = self.calibration.to_dict()
+        if self.forms is not None:
+            d["forms"] = self.forms.to_dict()
+        if self.few_shot is not None:
+            d["few_shot"] = self.few_shot.describe()
         return d
