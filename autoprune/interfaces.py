@@ -74,6 +74,11 @@ class LatencyEstimate:
     baseline_energy_j: float | None = None
     spread: float | None = None
     flags: tuple[str, ...] = ()
+    # The prediction's interval at ``interval_level`` (from its source's validation residuals,
+    # :mod:`autoprune.cost.uncertainty`); None where the source gives none.
+    low_ms: float | None = None
+    high_ms: float | None = None
+    interval_level: float | None = None
 
     def __post_init__(self):
         if self.source not in LATENCY_SOURCES:
@@ -82,15 +87,23 @@ class LatencyEstimate:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise AutopruneError(f"LatencyEstimate.{name} must be a positive finite number, got {v!r}")
+        if (self.low_ms is None) != (self.high_ms is None):
+            raise AutopruneError("LatencyEstimate: give both low_ms and high_ms, or neither")
+        if self.low_ms is not None and not (0 < self.low_ms <= self.latency_ms <= self.high_ms < math.inf):
+            raise AutopruneError(f"LatencyEstimate: need 0 < low_ms <= latency_ms <= high_ms, got {self.low_ms!r}, "
+                                 f"{self.latency_ms!r}, {self.high_ms!r}")
 
     @property
     def speedup(self) -> float:
         return self.baseline_ms / self.latency_ms
 
     def to_dict(self) -> dict:
-        return {"latency_ms": self.latency_ms, "baseline_ms": self.baseline_ms, "source": self.source,
-                "gpu": self.gpu, "energy_j": self.energy_j, "baseline_energy_j": self.baseline_energy_j,
-                "spread": self.spread, "flags": list(self.flags)}
+        d = {"latency_ms": self.latency_ms, "baseline_ms": self.baseline_ms, "source": self.source,
+             "gpu": self.gpu, "energy_j": self.energy_j, "baseline_energy_j": self.baseline_energy_j,
+             "spread": self.spread, "flags": list(self.flags)}
+        if self.low_ms is not None:  # absent rather than null: records of sources without one stay as they were
+            d.update(low_ms=self.low_ms, high_ms=self.high_ms, interval_level=self.interval_level)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatencyEstimate:

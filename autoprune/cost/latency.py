@@ -62,9 +62,10 @@ from .roofline import (
     roofline_ms,
 )
 from .shapes import ModelShape, TokenLayout, layer_flops
-from .transfer import FewShot, FormSet, fit_forms, lower_envelope, spec_transfer
+from .transfer import FewShot, FormSet, QuickPrefill, fit_forms, lower_envelope, spec_transfer
+from .uncertainty import Interval, ResidualSet, load_residuals
 
-__all__ = ["LatencyBreakdown", "LatencyModel", "pipeline_ms"]
+__all__ = ["LatencyBreakdown", "LatencyModel", "calibrate_prefills", "pipeline_ms"]
 
 
 def pipeline_ms(gpu: Sequence[float], host: Sequence[float]) -> float:
@@ -117,7 +118,7 @@ class LatencyModel:
     def __init__(self, shape: ModelShape, layout: TokenLayout, gpu: GpuSpec | str, *,
                  table: ProfileTable | str | Path | None = None, calibration: Calibration | None = None,
                  forms: FormSet | None = None, few_shot: FewShot | None = None,
-                 search_dirs: Sequence[str | Path] | None = None, registry: Registry | None = None):
+                 residuals: ResidualSet | None = None, search_dirs: Sequence[str | Path] | None = None, registry: Registry | None = None):
         if not isinstance(shape, ModelShape):
             raise ConfigError(f"shape must be a ModelShape, got {type(shape).__name__}")
         if not isinstance(layout, TokenLayout):
@@ -184,6 +185,7 @@ class LatencyModel:
                 self.source = "roofline-uncalibrated"
                 self._notes.append("default-efficiencies")
         self._baseline = None
+        self._residuals = residuals
 
     # -- setup ---------------------------------------------------------------
     def _check_table(self, table: ProfileTable) -> None:
@@ -370,7 +372,8 @@ class LatencyModel:
 
     def baseline_ms(self) -> float:
         if self._baseline is None:
-            self._baseline = self.baseline_breakdown().total_ms
+            scale = self.few_shot.prefill_scale if self.few_shot is not None else 1.0
+            self._baseline = self.baseline_breakdown().total_ms * scale
         return self._baseline
 
     def estimate(self, schedule: Schedule) -> LatencyEstimate:
@@ -382,8 +385,21 @@ class LatencyModel:
             flags.append("extrapolated")
         if self.source != "roofline-uncalibrated":
             flags.extend(f"unmeasured-{what}" for what in sorted(self._estimated))
-        return LatencyEstimate(latency_ms=b.total_ms, baseline_ms=base.total_ms, source=self.source, gpu=self.gpu,
-                               flags=tuple(flags))
+        scale = self.few_shot.prefill_scale if self.few_shot is not None else 1.0
+        lat, base_ms = b.total_ms * scale, base.total_ms * scale
+        low, high = self.interval().bounds(lat)
+        return LatencyEstimate(latency_ms=lat, baseline_ms=base_ms, source=self.source, gpu=self.gpu,
+                               flags=tuple(flags), low_ms=low, high_ms=high, interval_level=self.interval().level)
+
+    def interval(self) -> Interval:
+        """This model's interval (its source's validation residuals, :mod:`autoprune.cost.uncertainty`);
+        a CPU table's wall clock has none validated and gets the documented default."""
+        if self._residuals is None:
+            self._residuals = load_residuals()
+            if self.few_shot is not None and self.few_shot.prefills:
+                # The quick prefills are validation points on this very GPU: they join the residuals.
+                self._residuals = self._residuals.with_residuals("few-shot", self.few_shot.prefill_residuals())
+        return self._residuals.interval(self.source)
 
     def describe(self) -> dict:
         d: dict[str, Any] = {"gpu": self.gpu, "shape": self.shape.name, "source": self.source,
@@ -395,4 +411,31 @@ class LatencyModel:
             d["forms"] = self.forms.to_dict()
         if self.few_shot is not None:
             d["few_shot"] = self.few_shot.describe()
+        d["interval"] = self.interval().to_dict()
         return d
+
+
+def calibrate_prefills(few_shot: FewShot, prefills: Sequence[QuickPrefill], shape: ModelShape, *, prefix: int = 32,
+                       query: int = 64) -> FewShot:
+    """``few_shot`` with its whole-prefill scale fitted on ``prefills`` (at most 3) measured on the
+    target: ``exp(mean log(measured / predicted))``, applied to every prediction (schedule and
+    baseline alike, so speedups keep the layer model's shape). The prefills' residuals after
+    the scale join the few-shot residuals of the interval (:meth:`FewShot.prefill_residuals`)."""
+    import math
+
+    prefills = tuple(prefills)
+    if len(prefills) > 3:
+        raise ConfigError(f"few-shot calibration takes at most 3 whole prefills, got {len(prefills)}")
+    if not prefills:
+        return dataclasses.replace(few_shot, prefill_scale=1.0, prefills=())
+    unscaled = dataclasses.replace(few_shot, prefill_scale=1.0, prefills=())
+    logs, preds = [], []
+    for p in prefills:
+        m = LatencyModel(shape, TokenLayout(prefix=prefix, visual=p.visual, query=query), unscaled.gpu,
+                         few_shot=unscaled, residuals=ResidualSet(residuals={}))
+        pred = m.estimate(Schedule(keep=p.keep)).latency_ms
+        preds.append(pred)
+        logs.append(math.log(p.ms / pred))
+    scale = math.exp(sum(logs) / len(logs))
+    return dataclasses.replace(few_shot, prefill_scale=scale, prefills=prefills,
+                               prefill_predicted_ms=tuple(preds))

@@ -214,8 +214,13 @@ class FewShot:
     points: tuple[QuickPoint, ...] = ()
     prefill_scale: float = 1.0
     prefills: tuple[QuickPrefill, ...] = ()
+    prefill_predicted_ms: tuple[float, ...] = ()  # the unscaled prediction of each prefill
 
     def __post_init__(self):
+        if not (isinstance(self.prefill_scale, (int, float)) and 0 < self.prefill_scale < math.inf):
+            raise ConfigError(f"FewShot.prefill_scale must be > 0, got {self.prefill_scale!r}")
+        if self.prefills and len(self.prefill_predicted_ms) != len(self.prefills):
+            raise ConfigError("FewShot: one unscaled prediction per quick prefill")
         object.__setattr__(self, "gpu_scale", dict(self.gpu_scale))
         object.__setattr__(self, "points", tuple(self.points))
         object.__setattr__(self, "prefills", tuple(self.prefills))
@@ -223,6 +228,10 @@ class FewShot:
     @property
     def gpu(self) -> str:
         return self.target_forms.gpu
+
+    def prefill_residuals(self) -> list[float]:
+        """``log(measured / (scale · predicted))`` of the quick prefills."""
+        return [math.log(p.ms / (self.prefill_scale * q)) for p, q in zip(self.prefills, self.prefill_predicted_ms)]
 
     def ratio(self, letter: str, tokens: float) -> float:
         """Target GPU time over source GPU time of one ``letter`` layer at ``tokens``."""
@@ -262,8 +271,8 @@ class FewShot:
                 "host_ratio": self.host_ratio, "bandwidth_ratio": self.bandwidth_ratio,
                 "prefill_scale": self.prefill_scale, "target_forms": self.target_forms.to_dict(),
                 "points": [dataclasses.asdict(p) for p in self.points],
-                "prefills": [{"visual": p.visual, "mean_keep": sum(p.keep) / len(p.keep), "ms": p.ms}
-                             for p in self.prefills]}
+                "prefills": [{"visual": p.visual, "mean_keep": sum(p.keep) / len(p.keep), "ms": p.ms,
+                              "predicted_ms": q} for p, q in zip(self.prefills, self.prefill_predicted_ms)]}
 
 
 def fit_few_shot(source: ProfileTable, source_spec: GpuSpec, target_spec: GpuSpec, points: Sequence[QuickPoint], *,
