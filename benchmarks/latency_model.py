@@ -18,7 +18,18 @@ What it does, in one process:
    calibrated on *another* GPU's table (the cross-GPU check, e.g. calibrate on H100,
    measure on H200; ``cross-sum`` is the same with the two roofline terms added instead
    of maxed). Reports median and p90 of |pred − meas| / meas for latency and
-   for speedup over the baseline.
+   for speedup over the baseline;
+4. with ``--quick-from OTHER.json``: ``autoprune profile --quick`` on this GPU (12 layer
+   timings, 3 whole prefills on the model already built, :func:`autoprune.profiler.quick.quick_profile`)
+   and the predictions it gives (``few-shot``), beside the spec-only floor + throughput
+   forms carried from OTHER's GPU (``roofline``) and the previous max roofline
+   (``roofline-max``); every prediction's 90 % interval and whether it held the measurement.
+
+The issue-19 check on the H200 (one device command, under 4 minutes)::
+
+    bash benchmarks/device_latency.sh --visual 16384,65536 --no-energy --repeats 3 \
+        --table autoprune/data/profiles/measured/h200-sxm-141gb/nemotron-h-8b.json \
+        --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --budget 200
 
 Prints a short table last and writes everything to
 ``$OUT/latency_model-<gpu>-<shape>-V<sizes>.json`` (or ``benchmarks/results/``).
@@ -115,8 +126,18 @@ def _q(values, q):
 def summarize_errors(rows, key):
     lat = [abs(r[key]["latency_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows if r.get(key)]
     spd = [abs(r[key]["speedup"] - r["measured_speedup"]) / r["measured_speedup"] for r in rows if r.get(key)]
+    signed = [r[key]["speedup"] / r["measured_speedup"] - 1 for r in rows if r.get(key)]
+    xs = [r["measured_speedup"] for r in rows if r.get(key)]
+    inside = [r[key]["inside"] for r in rows if r.get(key) and r[key].get("inside") is not None]
+    slope = float("nan")
+    if len(xs) > 1:
+        mx, my = statistics.fmean(xs), statistics.fmean(signed)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, signed)) / sxx if sxx else 0.0
     return {"n": len(lat), "latency_rel_err_median": _q(lat, 0.5), "latency_rel_err_p90": _q(lat, 0.9),
-            "speedup_rel_err_median": _q(spd, 0.5), "speedup_rel_err_p90": _q(spd, 0.9)}
+            "speedup_rel_err_median": _q(spd, 0.5), "speedup_rel_err_p90": _q(spd, 0.9),
+            "speedup_err_slope_per_x": slope,
+            "interval_coverage": sum(inside) / len(inside) if inside else None}
 
 
 def _out_dir(arg: str | None) -> Path:
@@ -150,6 +171,12 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-rep-ms", type=float, default=100.0)
     ap.add_argument("--profile-budget", type=float, default=None, help="time budget of the profile (s)")
     ap.add_argument("--predict-from", help="table measured on another GPU: predict this GPU by calibrated roofline")
+    ap.add_argument("--quick-from", help="table measured on another GPU: measure the --quick points here and predict "
+                                         "by few-shot transfer (and by the spec-only forms)")
+    ap.add_argument("--as-gpu", help=argparse.SUPPRESS)  # tests: treat the CPU as this registry GPU
+    ap.add_argument("--quick-visual", type=int, default=16384, help="visual tokens of the quick whole prefills")
+    ap.add_argument("--quick-tokens", default=None, help="token counts of the quick layer timings (default: "
+                                                         "autoprune.cost.transfer.QUICK_TOKENS)")
     ap.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                     help="stop timing schedules after this many seconds since start (the rest is recorded as "
                          "skipped); results are written after every size, so a killed run keeps what it measured")
@@ -180,6 +207,8 @@ def main(argv=None) -> int:
             return 2
     else:
         spec = CPU
+    if args.as_gpu:  # toy runs on the CPU: its wall-clock timings filed under a GPU id
+        spec = registry.get(args.as_gpu)
     out = _out_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)
     use_kernels = dev.type == "cuda" and scoring_kernels_available()
@@ -249,12 +278,41 @@ def main(argv=None) -> int:
     phases["build_s"] = round(time.monotonic() - t0, 1)
     print(f"built {shape.name}: {n_params / 1e9:.2f} B parameters in {phases['build_s']} s", flush=True)
 
+    few_shot = spec_forms = quick_cal = None
+    quick_doc = None
+    if args.quick_from:
+        from autoprune.cost.latency import calibrate_prefills
+        from autoprune.cost.transfer import fit_few_shot, fit_forms, spec_transfer
+        from autoprune.profiler.quick import quick_profile
+
+        t0 = time.monotonic()
+        other = ProfileTable.load(args.quick_from)
+        from autoprune.cost.transfer import QUICK_TOKENS
+
+        qtok = QUICK_TOKENS if not args.quick_tokens else tuple(int(t) for t in args.quick_tokens.split(","))
+        qp = quick_profile(shape, other, gpu_id=spec.id, device=dev, prefills=3, tokens=qtok,
+                           visual=min(args.quick_visual, max(int(v) for v in args.visual.split(","))),
+                           prefix_tokens=args.prefix, query_tokens=args.query, model=model,
+                           log=lambda s: print(s, flush=True))
+        phases["quick_s"] = round(time.monotonic() - t0, 1)
+        qp.save(out / f"quick-{spec.id}-{shape.name}.json")
+        src_spec = registry.get(other.gpu)
+        few_shot = calibrate_prefills(fit_few_shot(other, src_spec, spec, qp.points), qp.prefills, shape,
+                                      prefix=args.prefix, query=args.query)
+        spec_forms = spec_transfer(fit_forms(other, src_spec), src_spec, spec, shape.dtype)
+        quick_cal = calibrate(other, src_spec)
+        quick_doc = {"quick_profile": qp.to_dict(), "few_shot": few_shot.describe(), "spec_forms": spec_forms.to_dict(),
+                     "seconds": phases["quick_s"]}
+        print(f"quick profile: {len(qp.points)} layer timings + {len(qp.prefills)} prefills in {phases['quick_s']} s; "
+              f"gpu scale {few_shot.describe()['gpu_scale']}, prefill scale {few_shot.prefill_scale:.4f}", flush=True)
+
     lo, hi = (float(x) for x in args.mean_keep.split(","))
     schedules = random_schedules(shape.num_layers, args.schedules, seed=args.seed, mean_keep=(lo, hi))
     results = {"gpu": spec.id, "device_name": env.get("device_name"), "shape": shape.name, "environment": env,
                "table": table.origin, "self_calibration": None if self_cal is None else self_cal.to_dict(),
                "cross_calibration": None if cross_cal is None else cross_cal.to_dict(),
-               "cross_calibration_sum": None if cross_sum is None else cross_sum.to_dict(), "sizes": []}
+               "cross_calibration_sum": None if cross_sum is None else cross_sum.to_dict(), "quick": quick_doc,
+               "sizes": []}
     sizes = [int(v) for v in args.visual.split(",")]
     name = f"latency_model-{spec.id}-{shape.name}-V{'_'.join(str(v) for v in sizes)}.json"
     results["phases"] = phases
@@ -279,6 +337,10 @@ def main(argv=None) -> int:
         if cross_cal is not None:
             models["roof-cross"] = LatencyModel(shape, layout, spec, calibration=cross_cal)
             models["cross-sum"] = LatencyModel(shape, layout, spec, calibration=cross_sum)
+        if few_shot is not None:
+            models["few-shot"] = LatencyModel(shape, layout, spec, few_shot=few_shot)
+            models["roofline"] = LatencyModel(shape, layout, spec, calibration=quick_cal, forms=spec_forms)
+            models["roofline-max"] = LatencyModel(shape, layout, spec, calibration=quick_cal)
         base = ml.baseline()
         base_pred = {k: m.baseline_ms() for k, m in models.items()}
         print(f"\nV={V} (L={L}): baseline {base.median:.1f} ms (spread {base.spread:.1%}"
@@ -307,7 +369,9 @@ def main(argv=None) -> int:
                 e = m.estimate(s)
                 b = m.breakdown(s)
                 row[k] = {"latency_ms": e.latency_ms, "baseline_ms": e.baseline_ms, "speedup": e.speedup,
-                          "scoring_ms": b.scoring_ms, "gather_ms": b.gather_ms, "flags": list(e.flags)}
+                          "scoring_ms": b.scoring_ms, "gather_ms": b.gather_ms, "flags": list(e.flags),
+                          "low_ms": e.low_ms, "high_ms": e.high_ms, "source": e.source,
+                          "inside": None if e.low_ms is None else bool(e.low_ms <= st.median <= e.high_ms)}
             rows.append(row)
             print(f"  #{i:02d} keep {s.mean_keep:.2f}  meas {st.median:8.1f} ms ({base.median / st.median:4.2f}x)"
                   + "".join(f"  {k} {row[k]['latency_ms']:8.1f} ({row[k]['speedup']:4.2f}x)" for k in models)
@@ -327,13 +391,15 @@ def main(argv=None) -> int:
 
     # 4. the short table, last ----------------------------------------------
     print(f"\n== latency model vs measurement on {spec.id} ({shape.name}); wrote {out / name}")
-    print(f"{'V':>7} {'source':<10} {'n':>3} {'lat med':>8} {'lat p90':>8} {'spd med':>8} {'spd p90':>8} "
-          f"{'base meas':>10} {'base pred':>10}")
+    print(f"{'V':>7} {'source':<12} {'n':>3} {'lat med':>8} {'lat p90':>8} {'spd med':>8} {'spd p90':>8} "
+          f"{'slope/x':>8} {'cov90':>6} {'base meas':>10} {'base pred':>10}")
     for size in results["sizes"]:
         for k, s in size["summary"].items():
-            print(f"{size['visual']:>7} {k:<10} {s['n']:>3} {s['latency_rel_err_median']:>8.1%} "
+            cov = s.get("interval_coverage")
+            print(f"{size['visual']:>7} {k:<12} {s['n']:>3} {s['latency_rel_err_median']:>8.1%} "
                   f"{s['latency_rel_err_p90']:>8.1%} {s['speedup_rel_err_median']:>8.1%} "
-                  f"{s['speedup_rel_err_p90']:>8.1%} {size['baseline']['median_ms']:>10.1f} "
+                  f"{s['speedup_rel_err_p90']:>8.1%} {s['speedup_err_slope_per_x']:>+8.4f} "
+                  f"{'' if cov is None else f'{cov:6.0%}':>6} {size['baseline']['median_ms']:>10.1f} "
                   f"{size['baseline_predicted_ms'][k]:>10.1f}")
     print(f"phases: {phases}")
     return 0

@@ -45,6 +45,17 @@ def register(subparsers) -> None:
                         help="stop measuring after this long (what is left out is recorded as skipped)")
     timing.add_argument("--no-monitor", action="store_true", help="do not sample NVML clocks/clock-event reasons")
     timing.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU profiling)")
+    quick = p.add_argument_group("quick (few-shot) profile")
+    quick.add_argument("--quick", action="store_true",
+                       help="measure only <= 12 layer timings and <= 3 whole prefills here (under a minute) and "
+                            "calibrate the transfer of another GPU's full table: predictions name source 'few-shot'; "
+                            "writes <out-dir>/<gpu-id>/quick/<shape>.json")
+    quick.add_argument("--from", dest="source_gpu", metavar="GPU",
+                       help="the GPU whose measured table --quick transfers (default: the first other GPU with a "
+                            "table of this shape)")
+    quick.add_argument("--quick-prefills", type=int, default=3, help="whole prefills --quick times (0-3, default 3)")
+    quick.add_argument("--quick-visual", type=int, default=16384,
+                       help="visual tokens of --quick's whole prefills (default 16384)")
     out = p.add_argument_group("output")
     out.add_argument("--out-dir", default="profiles/measured",
                      help="root of measured tables (default: ./profiles/measured)")
@@ -126,6 +137,8 @@ def profile_command(args: argparse.Namespace) -> int:
     else:
         shape = load_shape(args.shape)
     device, gpu_id, note = _target(args.gpu)
+    if args.quick:
+        return _quick(args, shape, device, gpu_id)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tokens:
@@ -161,4 +174,54 @@ def profile_command(args: argparse.Namespace) -> int:
           f"{len(table.skipped)} skipped)")
     for s in table.skipped:
         print(f"  skipped {s['what']} at {s['tokens']} tokens: {s['reason']}")
+    return 0
+
+
+def _quick(args: argparse.Namespace, shape, device: str, gpu_id: str) -> int:
+    """``profile --quick``: the few-shot points, their fit, the stated forms per kind."""
+    import time
+    from pathlib import Path
+
+    from ..cost.gpus import load_registry, resolve
+    from ..cost.latency import calibrate_prefills
+    from ..cost.profile_table import ProfileTable, find_table, list_tables
+    from ..cost.quick import quick_path
+    from ..errors import ConfigError
+    from ..profiler.quick import quick_profile
+
+    if device != "cuda":
+        raise ConfigError("--quick calibrates a GPU from a few timings measured on it; there is no CUDA device "
+                          "here (profile the CPU without --quick)")
+    if args.source_gpu:
+        src_id = resolve(args.source_gpu).id
+        path = find_table(src_id, shape.name)
+        if path is None:
+            raise ConfigError(f"--from {args.source_gpu}: no measured table of {shape.name!r} on {src_id}")
+    else:
+        found = [(g, p) for g, s, p in list_tables() if s == shape.name and g not in (gpu_id, "cpu")]
+        if not found:
+            raise ConfigError(f"--quick: no table of {shape.name!r} measured on another GPU to transfer; measure one "
+                              "with `autoprune profile` (without --quick) on any GPU")
+        src_id, path = found[0]
+    source = ProfileTable.load(path)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    t0 = time.monotonic()
+    log(f"quick profile of {shape.name} on {gpu_id}, transferring {path}")
+    qp = quick_profile(shape, source, gpu_id=gpu_id, device=device, prefills=args.quick_prefills,
+                       visual=args.quick_visual, prefix_tokens=args.prefix_tokens, query_tokens=args.query_tokens,
+                       log=log)
+    out = Path(args.output) if args.output else quick_path(args.out_dir, gpu_id, shape.name)
+    qp.save(out)
+    reg = load_registry()
+    fs = calibrate_prefills(qp.few_shot(reg, [Path(path).parent.parent]), qp.prefills, shape,
+                            prefix=qp.prefix_tokens, query=qp.query_tokens)
+    print(f"wrote {out} ({len(qp.points)} layer timings, {len(qp.prefills)} prefills, "
+          f"{time.monotonic() - t0:.0f} s); few-shot from {src_id}:")
+    print(f"  {'kind':<10} {'host ms':>8} {'gpu floor':>9} {'e_c':>6} {'e_m':>6} {'beta':>5} {'gpu scale':>9}")
+    for name, c in fs.target_forms.to_dict()["kinds"].items():
+        ec = "-" if c["compute"] is None else f"{c['compute']:.3f}"
+        em = "-" if c["memory"] is None else f"{c['memory']:.3f}"
+        print(f"  {name:<10} {c['host_ms']:8.3f} {c['gpu_floor_ms']:9.3f} {ec:>6} {em:>6} {c['beta']:5.1f} "
+              f"{fs.gpu_scale[c['letter']]:9.3f}")
+    print(f"  whole-prefill scale {fs.prefill_scale:.4f} (measured / predicted over {len(qp.prefills)} prefills)")
     return 0

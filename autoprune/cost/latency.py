@@ -23,14 +23,24 @@ named in the returned :class:`~autoprune.interfaces.LatencyEstimate`:
 ``table``
     a table measured on this GPU for this shape (:mod:`autoprune.cost.profile_table`),
     interpolated log-log between grid points.
+``few-shot``
+    a table of this shape measured on *another* GPU, carried here by ≤ 12 layer timings and
+    ≤ 3 whole prefills measured on this one (``autoprune profile --quick``, a file found by
+    :func:`autoprune.cost.quick.find_quick`, or ``few_shot=``; :mod:`autoprune.cost.transfer`).
 ``roofline``
-    the roofline of :mod:`autoprune.cost.roofline` with the target's spec peaks and
+    with ``forms=`` (and whenever the calibration is found automatically): the floor +
+    throughput forms of :mod:`autoprune.cost.kinds`, fitted on the other GPU's table and
+    carried by the target's spec sheet (:func:`autoprune.cost.transfer.spec_transfer`).
+    Otherwise the roofline of :mod:`autoprune.cost.roofline` with the target's spec peaks and
     per-kind factors fitted on a table measured on *another* GPU
     (:func:`~autoprune.cost.roofline.calibrate`). Scoring, gather and head times are that
     GPU's measurements scaled by the bandwidth ratio (they are small, memory-bound kernels).
 ``roofline-uncalibrated``
     the same formula with :data:`~autoprune.cost.roofline.DEFAULT_EFFICIENCY` (documented
     guesses) when no measured table of this shape exists anywhere.
+
+Every estimate carries an interval (``low_ms``/``high_ms``) from its source's validation
+residuals (:mod:`autoprune.cost.uncertainty`).
 
 The CPU pseudo-GPU has measured tables only (``autoprune profile`` on the CPU). Measuring
 schedules on the present device instead is :class:`autoprune.profiler.measured.MeasuredLatency`.
@@ -62,6 +72,7 @@ from .roofline import (
     roofline_ms,
 )
 from .shapes import ModelShape, TokenLayout, layer_flops
+from .quick import QuickProfile, find_quick
 from .transfer import FewShot, FormSet, QuickPrefill, fit_forms, lower_envelope, spec_transfer
 from .uncertainty import Interval, ResidualSet, load_residuals
 
@@ -131,8 +142,8 @@ class LatencyModel:
         self.forms: FormSet | None = None
         self.few_shot: FewShot | None = None
         self._notes: list[str] = []
-        self._estimated: set[str] = set()
-        self._envelopes: dict[str, Any] = {}  # overheads taken from the byte count, not a measurement
+        self._estimated: set[str] = set()  # overheads taken from the byte count, not a measurement
+        self._envelopes: dict[str, Any] = {}  # the source's overhead series without their spikes
         if isinstance(table, (str, Path)):
             table = ProfileTable.load(table)
         if few_shot is not None:
@@ -146,6 +157,13 @@ class LatencyModel:
             path = find_table(self.spec.id, shape.name, search_dirs)
             if path is not None:
                 table = ProfileTable.load(path)
+            elif (qpath := find_quick(self.spec.id, shape.name, search_dirs)) is not None:
+                quick = QuickProfile.load(qpath)
+                few_shot = calibrate_prefills(quick.few_shot(registry, search_dirs), quick.prefills, shape,
+                                              prefix=quick.prefix_tokens, query=quick.query_tokens)
+                self.few_shot = few_shot
+                table = few_shot.table()
+                self._notes.append(f"quick:{qpath}")
             else:  # a table of this GPU for a shape of the same widths (another layer pattern)
                 for gpu_id, _, p in list_tables(search_dirs):
                     if gpu_id != self.spec.id:
