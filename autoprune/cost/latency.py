@@ -74,7 +74,7 @@ from .roofline import (
 from .shapes import ModelShape, TokenLayout, layer_flops
 from .quick import QuickProfile, find_quick
 from .transfer import FewShot, FormSet, QuickPrefill, fit_forms, lower_envelope, spec_transfer
-from .uncertainty import Interval, ResidualSet, load_residuals
+from .uncertainty import DEFAULT_HALF_WIDTH, Interval, ResidualSet, load_residuals
 
 __all__ = ["LatencyBreakdown", "LatencyModel", "calibrate_prefills", "pipeline_ms"]
 
@@ -417,7 +417,19 @@ class LatencyModel:
             if self.few_shot is not None and self.few_shot.prefills:
                 # The quick prefills are validation points on this very GPU: they join the residuals.
                 self._residuals = self._residuals.with_residuals("few-shot", self.few_shot.prefill_residuals())
-        return self._residuals.interval(self.source)
+        iv = self._residuals.interval(self.source)
+        src_gpu = (self.calibration.source_gpu if self.calibration is not None
+                   else self.few_shot.source.gpu if self.few_shot is not None else None)
+        if src_gpu is not None and iv.high < DEFAULT_HALF_WIDTH:
+            reg = load_registry()
+            if src_gpu in reg and reg.get(src_gpu).architecture != self.spec.architecture:
+                # The shipped residuals are of transfers within one architecture (Hopper to
+                # Hopper): across architectures they say nothing; the documented default stands.
+                iv = Interval(source=iv.source, level=iv.level, low=-DEFAULT_HALF_WIDTH, high=DEFAULT_HALF_WIDTH,
+                              n=0, origin=f"default: {src_gpu} -> {self.spec.id} crosses architectures "
+                                          f"({reg.get(src_gpu).architecture} -> {self.spec.architecture}), "
+                                          "not validated")
+        return iv
 
     def describe(self) -> dict:
         d: dict[str, Any] = {"gpu": self.gpu, "shape": self.shape.name, "source": self.source,

@@ -188,6 +188,14 @@ def _blocks(ctx: StudyContext, rows, images, tolerance: float, problems: list[st
             + f", {best.score:.4f} at {best.latency_ms:.2f} ms ({best.speedup:.2f}×)"
             + (f", {best.score - ctx.baseline_score:+.4f} vs unreduced." if ctx.baseline_score is not None else ".")
             + (" No searched schedule beats this reference at the budget." if ref else "")))
+    over = [r for r in ctx.rows(ctx.exported) if getattr(r, "upper_over_budget", False)]
+    if over:
+        b.append(doc.Callout(
+            "**Upper bound over budget**: the latency interval of "
+            + ", ".join(f"#{int(r.number)} (up to {r.latency_high_ms:.2f} ms)" for r in over)
+            + f" reaches past the budget ({ctx.budget_ms:.2f} ms): within it as predicted, not as its source's "
+            "validation errors allow; measure them on the target (`--measure`) before relying on the budget.",
+            "warning"))
     for note in ctx.notes:
         b.append(doc.Callout(note))
     if problems:

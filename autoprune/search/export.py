@@ -100,6 +100,12 @@ def trials_frame(study, settings: StudySettings | None = None):
             "constraint": constraint,
             "feasible": feasible,
             "latency_source": lat.source if lat else None,
+            # The prediction's interval (cost/uncertainty.py): a feasible schedule whose upper
+            # bound misses the budget is marked in the report.
+            "latency_low_ms": _num(lat.low_ms if lat else None),
+            "latency_high_ms": _num(lat.high_ms if lat else None),
+            "upper_over_budget": bool(feasible and lat is not None and lat.high_ms is not None
+                                      and s.budget.constraint(lat.high_ms, s.budget_ms) > 0),
             "gamma": _num(rec.gamma),
             "mean_keep": sched.mean_keep if sched else math.nan,
             "keep": json.dumps(list(sched.keep)) if sched else None,
@@ -203,6 +209,10 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
                 "ci": [float(row["vs_reference_ci_low"]), float(row["vs_reference_ci_high"])]},
             "energy_j": _finite_or_none(row["energy_j"]),
             "latency_source": row["latency_source"],
+            "latency_interval_ms": None if not math.isfinite(row["latency_high_ms"]) else [
+                float(row["latency_low_ms"]), float(row["latency_high_ms"])],
+            "latency_interval_level": rec.latency.interval_level if rec.latency else None,
+            "latency_upper_over_budget": bool(row["upper_over_budget"]),
             "baseline_ms": s.baseline_ms,
             "budget_ms": s.budget_ms,
             "gpu": s.gpu_name,
