@@ -45,6 +45,7 @@ __all__ = [
     "register_kind",
     "registered_kinds",
     "softmax_ms",
+    "unregister_kind",
 ]
 
 _BETA_MAX = 32.0
@@ -176,6 +177,14 @@ def register_kind(spec: KindSpec, *, replace: bool = False) -> KindSpec:
     return spec
 
 
+def unregister_kind(letter: str) -> None:
+    """Remove a registered kind (a plugin's teardown, tests); unknown letters are ignored."""
+    from .profile_table import KIND_NAMES
+
+    if _KINDS.pop(letter, None) is not None:
+        KIND_NAMES.pop(letter, None)
+
+
 def kind_spec(letter: str) -> KindSpec:
     try:
         return _KINDS[letter]
@@ -256,8 +265,8 @@ def fit_kind_cost(tokens: Sequence[float], ms: Sequence[float], flops: Sequence[
             if loss < best[0]:
                 best = (loss, float(H), beta)
     _, H, beta = best
-    cost = KindCost(host_ms=H, gpu_floor_ms=float(F), compute=1 / xc if xc > 0 else math.inf,
-                    memory=1 / xm if xm > 0 else math.inf, beta=beta)
+    cost = KindCost(host_ms=float(H), gpu_floor_ms=float(F), compute=float(1 / xc) if xc > 0 else math.inf,
+                    memory=float(1 / xm) if xm > 0 else math.inf, beta=float(beta))
     pred = np.array([softmax_ms(H, g, beta) for g in G])
     return cost, float(np.median(np.abs(pred - T) / T))
 

@@ -280,10 +280,10 @@ def fit_few_shot(source: ProfileTable, source_spec: GpuSpec, target_spec: GpuSpe
     """Calibrate the transfer of ``source`` (measured on ``source_spec``) to ``target_spec``
     from ``points`` measured there (at most 12: more is a full profile).
 
-    Per kind: the points that are GPU-bound on the spec-transferred form (at least 1.5× its
-    host floor) fix ``gpu_scale`` (geometric mean of measured over transferred GPU time);
-    the smallest point, when it sits on the floor, the host floor. A kind with no point keeps
-    the spec transfer (scale 1, the source's host floor).
+    Per kind: the points at least 1.5× the smallest one are GPU-bound and fix ``gpu_scale``
+    (geometric mean of measured over spec-transferred GPU time); the smallest point gives the
+    host floor (the soft maximum inverted with the scaled GPU time there). A kind with no
+    point keeps the spec transfer (scale 1, the source's host floor).
     """
     points = tuple(points)
     if len(points) > 12:
@@ -296,17 +296,20 @@ def fit_few_shot(source: ProfileTable, source_spec: GpuSpec, target_spec: GpuSpe
     kinds, scales, ratios = {}, {}, []
     for letter, c in moved.kinds.items():
         pts = sorted((p for p in points if p.kind == letter), key=lambda p: p.tokens)
-        # The smallest point measures the host floor unless the layer is GPU-bound there already
-        # (the transferred GPU time at least the floor); GPU-bound points: 1.5x the floor or more.
-        host = c.host_ms
-        if pts and moved.gpu_ms(shape, letter, pts[0].tokens) < pts[0].ms:
-            host = pts[0].ms
-            ratios.append(host / src_forms.kinds[letter].host_ms)
-        gpu_pts = [p for p in pts if p.ms >= PLATEAU * host]
+        # GPU-bound points (1.5x the smallest point or more) fix the scale of the GPU part; the
+        # smallest point then gives the host floor: the soft maximum inverted, H^β = m^β − g^β,
+        # since a point on the floor still carries some GPU time in the transition.
+        gpu_pts = [p for p in pts if pts and p.ms >= PLATEAU * pts[0].ms]
         scale = 1.0
         if gpu_pts:
             scale = math.exp(sum(math.log(p.ms / moved.gpu_ms(shape, letter, p.tokens)) for p in gpu_pts)
                              / len(gpu_pts))
+        host = c.host_ms
+        if pts and pts[0] not in gpu_pts:
+            m, g = pts[0].ms, scale * moved.gpu_ms(shape, letter, pts[0].tokens)
+            if g < m:
+                host = (m ** c.beta - g ** c.beta) ** (1 / c.beta)
+                ratios.append(host / src_forms.kinds[letter].host_ms)
         scales[letter] = scale
         kinds[letter] = KindCost(host_ms=host, gpu_floor_ms=c.gpu_floor_ms * scale,
                                  compute=c.compute / scale if c.compute != math.inf else math.inf,
