@@ -18,7 +18,10 @@ latency and speedup, per source:
     spec only: the other GPU's table fitted with the floor + throughput forms and carried by
     the target's spec sheet (:func:`autoprune.cost.transfer.spec_transfer`);
 ``roofline-max``
-    the previous roofline (max form, overhead fitted, host floor apart) for comparison.
+    the previous roofline (max form, overhead fitted, host floor apart) for comparison;
+``prior``
+    no table anywhere (``roofline-uncalibrated``): the registered kinds' prior forms (their
+    host floors were rounded from these GPUs' tables: not an independent check).
 
 For each it states the slope of the signed speedup error against the measured speedup (does
 the error grow with reduction?), and the coverage of the 90 % interval built from the
@@ -51,7 +54,7 @@ from autoprune.cost.transfer import QuickPoint, QuickPrefill, fit_few_shot, fit_
 from autoprune.cost.uncertainty import LEVEL, ResidualSet, conformal_bounds
 from autoprune.schedule import Schedule, ScorerConfig
 
-SOURCES = ("table", "few-shot", "few-shot+prefill", "roofline", "roofline-max")
+SOURCES = ("table", "few-shot", "few-shot+prefill", "roofline", "roofline-max", "prior")
 # Which LatencyEstimate source each variant's residuals describe (for the shipped residuals).
 RESIDUAL_SOURCE = {"table": "table", "few-shot+prefill": "few-shot", "roofline": "roofline"}
 
@@ -86,7 +89,8 @@ def models_for(src: ProfileTable, dst: ProfileTable, reg, layout: TokenLayout, b
             "few-shot": LatencyModel(shape, layout, d_spec, few_shot=fs, **kw),
             "few-shot+prefill": LatencyModel(shape, layout, d_spec, few_shot=fsp, **kw),
             "roofline": LatencyModel(shape, layout, d_spec, calibration=cal, forms=forms, **kw),
-            "roofline-max": LatencyModel(shape, layout, d_spec, calibration=cal, **kw)}, fs, forms
+            "roofline-max": LatencyModel(shape, layout, d_spec, calibration=cal, **kw),
+            "prior": LatencyModel(shape, layout, d_spec, search_dirs=[], **kw)}, fs, forms
 
 
 def summarize(rows, key):

@@ -36,8 +36,9 @@ named in the returned :class:`~autoprune.interfaces.LatencyEstimate`:
     (:func:`~autoprune.cost.roofline.calibrate`). Scoring, gather and head times are that
     GPU's measurements scaled by the bandwidth ratio (they are small, memory-bound kernels).
 ``roofline-uncalibrated``
-    the same formula with :data:`~autoprune.cost.roofline.DEFAULT_EFFICIENCY` (documented
-    guesses) when no measured table of this shape exists anywhere.
+    the registered kinds' prior forms (:mod:`autoprune.cost.kinds`: documented guesses,
+    pipelined like the others; overheads from their byte counts) when no measured table of
+    this shape exists anywhere.
 
 Every estimate carries an interval (``low_ms``/``high_ms``) from its source's validation
 residuals (:mod:`autoprune.cost.uncertainty`).
@@ -63,6 +64,7 @@ from .profile_table import KIND_NAMES, ProfileTable, find_table, list_tables
 from .roofline import (
     DEFAULT_EFFICIENCY,
     DEFAULT_OVERHEAD_EFFICIENCY,
+    PLATEAU,
     Calibration,
     calibrate,
     gpu_part,
@@ -73,7 +75,7 @@ from .roofline import (
 )
 from .shapes import ModelShape, TokenLayout, layer_flops
 from .quick import QuickProfile, find_quick
-from .transfer import FewShot, FormSet, QuickPrefill, fit_forms, lower_envelope, spec_transfer
+from .transfer import FewShot, FormSet, QuickPrefill, fit_forms, lower_envelope, prior_forms, spec_transfer
 from .uncertainty import DEFAULT_HALF_WIDTH, Interval, ResidualSet, load_residuals
 
 __all__ = ["LatencyBreakdown", "LatencyModel", "calibrate_prefills", "pipeline_ms"]
@@ -144,6 +146,8 @@ class LatencyModel:
         self._notes: list[str] = []
         self._estimated: set[str] = set()  # overheads taken from the byte count, not a measurement
         self._envelopes: dict[str, Any] = {}  # the source's overhead series without their spikes
+        self._table_forms: FormSet | bool | None = None  # forms fitted on the table (False: a CPU one)
+        self._nstar: dict[str, int] = {}
         if isinstance(table, (str, Path)):
             table = ProfileTable.load(table)
         if few_shot is not None:
@@ -202,6 +206,8 @@ class LatencyModel:
             else:
                 self.source = "roofline-uncalibrated"
                 self._notes.append("default-efficiencies")
+                # The registered kinds' prior floor + throughput forms, pipelined like the others.
+                self.forms = forms if forms is not None else prior_forms(shape, self.spec)
         self._baseline = None
         self._residuals = residuals
 
@@ -300,7 +306,7 @@ class LatencyModel:
         """Whether host and GPU times are composed as a pipeline (GPU predictions) or summed."""
         if self.table is not None:
             return not self.table.is_cpu
-        return self.calibration is not None
+        return self.calibration is not None or self.forms is not None
 
     def term_ms(self, what: str, tokens: int) -> tuple[float, float, bool]:
         """``(gpu_ms, host_ms, extrapolated)`` of a layer kind (letter) or an overhead
@@ -311,7 +317,8 @@ class LatencyModel:
             return ms, 0.0, ex
         if is_layer and self.forms is not None:  # the floor + throughput forms, carried by spec ratios
             return self.forms.gpu_ms(self.shape, what, tokens), self.forms.kinds[what].host_ms, False
-        if not is_layer and self.forms is not None and self.calibration.overheads.get(what) is not None:
+        if (not is_layer and self.forms is not None and self.calibration is not None
+                and self.calibration.overheads.get(what) is not None):
             # The source's overhead without its spikes: floor on the host, the rest on the GPU
             # at the bandwidth ratio (small memory-bound kernels).
             env = self._envelopes.get(what)
@@ -330,14 +337,37 @@ class LatencyModel:
         elif self.table is not None:
             series = self.table.scoring.get(what) if what not in ("gather", "head") else getattr(self.table, what)
             scale = 1.0
-        else:
+        elif self.calibration is not None:
             series = self.calibration.overheads.get(what)
             scale = self.calibration.source_bandwidth_gbs / self.spec.memory_bandwidth_gbs
+        else:
+            series = None
         if series is None:
             ms, ex = self.overhead_ms(what, tokens)
             return ms, 0.0, ex
+        if is_layer and (g := self._table_gpu_below_plateau(what, series, tokens)) is not None:
+            return g, host_floor(series), False
         g, ex = gpu_part(series, tokens)
         return g * scale, host_floor(series), ex
+
+    def _table_gpu_below_plateau(self, kind: str, series, tokens: int) -> float | None:
+        """GPU time of a table's layer where the table shows only the host floor: the kind's
+        floor + throughput form fitted on the table, joined continuously to the first
+        GPU-bound point; None at or above that point (the measurement itself stands)."""
+        if self._table_forms is None:
+            self._table_forms = fit_forms(self.table, self.spec) if not self.spec.is_cpu else False
+        if not self._table_forms or kind not in self._table_forms.kinds:
+            return None
+        nstar = self._nstar.get(kind)
+        if nstar is None:
+            floor = min(series.ms)
+            start = series.ms.index(floor)
+            nstar = self._nstar[kind] = next((n for n, v in zip(series.tokens[start:], series.ms[start:])
+                                              if v >= PLATEAU * floor), 0)
+        if not nstar or tokens >= nstar:
+            return None
+        f = self._table_forms
+        return f.gpu_ms(self.table.shape, kind, tokens) * series.at(nstar)[0] / f.gpu_ms(self.table.shape, kind, nstar)
 
     # -- schedules -----------------------------------------------------------
     def _check_schedule(self, schedule: Schedule) -> None:

@@ -43,11 +43,12 @@ __all__ = [
     "fit_few_shot",
     "fit_forms",
     "lower_envelope",
+    "prior_forms",
     "quick_plan",
     "spec_transfer",
 ]
 
-FORM_HOWS = ("table-fit", "spec-transfer", "few-shot")
+FORM_HOWS = ("table-fit", "spec-transfer", "few-shot", "prior")
 # The token counts ``profile --quick`` times per layer kind: one on the host floor, three
 # GPU-bound ones spread over the range prefills visit (3 kinds × 4 = 12 timings).
 QUICK_TOKENS = (512, 4096, 16384, 65536)
@@ -78,7 +79,8 @@ class FormSet:
     """The per-kind cost forms of one shape on one GPU (``kinds``: letter → :class:`KindCost`).
 
     ``how``: ``table-fit`` (fitted on a table of ``gpu``), ``spec-transfer`` (carried from
-    ``source_gpu`` by spec ratios) or ``few-shot`` (calibrated on quick points of ``gpu``);
+    ``source_gpu`` by spec ratios), ``few-shot`` (calibrated on quick points of ``gpu``) or
+    ``prior`` (the registered kinds' priors: nothing measured);
     ``fit_error[letter]`` the median relative error on the points it was fitted to.
     """
 
@@ -117,6 +119,15 @@ class FormSet:
                 "peak_tflops": self.peak_tflops, "bandwidth_gbs": self.bandwidth_gbs,
                 "kinds": {KIND_NAMES.get(k, k): {"letter": k, **v.to_dict()} for k, v in sorted(self.kinds.items())},
                 "fit_error": {KIND_NAMES.get(k, k): v for k, v in sorted(self.fit_error.items())}}
+
+
+def prior_forms(shape: ModelShape, spec: GpuSpec) -> FormSet:
+    """The registered kinds' prior forms on ``spec`` (no table of the shape measured anywhere)."""
+    if spec.is_cpu:
+        raise ConfigError("prior cost forms describe GPUs; the CPU has measured tables only")
+    kinds = {k: kind_spec(k).prior for k in sorted(set(shape.layer_kinds))}
+    return FormSet(gpu=spec.id, shape=shape.name, kinds=kinds, how="prior", peak_tflops=spec.peak_tflops(shape.dtype),
+                   bandwidth_gbs=spec.memory_bandwidth_gbs)
 
 
 def fit_forms(table: ProfileTable, spec: GpuSpec) -> FormSet:
