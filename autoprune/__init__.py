@@ -43,6 +43,9 @@ __all__ = [
     "get_adapter",
     "model_signature",
     "best_schedule",
+    "register_kind",
+    "KindSpec",
+    "KindCost",
     "AutopruneError",
     "BudgetError",
     "ConfigError",
@@ -68,6 +71,10 @@ def __getattr__(name):
         from .search.export import best_schedule
 
         return best_schedule
+    if name in ("register_kind", "KindSpec", "KindCost"):  # the per-layer-kind cost registry
+        from .cost import kinds
+
+        return getattr(kinds, name)
     if name == "get_adapter":
         from .adapters import get_adapter
 
