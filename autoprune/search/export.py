@@ -303,13 +303,18 @@ def _summary(df, s: StudySettings, baseline_score, warnings) -> str:
             + (" (scores of validated trials are validation scores)" if validated else ""))
     shown = df[df["pareto"] | (df["reference"].notna() & (df["validated"] | ~validated))].copy()
     shown = shown.sort_values(["pareto", "latency_ms"], ascending=[False, True])
+    intervals = "latency_high_ms" in shown and shown["latency_high_ms"].notna().any()
     cols = ["number", "reference", "state", "score"] + (["search_score"] if validated else []) + [
-        "latency_ms", "speedup", "mean_keep", "feasible", "pareto"]
+        "latency_ms"] + (["latency_high_ms"] if intervals else []) + ["speedup", "mean_keep", "feasible", "pareto"]
     table = shown[cols].rename(columns={"number": "trial", "score": s.metric,
                                         "search_score": f"{s.metric} (search set)"})
     table["reference"] = table["reference"].fillna("")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    return "\n".join([head, text] + [f"warning: {w}" for w in warnings])
+    upper = [int(n) for n in shown[shown["pareto"] & shown.get("upper_over_budget", False)]["number"]] if intervals \
+        else []
+    notes = [f"note: the {s.budget.text} budget holds as predicted but not over the latency interval "
+             f"(latency_high_ms) of trial(s) {upper}"] if upper else []
+    return "\n".join([head, text] + notes + [f"warning: {w}" for w in warnings])
 
 
 def best_schedule(run_dir: str | Path) -> Path:

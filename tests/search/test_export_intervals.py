@@ -63,3 +63,10 @@ def test_the_report_names_the_schedules_whose_upper_bound_misses_the_budget(run)
     assert marked, "the front's fastest-feasible end sits near the budget: its ±15 % reaches past it"
     assert "Upper bound over budget" in text and all(f"#{n} (up to" in text for n in marked)
     assert not any(f"#{n} (up to" in text for n in unmarked)
+
+
+def test_the_printed_summary_shows_the_upper_bound_and_names_the_trials_it_misses(run):
+    assert "latency_high_ms" in run.export.summary
+    df = pd.read_csv(run.run_dir / "trials.csv")
+    marked = sorted(int(n) for n in df[df["upper_over_budget"] & df["pareto"]]["number"])
+    assert f"trial(s) {marked}" in run.export.summary
