@@ -310,7 +310,7 @@ def _summary(df, s: StudySettings, baseline_score, warnings) -> str:
                                         "search_score": f"{s.metric} (search set)"})
     table["reference"] = table["reference"].fillna("")
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    upper = [int(n) for n in shown[shown["pareto"] & shown.get("upper_over_budget", False)]["number"]] if intervals \
+    upper = sorted(int(n) for n in shown[shown["pareto"] & shown["upper_over_budget"]]["number"]) if intervals \
         else []
     notes = [f"note: the {s.budget.text} budget holds as predicted but not over the latency interval "
              f"(latency_high_ms) of trial(s) {upper}"] if upper else []
