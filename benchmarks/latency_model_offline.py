@@ -13,7 +13,9 @@ latency and speedup, per source:
     ``autoprune profile --quick`` measures; nothing else of the target table is used);
 ``few-shot+prefill``
     the same, and the measured unreduced prefill of the run as one quick whole prefill
-    (:func:`autoprune.cost.latency.calibrate_prefills`);
+    (:func:`autoprune.cost.latency.calibrate_prefills`). A result file of a GPU run with
+    ``--quick-from`` carries the points and prefills ``--quick`` measured there: they are used
+    instead (the row says which, ``quick_points``);
 ``roofline``
     spec only: the other GPU's table fitted with the floor + throughput forms and carried by
     the target's spec sheet (:func:`autoprune.cost.transfer.spec_transfer`);
@@ -48,6 +50,7 @@ from pathlib import Path
 from autoprune.cost.gpus import load_registry
 from autoprune.cost.latency import LatencyModel, calibrate_prefills
 from autoprune.cost.profile_table import ProfileTable, find_table
+from autoprune.cost.quick import QuickProfile
 from autoprune.cost.roofline import calibrate
 from autoprune.cost.shapes import TokenLayout
 from autoprune.cost.transfer import QuickPoint, QuickPrefill, fit_few_shot, fit_forms, quick_plan, spec_transfer
@@ -75,13 +78,17 @@ def quick_points(target: ProfileTable) -> list[QuickPoint]:
     return [QuickPoint(k, n, target.layer(k).at(n)[0]) for k, n in quick_plan(target.shape)]
 
 
-def models_for(src: ProfileTable, dst: ProfileTable, reg, layout: TokenLayout, baseline_ms: float) -> dict:
+def models_for(src: ProfileTable, dst: ProfileTable, reg, layout: TokenLayout, baseline_ms: float,
+               quick: QuickProfile | None = None) -> dict:
+    """The models compared; ``quick``: the points measured on the target by the GPU run (else read
+    off the target's table, and the run's unreduced prefill as the one quick prefill)."""
     s_spec, d_spec = reg.get(src.gpu), reg.get(dst.gpu)
     shape = dst.shape
     none = ResidualSet(residuals={})
-    fs = fit_few_shot(src, s_spec, d_spec, quick_points(dst))
-    fsp = calibrate_prefills(fs, [QuickPrefill(keep=(1.0,) * shape.num_layers, visual=layout.visual, ms=baseline_ms)],
-                             shape, prefix=layout.prefix, query=layout.query)
+    fs = fit_few_shot(src, s_spec, d_spec, quick.points if quick else quick_points(dst))
+    prefills = quick.prefills if quick else [QuickPrefill(keep=(1.0,) * shape.num_layers, visual=layout.visual,
+                                                          ms=baseline_ms)]
+    fsp = calibrate_prefills(fs, prefills, shape, prefix=layout.prefix, query=layout.query)
     forms = spec_transfer(fit_forms(src, s_spec), s_spec, d_spec, shape.dtype)
     cal = calibrate(src, s_spec)
     kw = {"residuals": none}
@@ -108,16 +115,22 @@ def run_pairs(pairs, prefix, query) -> dict:
     reg = load_registry()
     runs = []
     for src_id, dst_id, path in pairs:
-        src = ProfileTable.load(find_table(src_id, "nemotron-h-8b"))
-        dst = ProfileTable.load(find_table(dst_id, "nemotron-h-8b"))
         data = json.loads(Path(path).read_text())
+        found = {g: find_table(g, data["shape"]) for g in (src_id, dst_id)}
+        missing = [g for g, p in found.items() if p is None]
+        if missing:
+            raise SystemExit(f"error: no measured table of {data['shape']!r} for {missing} (needed for {path})")
+        src, dst = ProfileTable.load(found[src_id]), ProfileTable.load(found[dst_id])
         if data["gpu"] != dst_id:
             raise SystemExit(f"error: {path} was measured on {data['gpu']}, not {dst_id}")
         for size in data["sizes"]:
             V = size["visual"]
             layout = TokenLayout(prefix, V, query)
             base = size["baseline"]["median_ms"]
-            models, fs, forms = models_for(src, dst, reg, layout, base)
+            quick = None
+            if (data.get("quick") or {}).get("quick_profile"):  # a --quick-from GPU run: its own points
+                quick = QuickProfile.from_dict(data["quick"]["quick_profile"], origin=f"{path}: quick")
+            models, fs, forms = models_for(src, dst, reg, layout, base, quick)
             rows = []
             for r in size["rows"]:
                 if "measured_ms" not in r:
@@ -130,6 +143,7 @@ def run_pairs(pairs, prefix, query) -> dict:
                     row[k] = {"latency_ms": e.latency_ms, "speedup": e.speedup}
                 rows.append(row)
             runs.append({"run": Path(path).name, "source_gpu": src_id, "target_gpu": dst_id, "visual": V,
+                         "quick_points": "measured on the target" if quick else "read off the target's table",
                          "baseline_measured_ms": base,
                          "baseline_predicted_ms": {k: m.baseline_ms() for k, m in models.items()},
                          "summary": {k: summarize(rows, k) for k in models}, "rows": rows,

@@ -210,6 +210,7 @@ class LatencyModel:
                 self.forms = forms if forms is not None else prior_forms(shape, self.spec)
         self._baseline = None
         self._residuals = residuals
+        self._interval: Interval | None = None
 
     # -- setup ---------------------------------------------------------------
     def _check_table(self, table: ProfileTable) -> None:
@@ -355,7 +356,10 @@ class LatencyModel:
         floor + throughput form fitted on the table, joined continuously to the first
         GPU-bound point; None at or above that point (the measurement itself stands)."""
         if self._table_forms is None:
-            self._table_forms = fit_forms(self.table, self.spec) if not self.spec.is_cpu else False
+            try:
+                self._table_forms = fit_forms(self.table, self.spec) if not self.spec.is_cpu else False
+            except ConfigError:  # e.g. a float32 table: the spec sheet has no peak for it
+                self._table_forms = False
         if not self._table_forms or kind not in self._table_forms.kinds:
             return None
         nstar = self._nstar.get(kind)
@@ -442,6 +446,11 @@ class LatencyModel:
     def interval(self) -> Interval:
         """This model's interval (its source's validation residuals, :mod:`autoprune.cost.uncertainty`);
         a CPU table's wall clock has none validated and gets the documented default."""
+        if self._interval is None:
+            self._interval = self._make_interval()
+        return self._interval
+
+    def _make_interval(self) -> Interval:
         if self._residuals is None:
             self._residuals = load_residuals()
             if self.few_shot is not None and self.few_shot.prefills:
