@@ -195,13 +195,9 @@ def quick_plan(shape: ModelShape, tokens: Sequence[int] = QUICK_TOKENS, max_poin
     many kinds: the smallest and the largest are kept first)."""
     kinds = list(dict.fromkeys(shape.layer_kinds))
     per = max(2, max_points // max(1, len(kinds)))
-    toks = list(tokens)
-    if len(toks) > per:
-        inner = toks[1:-1]
-        keep = per - 2
-        toks = [toks[0]] + [inner[round(i * (len(inner) - 1) / max(1, keep - 1))] for i in range(keep)] * (keep > 0) \
-            + [toks[-1]]
-        toks = sorted(set(toks))
+    toks = sorted(set(int(t) for t in tokens))
+    if len(toks) > per:  # evenly spread over the list, both ends kept
+        toks = sorted({toks[round(i * (len(toks) - 1) / (per - 1))] for i in range(per)})
     plan = [(k, n) for k in kinds for n in toks]
     return plan[:max_points]
 

@@ -167,3 +167,10 @@ def test_kind_specs_count_the_same_as_the_roofline():
     for k in "M*-":
         assert kind_spec(k).flops(SHAPE, 1000) == layer_flops(SHAPE, k, 1000)
         assert kind_spec(k).nbytes(SHAPE, 1000) == layer_bytes(SHAPE, k, 1000)
+
+
+def test_more_kinds_get_fewer_token_counts_each_never_more_than_twelve_points():
+    four = SHAPE.with_layer_kinds("M*-E", "four-kinds")
+    plan = quick_plan(four)
+    assert len(plan) == 12 and {k for k, _ in plan} == set("M*-E")
+    assert sorted({n for _, n in plan}) == [512, 16384, 65536]  # the ends kept
