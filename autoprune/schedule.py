@@ -31,6 +31,7 @@ from . import _io
 from .errors import (
     ModelMismatchError,
     MonotonicityError,
+    ScheduleError,
     ScheduleFormatError,
     ScheduleValueError,
     check_keys,
@@ -406,14 +407,20 @@ class Schedule:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: ModelSignature | None = None) -> Schedule:
+        """Read a schedule file. Every error (missing, unreadable, malformed, invalid values, another
+        model) is a :class:`ScheduleError` whose message starts with the file's path."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ScheduleFormatError(f"{path}: not UTF-8 text ({e})") from None
+        except FileNotFoundError:
+            raise ScheduleFormatError(f"{path}: no such schedule file") from None
+        except OSError as e:
+            raise ScheduleFormatError(f"{path}: cannot be read ({e.strerror or e})") from None
         try:
             return cls.from_json(text, model=model)
-        except ScheduleFormatError as e:
+        except ScheduleError as e:
             raise type(e)(f"{path}: {e}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
