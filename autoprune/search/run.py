@@ -310,6 +310,8 @@ def _add_references(study, plan: SearchPlan) -> None:
             study.tell(trial, list(values))
     for params, attrs in queued:
         study.enqueue_trial(params, user_attrs=attrs)
+    for params in plan.settings.space.warm_starts(sig):
+        study.enqueue_trial(params, user_attrs={"warm_start": True})
 
 
 def _resume_hint(plan: SearchPlan) -> str:
