@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .base import AttentionParts, GatedDeltaNetParts, HybridAdapter, register_adapter
 
-__all__ = ["Qwen3_5Adapter", "packed_query_selector"]
+__all__ = ["Qwen3_5Adapter", "deltanet_parts_of", "packed_query_selector"]
 
 
 def packed_query_selector(head_dim: int):
@@ -65,11 +65,15 @@ class Qwen3_5Adapter(QwenGatedAttentionMixin, HybridAdapter):
     per_token_kwargs = ("attention_mask", "position_ids", "position_embeddings")
 
     def deltanet_parts(self, layer_idx):
-        m = self.decoder.layers[layer_idx].linear_attn
-        kd = m.key_dim
-        return GatedDeltaNetParts(
-            module=m, projections=(m.in_proj_qkv, m.in_proj_b, m.in_proj_a),
-            split=lambda outs: (outs[0][..., : 2 * kd], outs[1], outs[2]),
-            conv_weight=m.conv1d.weight, conv_bias=m.conv1d.bias, num_k_heads=m.num_k_heads,
-            num_v_heads=m.num_v_heads, head_k_dim=m.head_k_dim, dt_bias=m.dt_bias, A_log=m.A_log,
-        )
+        return deltanet_parts_of(self.decoder.layers[layer_idx].linear_attn)
+
+
+def deltanet_parts_of(m) -> GatedDeltaNetParts:
+    """The evidence parts of a ``Qwen3_5GatedDeltaNet``: ``in_proj_qkv`` (``[q | k | v]``), ``in_proj_b``, ``in_proj_a``."""
+    kd = m.key_dim
+    return GatedDeltaNetParts(
+        module=m, projections=(m.in_proj_qkv, m.in_proj_b, m.in_proj_a),
+        split=lambda outs: (outs[0][..., : 2 * kd], outs[1], outs[2]),
+        conv_weight=m.conv1d.weight, conv_bias=m.conv1d.bias, num_k_heads=m.num_k_heads,
+        num_v_heads=m.num_v_heads, head_k_dim=m.head_k_dim, dt_bias=m.dt_bias, A_log=m.A_log,
+    )

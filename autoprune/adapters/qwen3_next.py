@@ -12,7 +12,7 @@ import torch
 from .base import GatedDeltaNetParts, HybridAdapter, register_adapter
 from .qwen3_5 import QwenGatedAttentionMixin
 
-__all__ = ["Qwen3NextAdapter"]
+__all__ = ["Qwen3NextAdapter", "deltanet_parts_of"]
 
 
 def _rotary(q, k, cos, sin):
@@ -37,15 +37,20 @@ class Qwen3NextAdapter(QwenGatedAttentionMixin, HybridAdapter):
         return _rotary(q, k, cos, sin)
 
     def deltanet_parts(self, layer_idx):
-        m = self.decoder.layers[layer_idx].linear_attn
+        return deltanet_parts_of(self.decoder.layers[layer_idx].linear_attn)
 
-        def split(outs):
-            q, k, _, _, b, a = m.fix_query_key_value_ordering(outs[0], outs[1])
-            n = q.shape[:2]
-            return torch.cat([q.reshape(*n, -1), k.reshape(*n, -1)], dim=-1), b, a
 
-        return GatedDeltaNetParts(
-            module=m, projections=(m.in_proj_qkvz, m.in_proj_ba), split=split,
-            conv_weight=m.conv1d.weight, conv_bias=m.conv1d.bias, num_k_heads=m.num_k_heads,
-            num_v_heads=m.num_v_heads, head_k_dim=m.head_k_dim, dt_bias=m.dt_bias, A_log=m.A_log,
-        )
+def deltanet_parts_of(m) -> GatedDeltaNetParts:
+    """The evidence parts of a ``Qwen3NextGatedDeltaNet`` (``in_proj_qkvz``, ``in_proj_ba``, un-interleaved
+    by the mixer's own ``fix_query_key_value_ordering``)."""
+
+    def split(outs):
+        q, k, _, _, b, a = m.fix_query_key_value_ordering(outs[0], outs[1])
+        n = q.shape[:2]
+        return torch.cat([q.reshape(*n, -1), k.reshape(*n, -1)], dim=-1), b, a
+
+    return GatedDeltaNetParts(
+        module=m, projections=(m.in_proj_qkvz, m.in_proj_ba), split=split,
+        conv_weight=m.conv1d.weight, conv_bias=m.conv1d.bias, num_k_heads=m.num_k_heads,
+        num_v_heads=m.num_v_heads, head_k_dim=m.head_k_dim, dt_bias=m.dt_bias, A_log=m.A_log,
+    )
