@@ -128,6 +128,22 @@ def tiny_lfm2_vl(seed=0, attn="sdpa", dtype=torch.float32):
     return _spread(Lfm2VlForConditionalGeneration(cfg).to(dtype).eval())
 
 
+def lfm2_vl_image_inputs(b=2, prefix=4, query=8, seed=0, images_per_row=2):
+    """``input_ids`` with ``images_per_row`` 8×8-patch images (16 merged tokens each) after a prefix,
+    then the query; SigLIP2's patchified ``pixel_values``, ``spatial_shapes`` and ``pixel_attention_mask``."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(b):
+        parts = [torch.randint(0, 50, (prefix,), generator=g)]
+        for _ in range(images_per_row):
+            parts += [torch.full((16,), IMAGE_ID), torch.randint(0, 50, (1,), generator=g)]
+        parts.append(torch.randint(0, 50, (query,), generator=g))
+        rows.append(torch.cat(parts))
+    n = b * images_per_row
+    return dict(input_ids=torch.stack(rows), pixel_values=torch.randn(n, 64, 48, generator=g),
+                spatial_shapes=torch.tensor([[8, 8]] * n), pixel_attention_mask=torch.ones(n, 64, dtype=torch.bool))
+
+
 def language_model(model):
     """The decoder stack (``*Model`` with ``layers``) inside a causal LM or a VLM."""
     inner = model.model

@@ -135,3 +135,21 @@ def test_attention_evidence_reads_queries_after_qk_norm_as_eager_attention_weigh
     k = sched.tokens_per_layer(V1 - V0)[3]
     order = torch.sort(mass, dim=1, descending=True, stable=True).indices[:, :k]
     assert torch.equal(h.last.selections[3], torch.sort(order, dim=1).values + V0)
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "lfm2_vl"])
+@torch.no_grad()
+def test_left_padded_rows_match_unpadded_runs(family):
+    model = FAMILIES[family]()
+    sched = progressive(model, mamba_decay=True)
+    ids, vm = inputs(b=2, seed=5)
+    short = ids[1:, 3:]  # row 1 is 3 tokens shorter (its prefix), then padded on the left
+    batch = torch.cat([ids[:1], torch.cat([torch.zeros(1, 3, dtype=ids.dtype), short], dim=1)])
+    am = torch.ones_like(batch)
+    am[1, :3] = 0
+    with autoprune.reduce(model, sched, visual_mask=vm) as h:
+        out = model(input_ids=batch, attention_mask=am).logits[:, -1]
+    with autoprune.reduce(model, sched, visual_mask=vm[1:, 3:]) as h1:
+        ref1 = model(input_ids=short).logits[:, -1]
+    assert torch.allclose(out[1:], ref1, atol=1e-5)
+    assert torch.equal(h.last.selections[3][1:] - 3, h1.last.selections[3])
