@@ -87,6 +87,16 @@ class ModelShape:
             v = getattr(self, f.name)
             if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise ConfigError(f"ModelShape.{f.name} must be a non-negative integer, got {v!r}")
+        for name in ("attn_output_gate", "mixer_mlp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ModelShape.{name} must be true or false, got {getattr(self, name)!r}")
+        if "L" in self.layer_kinds:
+            Hk, Hv = self.linear_num_key_heads, self.linear_num_value_heads
+            if min(Hk, Hv, self.linear_key_head_dim, self.linear_value_head_dim) < 1 or Hv % Hk:
+                raise ConfigError(
+                    f"ModelShape {self.name!r} has Gated DeltaNet layers (L) but linear heads {Hk} key / {Hv} value "
+                    f"of {self.linear_key_head_dim} / {self.linear_value_head_dim}: need positive widths and value "
+                    "heads a multiple of key heads")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"ModelShape.dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
 

@@ -25,6 +25,16 @@ def test_presets_have_the_published_layer_patterns():
     assert get_shape("lfm2-1.2b").layer_kinds == "CC*CC*CC*C*C*C*C"
 
 
+def test_a_shape_with_deltanet_layers_needs_their_widths():
+    from autoprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Gated DeltaNet"):
+        dataclasses.replace(get_shape("qwen3.5-9b"), linear_num_value_heads=24, linear_num_key_heads=16)
+    with pytest.raises(ConfigError, match="mixer_mlp"):
+        dataclasses.replace(get_shape("lfm2-1.2b"), mixer_mlp=1)
+    assert ModelShape.from_dict(get_shape("qwen3.5-9b").to_dict()) == get_shape("qwen3.5-9b")
+
+
 def test_shapes_from_configs_match_the_models_layer_kinds():
     from autoprune.adapters import get_adapter
 
@@ -82,3 +92,12 @@ def test_profile_times_every_layer_kind_and_the_deltanet_scoring_on_the_cpu(fami
     assert set(t.layers) == kinds
     if family == "qwen3_5_text":
         assert {"linear", "linear_decay", "linear_exact"} <= set(t.scoring)
+
+
+def test_the_qwen_presets_are_transformers_default_configs_of_those_checkpoints():
+    # transformers 5.24's Qwen3_5TextConfig / Qwen3NextConfig defaults are Qwen3.5-9B's and
+    # Qwen3-Next-80B-A3B's published text configs
+    from transformers import Qwen3_5TextConfig, Qwen3NextConfig
+
+    assert ModelShape.from_config(Qwen3_5TextConfig(), name="qwen3.5-9b") == get_shape("qwen3.5-9b")
+    assert ModelShape.from_config(Qwen3NextConfig(), name="qwen3-next-80b-a3b") == get_shape("qwen3-next-80b-a3b")
