@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         vm = torch.zeros(1, L, dtype=torch.bool)
         vm[:, layout.prefix:layout.prefix + V] = True
         base_flops = prefill_flops(shape, layout)
-        rows = []
+        rows, failed = [], []
         for name, sched in configs(sig, n, V, min_tokens).items():
             if name in skip:
                 continue
@@ -113,8 +113,17 @@ def main(argv=None) -> int:
 
                 torch.cuda.reset_peak_memory_stats()
                 mon = GpuMonitor(energy=True, min_window_s=1.0)
-            stats = time_fn(fn, monitor=mon, energy=cuda, warmup_ms=500.0 if cuda else 0.0, rep_ms=args.rep_ms,
-                            min_reps=3, max_reps=20, retries=1, device=dev)
+            try:
+                stats = time_fn(fn, monitor=mon, energy=cuda, warmup_ms=500.0 if cuda else 0.0, rep_ms=args.rep_ms,
+                                min_reps=3, max_reps=20, retries=1, device=dev)
+            except Exception as e:  # recorded with its reason; the other configurations go on
+                if name == "unreduced":
+                    raise
+                failed.append({"config": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+                print(f"  V={V} {name:45s} FAILED {failed[-1]['error']}", flush=True)
+                if cuda:
+                    torch.cuda.empty_cache()
+                continue
             counts = [V] * n if sched is None else sched.tokens_per_layer(V)
             rows.append({"config": name, "median_ms": stats.median, "p20_ms": stats.p20, "p80_ms": stats.p80,
                          "n": stats.n, "flags": list(stats.flags),
@@ -130,7 +139,7 @@ def main(argv=None) -> int:
             if r["energy_j"] and base["energy_j"]:
                 r["energy_ratio"] = base["energy_j"] / r["energy_j"]
         by = {r["config"]: r for r in rows}
-        size = {"visual": V, "length": L, "rows": rows}
+        size = {"visual": V, "length": L, "rows": rows, "failed": failed}
         free = by.get("low-to-high mean-25% [stride, no scoring]")
         for key, scored_name in (("", "low-to-high mean-25%"), ("_decay", "low-to-high mean-25% [decay proxy]"),
                                  ("_exact", "low-to-high mean-25% [exact form]")):
