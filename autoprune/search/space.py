@@ -192,7 +192,9 @@ def first_cut_layer(signature: ModelSignature, scorer: ScorerConfig | None = Non
     kinds = signature.layer_kinds
     if scorer is not None and scorer.selector != "language":
         return 1
-    usable = {"M", "*"} if scorer is None else {k for k, w in (("M", scorer.w_mamba), ("*", scorer.w_attn)) if w > 0}
+    # Gated DeltaNet ("L") evidence is weighted by w_mamba like Mamba's; short convolutions give none.
+    usable = {"M", "L", "*"} if scorer is None else {
+        k for k, w in (("M", scorer.w_mamba), ("L", scorer.w_mamba), ("*", scorer.w_attn)) if w > 0}
     for j, k in enumerate(kinds[:-1]):
         if k in usable:
             return j + 1
