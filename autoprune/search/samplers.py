@@ -18,7 +18,7 @@ def _tpe(seed: int | None, trials: int):
     # multivariate model, because where to cut and how hard interact (stages, shares, alignment).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(__import__("os").environ.get("AP_TPE_STARTUP", max(4, min(10, trials // 4)))), multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, min(10, trials // 4)), multivariate=True)
 
 
 def _nsga2(seed: int | None, trials: int):
