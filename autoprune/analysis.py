@@ -30,6 +30,7 @@ __all__ = [
     "schedule_family", "SparsityResult", "StabilityResult", "EvidenceKindsResult", "ScheduleSweep",
     "SweepPoint", "collect_evidence", "layer_sparsity", "stability", "evidence_kinds", "schedule_sweep",
     "run_analysis", "render_sparsity", "render_stability", "render_evidence_kinds", "render_sweep",
+    "DeltaNetProxiesResult", "deltanet_proxies", "DELTANET_VARIANTS",
 ]
 
 ANALYSIS_MIN_TOKENS = 1
@@ -56,6 +57,7 @@ class EvidenceSet:
     evidence: dict[int, torch.Tensor]
     targets: torch.Tensor | None
     mamba_decay: bool
+    delta_correction: bool = False
 
     @property
     def num_samples(self) -> int:
@@ -67,10 +69,11 @@ class EvidenceSet:
 
 
 def collect_evidence(evaluator, *, n: int | None = 128, mamba_decay: bool = False,
-                     batch_size: int | None = None) -> EvidenceSet:
+                     batch_size: int | None = None, delta_correction: bool = False) -> EvidenceSet:
     """Run the identity schedule with ``record_evidence=True`` on the evaluator's data.
 
-    Uses the largest group of equal-shape samples (at most ``n`` of them).
+    Uses the largest group of equal-shape samples (at most ``n`` of them). ``mamba_decay`` and
+    ``delta_correction`` choose the recurrent layers' implicit-attention form.
     """
     from .runtime import reduce
 
@@ -78,14 +81,17 @@ def collect_evidence(evaluator, *, n: int | None = 128, mamba_decay: bool = Fals
     g = max(data.groups, key=len)
     take = len(g) if n is None else min(n, len(g))
     kinds = evaluator.signature.layer_kinds
-    sched = Schedule.identity(len(kinds), scorer=ScorerConfig(mamba_decay=mamba_decay))
+    sched = Schedule.identity(len(kinds), scorer=ScorerConfig(mamba_decay=mamba_decay,
+                                                              delta_correction=delta_correction))
     bs = batch_size or evaluator.batch_size
     per_layer: dict[int, list[torch.Tensor]] = {}
     layer_kind: dict[int, str] = {}
     with torch.inference_mode():
         for s in range(0, take, bs):
             x = g.inputs_embeds[s: min(take, s + bs)]
-            vm = g.visual_mask[None].expand(x.shape[0], -1)
+            e = min(take, s + bs)
+            # one mask for the group, or one per sample (checkpoint records: prompts of other lengths)
+            vm = g.visual_mask[s:e] if g.visual_mask.dim() == 2 else g.visual_mask[None].expand(x.shape[0], -1)
             with reduce(evaluator.qa.module, sched, visual_mask=vm, record_evidence=True, use_kernels=False) as h:
                 evaluator.qa.last_logits(x)
             for layer, rec in h.last.evidence.items():
@@ -97,7 +103,8 @@ def collect_evidence(evaluator, *, n: int | None = 128, mamba_decay: bool = Fals
     if data.targets is not None:
         targets = data.targets[g.index[:take].cpu()].bool()
     return EvidenceSet(layer_kinds=kinds, layers=layers, kinds=tuple(layer_kind[j] for j in layers),
-                       evidence={j: torch.cat(per_layer[j]) for j in layers}, targets=targets, mamba_decay=mamba_decay)
+                       evidence={j: torch.cat(per_layer[j]) for j in layers}, targets=targets, mamba_decay=mamba_decay,
+                       delta_correction=delta_correction)
 
 
 # --------------------------------------------------------------------------- sparsity
@@ -225,7 +232,7 @@ def evidence_kinds(ev: EvidenceSet, ev_decay: EvidenceSet | None = None, *, top_
             m, r = _target_stats(ev.evidence[j], ev.targets, k)
             mass.append(m)
             rec.append(r)
-            if kind == "mamba" and ev_decay is not None and j in ev_decay.evidence:
+            if kind in ("mamba", "linear") and ev_decay is not None and j in ev_decay.evidence:
                 m, r = _target_stats(ev_decay.evidence[j], ev.targets, k)
                 mass_d.append(m)
                 rec_d.append(r)
@@ -243,9 +250,65 @@ def evidence_kinds(ev: EvidenceSet, ev_decay: EvidenceSet | None = None, *, top_
         layers=ev.layers, kinds=ev.kinds, top_frac=top_frac, chance_mass=chance, target_mass=tuple(mass),
         target_recall=tuple(rec), target_mass_decay=tuple(mass_d), target_recall_decay=tuple(rec_d),
         within_attention_jaccard=mean_pairs(lambda a, b: a == b == "attention"),
-        within_mamba_jaccard=mean_pairs(lambda a, b: a == b == "mamba"),
+        within_mamba_jaccard=mean_pairs(lambda a, b: a == b and a in ("mamba", "linear")),  # recurrent mixers
         cross_kind_jaccard=mean_pairs(lambda a, b: a != b),
     )
+
+
+# ------------------------------------------------------------- Gated DeltaNet proxies
+# (name, mamba_decay, delta_correction); the last is the exact form the others are compared with
+DELTANET_VARIANTS = (("decay-free", False, False), ("decay", True, False), ("delta, decay-free", False, True),
+                     ("exact", True, True))
+
+
+@dataclass(frozen=True)
+class DeltaNetProxiesResult:
+    """Gated DeltaNet layers' evidence proxies against the exact form (gate decay and delta correction).
+
+    Per variant (``variants[v]``) and DeltaNet layer (``layers[i]``), means over samples:
+    ``spearman[v][i]`` rank correlation with the exact form's evidence, ``top_jaccard[v][i]`` agreement
+    of the top-``top_frac`` token sets with the exact form's, and (when the data has known evidence
+    tokens) ``target_mass[v][i]``, the share of the evidence on them. The last variant is the exact form.
+    """
+
+    layers: tuple[int, ...]
+    variants: tuple[str, ...]
+    top_frac: float
+    spearman: tuple[tuple[float, ...], ...]
+    top_jaccard: tuple[tuple[float, ...], ...]
+    target_mass: tuple[tuple[float, ...], ...] | None
+
+
+def deltanet_proxies(evaluator, *, n: int | None = 128, top_frac: float = 0.25,
+                     evidence: dict | None = None) -> DeltaNetProxiesResult | None:
+    """Compare the DeltaNet proxies with the exact form on the evaluator's data; None without ``L`` layers.
+
+    ``evidence``: already collected :class:`EvidenceSet` per ``(mamba_decay, delta_correction)``.
+    """
+    if "L" not in evaluator.signature.layer_kinds:
+        return None
+    evidence = dict(evidence or {})
+    sets = []
+    for _, decay, corr in DELTANET_VARIANTS:
+        if (decay, corr) not in evidence:
+            evidence[(decay, corr)] = collect_evidence(evaluator, n=n, mamba_decay=decay, delta_correction=corr)
+        sets.append(evidence[(decay, corr)])
+    exact = sets[-1]
+    layers = tuple(j for j, k in zip(exact.layers, exact.kinds) if k == "linear")
+    k = max(1, round(top_frac * exact.num_visual))
+    spe, jac, mass = [], [], []
+    for es in sets:
+        spe.append(tuple(float(_spearman(es.evidence[j], exact.evidence[j]).mean()) for j in layers))
+        row = []
+        for j in layers:
+            a, b = _topk_mask(es.evidence[j], k), _topk_mask(exact.evidence[j], k)
+            row.append(float(((a & b).sum(1).double() / (a | b).sum(1).double()).mean()))
+        jac.append(tuple(row))
+        if exact.targets is not None:
+            mass.append(tuple(_target_stats(es.evidence[j], exact.targets, k)[0] for j in layers))
+    return DeltaNetProxiesResult(layers=layers, variants=tuple(v[0] for v in DELTANET_VARIANTS), top_frac=top_frac,
+                                 spearman=tuple(spe), top_jaccard=tuple(jac),
+                                 target_mass=tuple(mass) if exact.targets is not None else None)
 
 
 # ------------------------------------------------------------------ schedule sweep
@@ -357,7 +420,7 @@ def _save(fig, path) -> Path:
 
 
 def _layer_labels(layers, kinds):
-    return [f"{j}{'A' if k == 'attention' else 'M'}" for j, k in zip(layers, kinds)]
+    return [f"{j}{ {'attention': 'A', 'linear': 'L'}.get(k, 'M')}" for j, k in zip(layers, kinds)]
 
 
 def render_sparsity(res: SparsityResult, path) -> Path:
@@ -430,6 +493,7 @@ class AnalysisReport:
     evidence_kinds: EvidenceKindsResult
     sweep: ScheduleSweep | None
     files: tuple[str, ...] = ()
+    deltanet: DeltaNetProxiesResult | None = None
 
     def to_dict(self) -> dict:
         def clean(o):
@@ -443,17 +507,20 @@ class AnalysisReport:
 
         d = {"sparsity": asdict(self.sparsity), "stability": asdict(self.stability),
              "evidence_kinds": asdict(self.evidence_kinds),
-             "sweep": None if self.sweep is None else asdict(self.sweep), "files": list(self.files)}
+             "sweep": None if self.sweep is None else asdict(self.sweep), "files": list(self.files),
+             "deltanet_proxies": None if self.deltanet is None else asdict(self.deltanet)}
         d["stability"]["adjacent_jaccard"] = self.stability.adjacent_jaccard
         return clean(d)
 
 
 def run_analysis(evaluator, out_dir=None, *, evidence_samples: int = 128, mean_keeps=(0.5, 0.25, 0.125),
                  sweep: bool = True, log=None) -> AnalysisReport:
-    """Sparsity, stability, evidence kinds (decay and decay-free) and the schedule sweep;
-    with ``out_dir``, also ``analysis.json`` and four PNG figures there."""
+    """Sparsity, stability, evidence kinds (decay and decay-free), the Gated DeltaNet proxies against
+    the exact form (models with ``L`` layers) and the schedule sweep; with ``out_dir``, also
+    ``analysis.json`` and four PNG figures there."""
     ev = collect_evidence(evaluator, n=evidence_samples, mamba_decay=False)
     ev_d = collect_evidence(evaluator, n=evidence_samples, mamba_decay=True)
+    dn = deltanet_proxies(evaluator, n=evidence_samples, evidence={(False, False): ev, (True, False): ev_d})
     sp = layer_sparsity(ev)
     st = stability(ev)
     ek = evidence_kinds(ev, ev_d, stab=st)
@@ -467,7 +534,7 @@ def run_analysis(evaluator, out_dir=None, *, evidence_samples: int = 128, mean_k
         files.append(str(render_evidence_kinds(ek, d / "evidence_kinds.png")))
         if sw is not None:
             files.append(str(render_sweep(sw, d / "schedules.png")))
-    report = AnalysisReport(sparsity=sp, stability=st, evidence_kinds=ek, sweep=sw, files=tuple(files))
+    report = AnalysisReport(sparsity=sp, stability=st, evidence_kinds=ek, sweep=sw, files=tuple(files), deltanet=dn)
     if out_dir is not None:
         (Path(out_dir) / "analysis.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report

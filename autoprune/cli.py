@@ -27,9 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose value may start with "-" (a negative budget is refused by its own parser, with a message
+# that says why, instead of argparse's "expected one argument").
+VALUE_FLAGS = ("--budget",)
+
+
+def join_dash_values(argv: list[str]) -> list[str]:
+    """``--budget -3ms`` → ``--budget=-3ms`` for the flags of :data:`VALUE_FLAGS`."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in VALUE_FLAGS and i + 1 < len(argv) and argv[i + 1].startswith("-") and not argv[i + 1].startswith("--"):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dash_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except AutopruneError as e:

@@ -21,7 +21,7 @@ class ReductionPlan:
     num_visual: int
     counts: tuple[int, ...]  # visual tokens entering each layer
     prune_layers: tuple[int, ...]
-    evidence_layers: dict  # layer -> "attention" | "mamba" (state updates)
+    evidence_layers: dict  # layer -> "attention" | "mamba" | "linear" (state updates)
 
     @property
     def mean_keep(self) -> float:
@@ -35,7 +35,9 @@ def plan_reduction(schedule: Schedule, layer_kinds: str, num_visual: int) -> Red
     sc = schedule.scorer
     evidence: dict[int, str] = {}
     if sc.selector == "language":
-        wanted = {"*": ("attention", sc.w_attn), "M": ("mamba", sc.w_mamba)}
+        # Gated DeltaNet ("L") evidence is recurrent-mixer evidence, weighted like Mamba's; short
+        # convolutions ("C") are not query-conditioned and give none (the state passes through).
+        wanted = {"*": ("attention", sc.w_attn), "M": ("mamba", sc.w_mamba), "L": ("linear", sc.w_mamba)}
         for p in prunes:
             if p == 0:
                 continue  # only a query-agnostic prefilter can act before layer 0

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import scoring
+from . import delta_rule, scoring
 from .adapters import HybridAdapter, get_adapter, get_input_stage
 from .errors import ReductionInputError
 from .kernels import causal_conv1d_act_ref, dispatch
@@ -96,6 +96,7 @@ class _Prefill:
         self.evidence: dict[int, dict] = {}
         self.pending_q: dict[int, torch.Tensor] = {}
         self.pending_rope: dict[int, tuple] = {}
+        self.pending_dn: dict[int, list] = {}
         self.store = None  # an attached evidence store (prefix activation cache), if any
 
     @property
@@ -312,8 +313,9 @@ class ReductionHandle:
         kinds = self.adapter.layer_kinds
         evidence_layers = dict(self.plan.evidence_layers)
         if self.record_evidence:
-            evidence_layers.update({j: ("attention" if k == "*" else "mamba")
-                                    for j, k in enumerate(kinds) if k in "*M" and j not in evidence_layers})
+            kind_of = {"*": "attention", "M": "mamba", "L": "linear"}  # short convs ("C") give none
+            evidence_layers.update({j: kind_of[k] for j, k in enumerate(kinds)
+                                    if k in kind_of and j not in evidence_layers})
         return evidence_layers
 
     def _install_evidence(self):
@@ -326,8 +328,12 @@ class ReductionHandle:
                 parts = self.adapter.attention_parts(j)
                 self._evidence_hooks.append(parts.module.register_forward_pre_hook(self._attn_pre(j),
                                                                                    with_kwargs=True))
-                self._evidence_hooks.append(parts.q_proj.register_forward_hook(self._q_hook(j)))
+                self._evidence_hooks.append(parts.q_proj.register_forward_hook(self._q_hook(j, parts)))
                 self._evidence_hooks.append(parts.k_proj.register_forward_hook(self._k_hook(j, parts)))
+            elif kind == "linear":
+                parts = self.adapter.deltanet_parts(j)
+                for i, proj in enumerate(parts.projections):
+                    self._evidence_hooks.append(proj.register_forward_hook(self._deltanet_hook(j, i, parts)))
             else:
                 parts = self.adapter.mamba2_parts(j)
                 self._evidence_hooks.append(parts.in_proj.register_forward_hook(self._in_proj_hook(j, parts)))
@@ -485,12 +491,15 @@ class ReductionHandle:
             return None
         return hook
 
-    def _q_hook(self, j):
+    def _q_hook(self, j, parts=None):
+        select = None if parts is None else parts.q_select
+
         def hook(module, args, out):
             pf = self._prefill
             if pf is not None and pf.active:
                 q_idx, _, _ = pf.indices()
-                pf.pending_q[j] = torch.gather(out.detach(), 1, q_idx[..., None].expand(-1, -1, out.shape[-1]))
+                q = torch.gather(out.detach(), 1, q_idx[..., None].expand(-1, -1, out.shape[-1]))
+                pf.pending_q[j] = q if select is None else select(q)
             return None
         return hook
 
@@ -505,8 +514,13 @@ class ReductionHandle:
                 b, Qn = q.shape[:2]
                 k = out.detach()
                 n = k.shape[1]
-                q = q.view(b, Qn, parts.num_heads, parts.head_dim).transpose(1, 2)
-                k = k.view(b, n, parts.num_kv_heads, parts.head_dim).transpose(1, 2)
+                q = q.view(b, Qn, parts.num_heads, parts.head_dim)
+                k = k.view(b, n, parts.num_kv_heads, parts.head_dim)
+                if parts.q_norm is not None:  # QK-norm: the layer normalises per head before RoPE
+                    q = parts.q_norm(q)
+                if parts.k_norm is not None:
+                    k = parts.k_norm(k)
+                q, k = q.transpose(1, 2), k.transpose(1, 2)
                 rope = pf.pending_rope.pop(j, None)
                 if parts.rotary is not None:
                     if rope is None:
@@ -538,6 +552,31 @@ class ReductionHandle:
                     head_agg=self.schedule.scorer.head_agg, query_valid=q_valid, use_kernels=self.use_kernels,
                 )
                 self._record(pf, j, "mamba", ev)
+            return None
+        return hook
+
+
+    def _deltanet_hook(self, j, i, parts):
+        last = len(parts.projections) - 1
+
+        def hook(module, args, out):
+            pf = self._prefill
+            if pf is None or not pf.active:
+                return None
+            got = pf.pending_dn.setdefault(j, [])
+            got.append(out.detach())
+            if i < last:
+                return None
+            del pf.pending_dn[j]
+            with torch.no_grad():
+                sc = self.schedule.scorer
+                q, k, beta, g = delta_rule.gated_deltanet_inputs(parts, tuple(got), pf.valid, self.use_kernels)
+                q_idx, q_valid, v_idx = pf.indices()
+                ev = delta_rule.gated_deltanet_evidence(
+                    q, k, beta, g, q_idx, v_idx, decay=sc.mamba_decay, correction=sc.delta_correction,
+                    head_agg=sc.head_agg, query_valid=q_valid, use_kernels=self.use_kernels,
+                )
+                self._record(pf, j, "linear", ev)
             return None
         return hook
 

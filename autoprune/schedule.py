@@ -31,13 +31,15 @@ from . import _io
 from .errors import (
     ModelMismatchError,
     MonotonicityError,
+    ScheduleError,
     ScheduleFormatError,
     ScheduleValueError,
     check_keys,
 )
 
 FORMAT = "autoprune.schedule/v1"
-LAYER_KIND_LETTERS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
+LAYER_KIND_LETTERS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
+                      "L": "linear_attention", "C": "short_conv"}
 HEAD_AGGREGATIONS = ("mean", "max")
 SELECTORS = ("language", "uniform_stride", "random")
 PREFILTERS = (None, "uniform_stride")
@@ -65,7 +67,8 @@ class ModelSignature:
     """Identifies the model a schedule belongs to.
 
     ``layer_kinds`` uses NemotronH's pattern letters, one per decoder layer:
-    ``M`` Mamba, ``*`` attention, ``-`` MLP, ``E`` MoE. ``fingerprint`` hashes the
+    ``M`` Mamba, ``*`` attention, ``-`` MLP, ``E`` MoE; and ``L`` linear attention (Gated
+    DeltaNet), ``C`` short convolution (LFM2), each a mixer with its MLP in the same layer. ``fingerprint`` hashes the
     architecture (see :func:`autoprune.adapters.fingerprint`); ``None`` skips that check.
     """
 
@@ -114,10 +117,12 @@ class ScorerConfig:
     """How token importance is scored and accumulated (the scorer-blending knobs).
 
     - ``state_momentum`` β ∈ [0, 1): ``S ← normalise(β·S + (1−β)·w_kind·ê)``; 0 = last layer only.
-    - ``w_attn``, ``w_mamba`` ≥ 0: weight of attention and Mamba evidence; a zero weight
-      also skips computing that kind of evidence.
-    - ``mamba_decay``: use the implicit attention with its position-dependent decay
-      (``False`` = the decay-free proxy).
+    - ``w_attn``, ``w_mamba`` ≥ 0: weight of attention and recurrent-mixer evidence (Mamba or
+      Gated DeltaNet); a zero weight also skips computing that kind of evidence.
+    - ``mamba_decay``: use the recurrent mixer's implicit attention with its position-dependent
+      decay (``False`` = the decay-free proxy); for Gated DeltaNet the gate decay.
+    - ``delta_correction``: Gated DeltaNet only: keep the delta rule's ``I − βkkᵀ`` products
+      (with ``mamba_decay``: the exact form; see :mod:`autoprune.delta_rule`).
     - ``head_agg``: aggregation of attention heads, ``mean`` or ``max``.
     - ``evidence_window`` ≥ 1: how many evidence layers before each prune point contribute.
     - ``selector``: ``language`` (the query-conditioned score), or the query-agnostic
@@ -128,6 +133,7 @@ class ScorerConfig:
     w_attn: float = 1.0
     w_mamba: float = 1.0
     mamba_decay: bool = False
+    delta_correction: bool = False
     head_agg: str = "mean"
     evidence_window: int = 2
     selector: str = "language"
@@ -143,6 +149,8 @@ class ScorerConfig:
                 raise ScheduleValueError(f"scorer.{name} must be >= 0, got {w!r}")
         if not isinstance(self.mamba_decay, bool):
             raise ScheduleValueError(f"scorer.mamba_decay must be true or false, got {self.mamba_decay!r}")
+        if not isinstance(self.delta_correction, bool):
+            raise ScheduleValueError(f"scorer.delta_correction must be true or false, got {self.delta_correction!r}")
         if self.head_agg not in HEAD_AGGREGATIONS:
             raise ScheduleValueError(f"scorer.head_agg must be one of {HEAD_AGGREGATIONS}, got {self.head_agg!r}")
         if isinstance(self.evidence_window, bool) or not isinstance(self.evidence_window, int):
@@ -406,14 +414,20 @@ class Schedule:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, model: ModelSignature | None = None) -> Schedule:
+        """Read a schedule file. Every error (missing, unreadable, malformed, invalid values, another
+        model) is a :class:`ScheduleError` whose message starts with the file's path."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ScheduleFormatError(f"{path}: not UTF-8 text ({e})") from None
+        except FileNotFoundError:
+            raise ScheduleFormatError(f"{path}: no such schedule file") from None
+        except OSError as e:
+            raise ScheduleFormatError(f"{path}: cannot be read ({e.strerror or e})") from None
         try:
             return cls.from_json(text, model=model)
-        except ScheduleFormatError as e:
+        except ScheduleError as e:
             raise type(e)(f"{path}: {e}") from None
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -121,6 +121,38 @@ def lm_checkpoint(folder: Path, family: str, *, seed: int = 0) -> Path:
     return folder
 
 
+def linear_lm_checkpoint(folder: Path, family: str, *, seed: int = 0) -> Path:
+    """A Qwen3.5 language model (``qwen3_5_text``), Qwen3-Next or LFM2 causal LM with its tokenizer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tokenizer(folder)
+    torch.manual_seed(seed)
+    types = ["linear_attention", "full_attention", "linear_attention", "full_attention", "linear_attention"]
+    gdn = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=5, layer_types=types,
+               num_attention_heads=4, num_key_value_heads=2, head_dim=8, linear_conv_kernel_dim=4,
+               linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+               max_position_embeddings=1024)
+    if family == "qwen3_5_text":
+        from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+        model = Qwen3_5ForCausalLM(Qwen3_5TextConfig(**gdn))
+    elif family == "qwen3_next":
+        from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+
+        model = Qwen3NextForCausalLM(Qwen3NextConfig(**gdn, num_experts=4, num_experts_per_tok=2,
+                                                     moe_intermediate_size=16, shared_expert_intermediate_size=16))
+    else:
+        from transformers import Lfm2Config, Lfm2ForCausalLM
+
+        model = Lfm2ForCausalLM(Lfm2Config(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=5, num_attention_heads=4,
+            num_key_value_heads=2, conv_L_cache=3, layer_types=["conv", "full_attention", "conv", "full_attention",
+                                                                 "conv"],
+            block_auto_adjust_ff_dim=False, max_position_embeddings=1024))
+    _randomise(model.eval())
+    model.save_pretrained(folder)
+    return folder
+
+
 def write_video(path: Path, *, seconds: float = 2.0, fps: int = 8, size: int = 64, seed: int = 0) -> Path:
     """A ``seconds``-long MPEG-4 clip (PyAV): a coloured square moving over a noisy background."""
     import av

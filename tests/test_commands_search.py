@@ -83,6 +83,12 @@ BASE = ["search", "--model", "synthetic", "--no-progress"]
     (["--spec", "BAD_SPEC"], "unknown key(s) ['trails']"),
     (["--budget", "4x"], "give --gpu"),
     (["--gpu", "a100", "--budget", "4x", "--workers", "0"], "workers"),
+    (["--gpu", "a100", "--budget", "-3ms"], "> 0 ms"),  # no '=' needed
+    (["--gpu", "a100", "--budget", "4x", "--seed", "abc"], "--seed takes a non-negative integer"),
+    (["--gpu", "a100", "--budget", "4x", "--seed", "-1"], "--seed takes a non-negative integer"),
+    (["--gpu", "a100", "--budget", "1x"], "met by the unreduced model"),
+    (["--gpu", "a100", "--budget", "100%"], "met by the unreduced model"),
+    (["--gpu", "a100", "--budget", "4x", "--energy"], "--energy needs --measure"),
 ])
 def test_bad_inputs_give_a_clear_error_and_leave_no_run_dir(in_tmp, capsys, args, fragment):
     args = [a.replace("BAD_SPACE", str(_bad_space(in_tmp))).replace("BAD_SPEC", str(_bad_spec(in_tmp)))
@@ -91,6 +97,7 @@ def test_bad_inputs_give_a_clear_error_and_leave_no_run_dir(in_tmp, capsys, args
     err = capsys.readouterr().err
     assert rc == 2, err
     assert fragment in err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
     if "BAD" in " ".join(args) or "yaml" in " ".join(args):
         assert "bad-" in err  # names the file
     assert not (in_tmp / "runs").exists()
@@ -104,3 +111,35 @@ def test_checked_in_study_specs_load(name):
         assert spec.measure and spec.gpu == "auto"
     if name == "nemotron-h-8b-h100":
         assert spec.task == "fidelity" and spec.gpu == "h100"
+
+
+def _schedule_file(tmp, keep):
+    from autoprune.schedule import ModelSignature, Schedule
+
+    p = tmp / "sched.json"
+    Schedule(keep=(1.0, 1.0, 0.5, 0.5), model=ModelSignature(family="nemotron_h", layer_kinds="M*M-")).save(p)
+    data = json.loads(p.read_text())
+    data["keep"] = keep
+    p.write_text(json.dumps(data).replace('"NAN"', "NaN"))
+    return p
+
+
+@pytest.mark.parametrize("case,fragment", [
+    ("missing", "no such schedule file"),
+    ("nan", "NaN"),
+    ("non-monotone", "monoton"),
+])
+def test_apply_names_the_schedule_file_for_every_bad_file(in_tmp, capsys, case, fragment):
+    if case == "missing":
+        path = in_tmp / "missing.json"
+    elif case == "nan":
+        path = _schedule_file(in_tmp, [1.0, 1.0, "NAN", 0.5])
+    else:
+        path = _schedule_file(in_tmp, [1.0, 0.5, 0.9, 0.5])
+    before = sorted(p.name for p in in_tmp.iterdir())
+    rc = main(["apply", "--schedule", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert str(path) in err and fragment in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in in_tmp.iterdir()) == before

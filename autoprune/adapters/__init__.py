@@ -6,9 +6,10 @@ layer is, and how to read the inputs of evidence from a layer's own modules.
 
 from __future__ import annotations
 
-from . import bamba, evs, nemotron_h  # noqa: F401  (registration side effect)
+from . import bamba, evs, lfm2, nemotron_h, qwen3_5, qwen3_next  # noqa: F401  (registration side effect)
 from .base import (
                    AttentionParts,
+                   GatedDeltaNetParts,
                    HybridAdapter,
                    Mamba2Parts,
                    fingerprint,
@@ -20,6 +21,7 @@ from .base import (
 
 __all__ = [
     "AttentionParts",
+    "GatedDeltaNetParts",
     "HybridAdapter",
     "Mamba2Parts",
     "fingerprint",

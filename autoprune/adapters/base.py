@@ -92,6 +92,13 @@ class AttentionParts:
     scaling: float
     # (q, k, cos, sin) -> (q, k) for RoPE families; None where keys carry no positions.
     rotary: Callable | None = None
+    # q_proj output (b, n, ·) -> (b, n, H·d) of queries, for a q_proj that packs more than the
+    # queries (Qwen3.5/Qwen3-Next pack [q, gate] per head); None: the output is the queries.
+    q_select: Callable | None = None
+    # Per-head norms applied to (b, n, heads, d) before RoPE (QK-norm: Qwen's q_norm/k_norm,
+    # LFM2's q_layernorm/k_layernorm); None where the family has none.
+    q_norm: nn.Module | None = None
+    k_norm: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,29 @@ class Mamba2Parts:
             state_size=m.ssm_state_size, num_heads=m.num_heads, dt_bias=m.dt_bias, A_log=m.A_log,
             dt_limit=tuple(m.time_step_limit), activation_name=m.activation,
         )
+
+
+@dataclass(frozen=True)
+class GatedDeltaNetParts:
+    """What evidence needs from a Gated DeltaNet mixer (see :mod:`autoprune.delta_rule`).
+
+    ``projections``: the modules whose outputs hold q/k (pre-conv), ``b`` and ``a``, in the order
+    the mixer calls them; evidence runs when the last one returns. ``split(outputs) -> (qk, b, a)``
+    with ``qk (b, n, 2·Hk·dk)`` the pre-conv ``[q | k]`` channels in the conv's channel order and
+    ``b, a (b, n, Hv)``. ``conv_weight (conv_dim, 1, K)``: the mixer's depthwise conv, whose first
+    ``2·Hk·dk`` channels are ``[q | k]``.
+    """
+
+    module: nn.Module
+    projections: tuple
+    split: Callable
+    conv_weight: torch.Tensor
+    conv_bias: torch.Tensor | None
+    num_k_heads: int
+    num_v_heads: int
+    head_k_dim: int
+    dt_bias: torch.Tensor
+    A_log: torch.Tensor
 
 
 class HybridAdapter:
@@ -156,6 +186,9 @@ class HybridAdapter:
     def mamba2_parts(self, layer_idx: int) -> Mamba2Parts:
         raise NotImplementedError
 
+    def deltanet_parts(self, layer_idx: int) -> GatedDeltaNetParts:
+        raise NotImplementedError
+
     # -- shared
     @property
     def num_layers(self) -> int:
@@ -170,5 +203,7 @@ class HybridAdapter:
         )
 
     def kind(self, layer_idx: int) -> str:
-        """``attention``, ``mamba``, ``mlp`` or ``moe``."""
-        return {"*": "attention", "M": "mamba", "-": "mlp", "E": "moe"}[self.layer_kinds[layer_idx]]
+        """``attention``, ``mamba``, ``linear`` (Gated DeltaNet), ``conv`` (short convolution), ``mlp``
+        or ``moe``."""
+        return {"*": "attention", "M": "mamba", "L": "linear", "C": "conv", "-": "mlp",
+                "E": "moe"}[self.layer_kinds[layer_idx]]

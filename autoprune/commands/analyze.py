@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("--random-weights", action="store_true",
                    help="use an untrained demo model (smoke test of the pipeline; numbers mean nothing)")
     p.add_argument("--jsonl", default=None, help="evaluate on this JSONL dataset instead of demo videos")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="analyse this transformers checkpoint (the hf model source) on --jsonl records instead of "
+                        "the demo model")
     p.add_argument("--samples", type=int, default=256, help="demo test videos for the schedule sweep")
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--evidence-samples", type=int, default=128, help="samples for the evidence statistics")
@@ -25,12 +28,10 @@ def register(subparsers) -> None:
 
 
 def analyze_command(args) -> int:
-    import json
     import time
 
     import torch
 
-    from ..analysis import run_analysis
     from ..demo import video as V
     from ..demo.model import CPU_CHUNK_SIZE, DemoVideoVLM, load
     from ..demo.task import DemoQA
@@ -38,6 +39,15 @@ def analyze_command(args) -> int:
     from ..tasks.records import load_jsonl
 
     t0 = time.perf_counter()
+    if args.model is not None:
+        from ..errors import ConfigError
+        from ..models.hf import HFOptions, load_setup
+
+        if not args.jsonl:
+            raise ConfigError("--model needs --jsonl: the records to analyse the checkpoint on")
+        ev = load_setup(HFOptions(path=args.model, data=args.jsonl, device="cpu" if not torch.cuda.is_available()
+                                  else None, batch_size=args.batch_size, seed=args.seed, progress=False)).evaluator
+        return _report(args, ev, t0, weights=args.model)
     if args.random_weights:
         torch.manual_seed(args.seed)
         model = DemoVideoVLM().eval()
@@ -52,7 +62,16 @@ def analyze_command(args) -> int:
             data = qa.prepare_videos(V.make_split("test", args.samples, args.frames))
     cls = AccuracyEvaluator if data.labelled else FidelityEvaluator
     ev = cls(qa, data, batch_size=args.batch_size, seed=args.seed)
-    print(f"{cls.metric}: {len(data)} samples, {ev.num_visual} visual tokens, layers {ev.signature.layer_kinds}")
+    return _report(args, ev, t0, weights="random" if args.random_weights else (args.weights or "shipped"))
+
+
+def _report(args, ev, t0, *, weights: str) -> int:
+    import json
+    import time
+
+    from ..analysis import run_analysis
+
+    print(f"{ev.metric}: {len(ev.data)} samples, {ev.num_visual} visual tokens, layers {ev.signature.layer_kinds}")
     base = ev.baseline
     print(f"unreduced {base.metric} {base.score:.3f}")
     rep = run_analysis(ev, args.out, evidence_samples=args.evidence_samples, mean_keeps=tuple(args.keeps),
@@ -62,15 +81,22 @@ def analyze_command(args) -> int:
     for j, k, row in zip(sp.layers, sp.kinds, sp.share):
         print(f"{j:5d} {k:<9} " + "  ".join(f"{v:5.3f}" for v in row))
     print(f"\nadjacent-layer top-{int(st.top_frac * 100)}% Jaccard {st.adjacent_jaccard:.3f}; within attention "
-          f"{_f(ek.within_attention_jaccard)}, within Mamba {_f(ek.within_mamba_jaccard)}, "
+          f"{_f(ek.within_attention_jaccard)}, within recurrent (Mamba/DeltaNet) {_f(ek.within_mamba_jaccard)}, "
           f"across kinds {_f(ek.cross_kind_jaccard)}")
     if ek.target_mass:
         print(f"importance on the answer's tokens (flat: {ek.chance_mass:.3f}):")
         for j, k, m, md in zip(ek.layers, ek.kinds, ek.target_mass, ek.target_mass_decay):
             print(f"  layer {j:2d} {k:<9} {m:.3f}" + ("" if md is None else f"   with decay {md:.3f}"))
+    dn = rep.deltanet
+    if dn is not None:
+        print(f"\nGated DeltaNet proxies against the exact form (Spearman / top-{int(dn.top_frac * 100)}% Jaccard "
+              "per layer):")
+        for v, name in enumerate(dn.variants):
+            print(f"  {name:<18} " + "  ".join(f"L{j}: {s:.3f}/{jc:.3f}" for j, s, jc in
+                                                zip(dn.layers, dn.spearman[v], dn.top_jaccard[v])))
     if args.jsonl and args.random_weights:
         print("note: random weights")
-    meta = {"weights": "random" if args.random_weights else (args.weights or "shipped"),
+    meta = {"weights": weights,
             "seconds": round(time.perf_counter() - t0, 1), "baseline": base.score}
     (json_path := __import__("pathlib").Path(args.out) / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwrote {', '.join(rep.files)}, {args.out}/analysis.json, {json_path}  ({meta['seconds']}s)")

@@ -29,6 +29,21 @@ def model_options(pairs: list[str] | None) -> dict | None:
     return out
 
 
+def parse_seed(text: str) -> int | None:
+    """``--seed``: a non-negative integer, or ``none`` for an unseeded sampler."""
+    from ..errors import ConfigError
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise ConfigError(f"--seed takes a non-negative integer or 'none', got {text!r}")
+    return seed
+
+
 def checkpoint_arguments(p) -> None:
     """The flags of a real checkpoint (the ``hf`` model source): they become its model options."""
     g = p.add_argument_group("checkpoint (--model PATH: a transformers checkpoint, the hf model source)")
@@ -114,7 +129,7 @@ def search_command(args) -> int:
 
         study = derive_study_name(label, args.gpu, coerce_budget(args.budget))
     seed_given = args.seed is not None
-    seed = None if (args.seed or "").lower() == "none" else (int(args.seed) if seed_given else 0)
+    seed = parse_seed(args.seed) if seed_given else 0
     overrides = dict(
         gpu=args.gpu, budget=args.budget, study=study, model=model, task=args.task, space=args.space,
         sampler=args.sampler, trials=args.trials, storage=args.storage, workers=args.workers,

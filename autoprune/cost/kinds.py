@@ -273,21 +273,22 @@ def fit_kind_cost(tokens: Sequence[float], ms: Sequence[float], flops: Sequence[
 
 # --------------------------------------------------------- the built-in kinds
 def _register_builtins() -> None:
+    """Every layer kind the shapes know (``profile_table.KIND_NAMES``, ``roofline.DEFAULT_EFFICIENCY``),
+    with the shapes' FLOP and byte counts; their priors from the roofline's default efficiencies."""
+    from .profile_table import KIND_NAMES
     from .roofline import DEFAULT_EFFICIENCY, layer_bytes
     from .shapes import layer_flops
 
     # Host floors: transformers' NemotronH blocks timed alone on the H100/H200 hosts (the
-    # committed tables' plateaus, rounded); GPU floors: ~5 µs per kernel launch of the layer.
+    # committed tables' plateaus, rounded); other kinds: a guess between attention and Mamba2.
+    # GPU floors: the default efficiencies' per-call overheads (~5 µs per kernel launch).
     host = {"M": 1.3, "*": 0.5, "-": 0.2, "E": 0.5}
-    gfloor = {"M": 0.05, "*": 0.03, "-": 0.015, "E": 0.1}
-    names = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
-    for letter, name in names.items():
-        eff = DEFAULT_EFFICIENCY[letter]
+    for letter, eff in DEFAULT_EFFICIENCY.items():
         register_kind(KindSpec(
-            letter=letter, name=name,
+            letter=letter, name=KIND_NAMES[letter],
             flops=lambda shape, n, k=letter: layer_flops(shape, k, n),
             nbytes=lambda shape, n, k=letter: layer_bytes(shape, k, n),
-            prior=KindCost(host_ms=host[letter], gpu_floor_ms=gfloor[letter], compute=eff.compute,
+            prior=KindCost(host_ms=host.get(letter, 0.8), gpu_floor_ms=eff.overhead_ms, compute=eff.compute,
                            memory=eff.memory, beta=4.0),
         ), replace=True)
 

@@ -78,7 +78,16 @@ from .quick import QuickProfile, find_quick
 from .transfer import FewShot, FormSet, QuickPrefill, fit_forms, lower_envelope, prior_forms, spec_transfer
 from .uncertainty import DEFAULT_HALF_WIDTH, Interval, ResidualSet, load_residuals
 
-__all__ = ["LatencyBreakdown", "LatencyModel", "calibrate_prefills", "pipeline_ms"]
+__all__ = ["LatencyBreakdown", "LatencyModel", "calibrate_prefills", "pipeline_ms", "scoring_term"]
+
+
+def scoring_term(kind: str, scorer) -> str:
+    """The overhead term that prices evidence of ``kind`` (``attention``/``mamba``/``linear``) under ``scorer``."""
+    if kind == "attention":
+        return "attention"
+    if kind == "linear":
+        return "linear_exact" if scorer.delta_correction else ("linear_decay" if scorer.mamba_decay else "linear")
+    return "mamba_decay" if scorer.mamba_decay else "mamba"
 
 
 def pipeline_ms(gpu: Sequence[float], host: Sequence[float]) -> float:
@@ -394,7 +403,6 @@ class LatencyModel:
         plan = plan_reduction(schedule, self.shape.layer_kinds, V)
         tokens = tuple(text + k for k in plan.counts)
         extrap = False
-        decay = schedule.scorer.mamba_decay
         layers, gpu, host = [], [], []
         scoring = gather = 0.0
         for i, (kind, n) in enumerate(zip(self.shape.layer_kinds, tokens)):
@@ -405,7 +413,7 @@ class LatencyModel:
                 gg, hh, ex = self.term_ms("gather", text + (V if i == 0 else plan.counts[i - 1]))
                 g, h, gather, extrap = g + gg, h + hh, gather + gg, extrap or ex
             if i in plan.evidence_layers:
-                what = "attention" if plan.evidence_layers[i] == "attention" else ("mamba_decay" if decay else "mamba")
+                what = scoring_term(plan.evidence_layers[i], schedule.scorer)
                 gg, hh, ex = self.term_ms(what, n)
                 g, h, scoring, extrap = g + gg, h + hh, scoring + gg, extrap or ex
             gpu.append(g)

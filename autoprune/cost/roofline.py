@@ -53,6 +53,24 @@ def layer_bytes(shape: ModelShape, kind: str, tokens: int) -> float:
     """
     n, h, b = tokens, shape.hidden_size, shape.dtype_bytes
     block = 5 * n * h * b
+    if shape.mixer_mlp and kind in ("L", "*", "C"):  # the layer's FFN, then its mixer
+        width = (shape.moe_top_k * shape.moe_intermediate_size + shape.moe_shared_intermediate_size
+                 if shape.moe_top_k else shape.mlp_intermediate_size)
+        block += 3 * h * width * b + 6 * n * width * b + 5 * n * h * b
+    if kind == "L":
+        Hk, Hv, dk, dv = (shape.linear_num_key_heads, shape.linear_num_value_heads, shape.linear_key_head_dim,
+                          shape.linear_value_head_dim)
+        proj = 2 * Hk * dk + 2 * Hv * dv + 2 * Hv
+        conv = 2 * Hk * dk + Hv * dv
+        weights = (h * proj + Hv * dv * h + conv * shape.conv_kernel) * b
+        chunks = math.ceil(n / max(1, shape.chunk_size))
+        states = 2 * chunks * Hv * dk * dv * 4  # fp32 chunk states
+        acts = 2 * n * proj * b + 2 * n * conv * 4 + 3 * n * Hv * dv * 4 + n * h * b  # the delta rule runs in fp32
+        return float(weights + states + acts + block)
+    if kind == "C":
+        weights = (4 * h * h + h * shape.conv_kernel) * b
+        acts = 2 * n * 3 * h * b + 4 * n * h * b + n * h * b
+        return float(weights + acts + block)
     if kind == "M":
         I, G, N, H, P = (shape.mamba_intermediate, shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads,
                          shape.mamba_head_dim)
@@ -65,6 +83,11 @@ def layer_bytes(shape: ModelShape, kind: str, tokens: int) -> float:
         return float(weights + states + acts + block)
     if kind == "*":
         Hq, Hk, d = shape.num_attention_heads, shape.num_kv_heads, shape.head_dim
+        if shape.attn_output_gate:
+            Hq2 = 2 * Hq
+            weights = (h * (Hq2 + 2 * Hk) * d + Hq * d * h) * b
+            acts = 2 * n * (Hq2 + 2 * Hk) * d * b + 2 * n * Hq * d * b + n * h * b
+            return float(weights + acts + block)
         weights = (h * (Hq + 2 * Hk) * d + Hq * d * h) * b
         acts = 2 * n * (Hq + 2 * Hk) * d * b + 2 * n * Hq * d * b + n * h * b
         return float(weights + acts + block)
@@ -80,7 +103,7 @@ def layer_bytes(shape: ModelShape, kind: str, tokens: int) -> float:
 def overhead_bytes(shape: ModelShape, what: str, tokens: int, query: int = 64) -> float:
     """Rough bytes of the reduction's own work at ``tokens`` tokens (for the uncalibrated roofline).
 
-    ``what``: ``attention``/``mamba``/``mamba_decay`` scoring (query rows over all keys,
+    ``what``: ``attention``/``mamba``/``mamba_decay``/``linear``/``linear_decay``/``linear_exact`` scoring (query rows over all keys,
     fp32 intermediates), ``gather`` (index sorts over the sequence and the hidden-state
     gather), ``head`` (final norm over all tokens, LM head on the last one).
     """
@@ -92,6 +115,12 @@ def overhead_bytes(shape: ModelShape, what: str, tokens: int, query: int = 64) -
         G, N, H = shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads
         base = n * 2 * G * N * (b + 3 * 4) + 3 * n * H * 4 + 3 * G * query * n * 4
         return float(base * (2 if what == "mamba_decay" else 1))
+    if what in ("linear", "linear_decay", "linear_exact"):
+        # q/k conv + L2 norm over the key channels, β and g per value head; the exact form's
+        # chunked scan rereads the keys once per chunk step and moves per-chunk query blocks
+        Hk, Hv, dk = shape.linear_num_key_heads, shape.linear_num_value_heads, shape.linear_key_head_dim
+        base = n * 2 * Hk * dk * (b + 3 * 4) + 4 * n * Hv * 4 + 2 * Hk * query * n * 4
+        return float(base * {"linear": 1, "linear_decay": 2, "linear_exact": 8}[what])
     if what == "gather":
         return float(12 * n * 8 + 2 * n * h * b)
     if what == "head":
@@ -159,6 +188,10 @@ DEFAULT_EFFICIENCY: Mapping[str, KindEfficiency] = {
     "*": KindEfficiency(compute=0.45, memory=0.6, overhead_ms=0.03),
     "-": KindEfficiency(compute=0.65, memory=0.7, overhead_ms=0.015),
     "E": KindEfficiency(compute=0.35, memory=0.5, overhead_ms=0.1),
+    # Gated DeltaNet: projections (GEMMs) plus a chunked delta rule (FLA's Triton kernels, or
+    # transformers' torch loop over chunks where FLA is absent: lower); short conv: GEMMs + a conv.
+    "L": KindEfficiency(compute=0.3, memory=0.5, overhead_ms=0.08),
+    "C": KindEfficiency(compute=0.55, memory=0.6, overhead_ms=0.03),
 }
 DEFAULT_OVERHEAD_EFFICIENCY = KindEfficiency(compute=1.0, memory=0.5, overhead_ms=0.05)
 

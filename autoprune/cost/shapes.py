@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["ModelShape", "TokenLayout", "PRESETS", "get_shape", "layer_flops", "prefill_flops"]
+__all__ = ["ModelShape", "TokenLayout", "PRESETS", "ffn_flops", "get_shape", "layer_flops", "mixer_flops",
+           "prefill_flops", "to_transformers_config"]
 
 _KIND_LETTER = {"linear_attention": "M", "mamba": "M", "full_attention": "*", "attention": "*", "mlp": "-",
                 "moe": "E"}
@@ -68,14 +69,34 @@ class ModelShape:
     moe_top_k: int = 0
     moe_shared_intermediate_size: int = 0
     dtype: str = "bfloat16"
+    # Gated DeltaNet ("L") widths; ``conv_kernel`` is its conv's (and a short conv's, "C") kernel.
+    linear_num_key_heads: int = 0
+    linear_num_value_heads: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    # q_proj also emits a per-head output gate (Qwen3.5/Qwen3-Next attention).
+    attn_output_gate: bool = False
+    # Every layer is a mixer plus its SwiGLU FFN (Bamba-like families: Qwen3.5, Qwen3-Next, LFM2):
+    # the FFN (dense, or MoE when ``moe_top_k`` > 0) is counted in each layer's cost.
+    mixer_mlp: bool = False
 
     def __post_init__(self):
-        if not self.layer_kinds or set(self.layer_kinds) - set("M*-E"):
-            raise ConfigError(f"ModelShape.layer_kinds must use letters M * - E, got {self.layer_kinds!r}")
+        if not self.layer_kinds or set(self.layer_kinds) - set("M*-ELC"):
+            raise ConfigError(f"ModelShape.layer_kinds must use letters M * - E L C, got {self.layer_kinds!r}")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise ConfigError(f"ModelShape.{f.name} must be a non-negative integer, got {v!r}")
+        for name in ("attn_output_gate", "mixer_mlp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"ModelShape.{name} must be true or false, got {getattr(self, name)!r}")
+        if "L" in self.layer_kinds:
+            Hk, Hv = self.linear_num_key_heads, self.linear_num_value_heads
+            if min(Hk, Hv, self.linear_key_head_dim, self.linear_value_head_dim) < 1 or Hv % Hk:
+                raise ConfigError(
+                    f"ModelShape {self.name!r} has Gated DeltaNet layers (L) but linear heads {Hk} key / {Hv} value "
+                    f"of {self.linear_key_head_dim} / {self.linear_value_head_dim}: need positive widths and value "
+                    "heads a multiple of key heads")
         if self.dtype not in ("bfloat16", "float16", "float32"):
             raise ConfigError(f"ModelShape.dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
 
@@ -146,6 +167,8 @@ class ModelShape:
                 conv_kernel=config.mamba_d_conv, mlp_intermediate_size=config.intermediate_size,
                 vocab_size=config.vocab_size, chunk_size=config.mamba_chunk_size, dtype=dtype,
             )
+        if mt in _FROM_CONFIG:
+            return _FROM_CONFIG[mt](cls, config, name, dtype)
         raise ConfigError(f"no ModelShape conversion for model_type {mt!r}")
 
     def to_nemotron_h_config(self, **overrides):
@@ -166,6 +189,57 @@ class ModelShape:
         return NemotronHConfig(**kw)
 
 
+def _qwen_gdn_config(shape, kw, cls_name):
+    import transformers
+
+    types = ["linear_attention" if c == "L" else "full_attention" for c in shape.layer_kinds]
+    args = dict(
+        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
+        layer_types=types, num_attention_heads=shape.num_attention_heads, num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim, linear_conv_kernel_dim=shape.conv_kernel,
+        linear_key_head_dim=shape.linear_key_head_dim, linear_value_head_dim=shape.linear_value_head_dim,
+        linear_num_key_heads=shape.linear_num_key_heads, linear_num_value_heads=shape.linear_num_value_heads,
+        intermediate_size=shape.mlp_intermediate_size,
+    )
+    if cls_name == "Qwen3NextConfig":
+        args.update(num_experts=512 if shape.moe_top_k else 0, num_experts_per_tok=shape.moe_top_k or 1,
+                    moe_intermediate_size=shape.moe_intermediate_size,
+                    shared_expert_intermediate_size=shape.moe_shared_intermediate_size)
+    args.update(kw)
+    return getattr(transformers, cls_name)(**args)
+
+
+def _lfm2_config(shape, kw):
+    from transformers import Lfm2Config
+
+    args = dict(
+        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
+        layer_types=["full_attention" if c == "*" else "conv" for c in shape.layer_kinds],
+        num_attention_heads=shape.num_attention_heads, num_key_value_heads=shape.num_kv_heads,
+        conv_L_cache=shape.conv_kernel, intermediate_size=shape.mlp_intermediate_size,
+        block_auto_adjust_ff_dim=False,
+    )
+    args.update(kw)
+    return Lfm2Config(**args)
+
+
+# ModelShape.to_transformers_config, by family (NemotronH: to_nemotron_h_config).
+_TO_CONFIG = {
+    "qwen3_5_text": lambda shape, kw: _qwen_gdn_config(shape, kw, "Qwen3_5TextConfig"),
+    "qwen3_next": lambda shape, kw: _qwen_gdn_config(shape, kw, "Qwen3NextConfig"),
+    "lfm2": _lfm2_config,
+}
+
+
+def to_transformers_config(shape: ModelShape, **overrides):
+    """A transformers config of ``shape``'s family and widths (for random-weight benchmarks)."""
+    if shape.family == "nemotron_h":
+        return shape.to_nemotron_h_config(**overrides)
+    if shape.family not in _TO_CONFIG:
+        raise ConfigError(f"no transformers config for ModelShape family {shape.family!r}")
+    return _TO_CONFIG[shape.family](shape, overrides)
+
+
 # NemotronH-8B (nvidia/Nemotron-H-8B-Base-8K): transformers' NemotronHConfig defaults
 # for the widths, and the 52-layer hybrid pattern of the released model.
 NEMOTRON_H_8B = ModelShape(
@@ -176,7 +250,91 @@ NEMOTRON_H_8B = ModelShape(
     vocab_size=131072, chunk_size=128,
 )
 
-PRESETS: dict[str, ModelShape] = {NEMOTRON_H_8B.name: NEMOTRON_H_8B}
+
+def _qwen_gdn_shape(cls, config, name, dtype, family):
+    kinds = "".join("L" if t == "linear_attention" else "*" for t in config.layer_types)
+    moe = (getattr(config, "num_experts", 0) or 0) > 0
+    return cls(
+        name=name or f"{family}-{config.hidden_size}x{len(kinds)}", family=family, layer_kinds=kinds,
+        hidden_size=config.hidden_size, num_attention_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim, mamba_num_heads=0, mamba_head_dim=0,
+        n_groups=0, ssm_state_size=0, conv_kernel=config.linear_conv_kernel_dim,
+        mlp_intermediate_size=config.intermediate_size, vocab_size=config.vocab_size, chunk_size=64,
+        moe_intermediate_size=config.moe_intermediate_size if moe else 0,
+        moe_top_k=config.num_experts_per_tok if moe else 0,
+        moe_shared_intermediate_size=config.shared_expert_intermediate_size if moe else 0, dtype=dtype,
+        linear_num_key_heads=config.linear_num_key_heads, linear_num_value_heads=config.linear_num_value_heads,
+        linear_key_head_dim=config.linear_key_head_dim, linear_value_head_dim=config.linear_value_head_dim,
+        attn_output_gate=True, mixer_mlp=True,
+    )
+
+
+def _lfm2_shape(cls, config, name, dtype):
+    kinds = "".join("*" if t == "full_attention" else "C" for t in config.layer_types)
+    ff = config.intermediate_size
+    if config.block_auto_adjust_ff_dim:  # what Lfm2MLP builds
+        ff = int(2 * ff / 3)
+        if config.block_ffn_dim_multiplier is not None:
+            ff = int(config.block_ffn_dim_multiplier * ff)
+            ff = config.block_multiple_of * ((ff + config.block_multiple_of - 1) // config.block_multiple_of)
+    return cls(
+        name=name or f"lfm2-{config.hidden_size}x{len(kinds)}", family="lfm2", layer_kinds=kinds,
+        hidden_size=config.hidden_size, num_attention_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads, head_dim=config.hidden_size // config.num_attention_heads,
+        mamba_num_heads=0, mamba_head_dim=0, n_groups=0, ssm_state_size=0, conv_kernel=config.conv_L_cache,
+        mlp_intermediate_size=ff, vocab_size=config.vocab_size, dtype=dtype, mixer_mlp=True,
+    )
+
+
+# ModelShape.from_config for the families whose layers each hold a mixer and an FFN, by model_type.
+_FROM_CONFIG = {
+    "qwen3_5_text": lambda cls, c, n, d: _qwen_gdn_shape(cls, c, n, d, "qwen3_5_text"),
+    "qwen3_5": lambda cls, c, n, d: _qwen_gdn_shape(cls, c.text_config, n, d, "qwen3_5_text"),
+    "qwen3_next": lambda cls, c, n, d: _qwen_gdn_shape(cls, c, n, d, "qwen3_next"),
+    "lfm2": _lfm2_shape,
+    "lfm2_vl": lambda cls, c, n, d: _lfm2_shape(cls, c.text_config, n, d),
+}
+
+_GDN_ZERO_MAMBA = dict(mamba_num_heads=0, mamba_head_dim=0, n_groups=0, ssm_state_size=0)
+
+# Qwen3.5-9B (Qwen/Qwen3.5-9B, text_config of its config.json; the same values are transformers
+# 5.24's Qwen3_5TextConfig defaults): 32 layers, full attention every 4th, 16 query / 4 KV heads of
+# 256 (q_proj packs an output gate), Gated DeltaNet 16 key / 32 value heads of 128, conv 4,
+# SwiGLU FFN 12288, vocabulary 248320. The DeltaNet's chunked kernel uses chunks of 64.
+QWEN3_5_9B = ModelShape(
+    name="qwen3.5-9b", family="qwen3_5_text", layer_kinds="LLL*" * 8,
+    hidden_size=4096, num_attention_heads=16, num_kv_heads=4, head_dim=256, conv_kernel=4,
+    mlp_intermediate_size=12288, vocab_size=248320, chunk_size=64, linear_num_key_heads=16,
+    linear_num_value_heads=32, linear_key_head_dim=128, linear_value_head_dim=128, attn_output_gate=True,
+    mixer_mlp=True, **_GDN_ZERO_MAMBA,
+)
+# Qwen3.5-27B (Qwen/Qwen3.5-27B config.json text_config): 64 layers, 24 / 4 heads of 256, DeltaNet
+# 16 / 48 heads of 128, FFN 17408.
+QWEN3_5_27B = dataclasses.replace(
+    QWEN3_5_9B, name="qwen3.5-27b", layer_kinds="LLL*" * 16, hidden_size=5120, num_attention_heads=24,
+    linear_num_value_heads=48, mlp_intermediate_size=17408,
+)
+# Qwen3-Next-80B-A3B (Qwen/Qwen3-Next-80B-A3B-Instruct; transformers' Qwen3NextConfig defaults):
+# 48 layers, full attention every 4th, 16 / 2 heads of 256, DeltaNet 16 / 32 heads of 128, MoE in
+# every layer: 512 experts of 512, top 10, one shared expert of 512; vocabulary 151936.
+QWEN3_NEXT_80B_A3B = ModelShape(
+    name="qwen3-next-80b-a3b", family="qwen3_next", layer_kinds="LLL*" * 12,
+    hidden_size=2048, num_attention_heads=16, num_kv_heads=2, head_dim=256, conv_kernel=4,
+    mlp_intermediate_size=5632, vocab_size=151936, chunk_size=64, moe_intermediate_size=512, moe_top_k=10,
+    moe_shared_intermediate_size=512, linear_num_key_heads=16, linear_num_value_heads=32,
+    linear_key_head_dim=128, linear_value_head_dim=128, attn_output_gate=True, mixer_mlp=True, **_GDN_ZERO_MAMBA,
+)
+# LFM2-VL-1.6B's language model, LFM2-1.2B (LiquidAI/LFM2-1.2B config.json): 16 layers, attention at
+# 2, 5, 8, 10, 12, 14 (32 / 8 heads of 64), gated short convolutions (kernel 3) elsewhere, FFN
+# block_ff_dim 12288 auto-adjusted to 8192, vocabulary 65536.
+LFM2_1_2B = ModelShape(
+    name="lfm2-1.2b", family="lfm2", layer_kinds="CC*CC*CC*C*C*C*C",
+    hidden_size=2048, num_attention_heads=32, num_kv_heads=8, head_dim=64, conv_kernel=3,
+    mlp_intermediate_size=8192, vocab_size=65536, mixer_mlp=True, **_GDN_ZERO_MAMBA,
+)
+
+PRESETS: dict[str, ModelShape] = {s.name: s for s in (NEMOTRON_H_8B, QWEN3_5_9B, QWEN3_5_27B, QWEN3_NEXT_80B_A3B,
+                                                       LFM2_1_2B)}
 
 
 def get_shape(name: str) -> ModelShape:
@@ -191,9 +349,40 @@ def layer_flops(shape: ModelShape, kind: str, tokens: int, kv_tokens: int | None
 
     Attention is causal prefill: ``tokens`` queries over ``kv_tokens`` (default: the same)
     keys, half the score matrix. SSD uses the chunked algorithm's count
-    ``2·n·H·(chunk·(N+P)/2 + 2·N·P)``.
+    ``2·n·H·(chunk·(N+P)/2 + 2·N·P)``. For ``mixer_mlp`` shapes a layer is its mixer
+    (:func:`mixer_flops`) plus its FFN (:func:`ffn_flops`).
+    """
+    if shape.mixer_mlp and kind in ("L", "*", "C"):
+        return mixer_flops(shape, kind, tokens, kv_tokens) + ffn_flops(shape, tokens)
+    return mixer_flops(shape, kind, tokens, kv_tokens)
+
+
+def ffn_flops(shape: ModelShape, tokens: int) -> float:
+    """SwiGLU FFN of a mixer layer (``mixer_mlp`` shapes): three matmuls, dense or the MoE's active experts."""
+    width = (shape.moe_top_k * shape.moe_intermediate_size + shape.moe_shared_intermediate_size
+             if shape.moe_top_k else shape.mlp_intermediate_size)
+    return float(3 * 2 * tokens * shape.hidden_size * width)
+
+
+def mixer_flops(shape: ModelShape, kind: str, tokens: int, kv_tokens: int | None = None) -> float:
+    """Forward FLOPs of a layer's token mixer alone (the whole layer for ``M``, ``-``, ``E``).
+
+    Gated DeltaNet (``L``): projections ``[q, k, v]``, ``z``, ``b``, ``a`` and out, the conv, and the
+    chunked delta rule ``2·n·Hv·(C·(2·dk + dv) + 3·dk·dv)`` (within chunks of ``C``: ``K Kᵀ``,
+    ``Q Kᵀ`` and ``A·V``; per token three ``dk × dv`` state products). Short conv (``C``, LFM2):
+    ``in_proj`` to ``3h``, depthwise conv, ``out_proj``.
     """
     n, h = tokens, shape.hidden_size
+    if kind == "L":
+        Hk, Hv, dk, dv = (shape.linear_num_key_heads, shape.linear_num_value_heads, shape.linear_key_head_dim,
+                          shape.linear_value_head_dim)
+        kd, vd = Hk * dk, Hv * dv
+        proj = 2 * n * h * (2 * kd + 2 * vd + 2 * Hv) + 2 * n * vd * h
+        conv = 2 * n * (2 * kd + vd) * shape.conv_kernel
+        rule = 2 * n * Hv * (min(n, shape.chunk_size) * (2 * dk + dv) + 3 * dk * dv)
+        return float(proj + conv + rule)
+    if kind == "C":
+        return float(2 * n * h * 3 * h + 2 * n * h * h + 2 * n * h * shape.conv_kernel)
     if kind == "M":
         I, G, N, H, P = (shape.mamba_intermediate, shape.n_groups, shape.ssm_state_size, shape.mamba_num_heads,
                          shape.mamba_head_dim)
@@ -204,7 +393,8 @@ def layer_flops(shape: ModelShape, kind: str, tokens: int, kv_tokens: int | None
     if kind == "*":
         kv = n if kv_tokens is None else kv_tokens
         Hq, Hk, d = shape.num_attention_heads, shape.num_kv_heads, shape.head_dim
-        proj = 2 * n * h * (Hq * d + 2 * Hk * d) + 2 * n * Hq * d * h
+        q_out = Hq * d * (2 if shape.attn_output_gate else 1)
+        proj = 2 * n * h * (q_out + 2 * Hk * d) + 2 * n * Hq * d * h
         causal_pairs = n * kv - n * (n - 1) / 2 if kv >= n else n * kv / 2
         scores = 2 * 2 * Hq * d * causal_pairs
         return float(proj + scores)

@@ -14,6 +14,7 @@ from .attention_evidence import (
     attention_query_probs,
 )
 from .causal_conv import causal_conv1d_act, causal_conv1d_act_ref
+from .deltanet_evidence import deltanet_evidence, deltanet_evidence_ref
 from .mamba2_evidence import mamba2_evidence, mamba2_evidence_ref
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "attention_query_probs",
     "causal_conv1d_act",
     "causal_conv1d_act_ref",
+    "deltanet_evidence",
+    "deltanet_evidence_ref",
     "mamba2_evidence",
     "mamba2_evidence_ref",
 ]

@@ -24,10 +24,13 @@ from .attention_evidence import attention_evidence as attention_evidence_triton
 from .attention_evidence import attention_evidence_ref
 from .causal_conv import causal_conv1d_act as causal_conv1d_act_triton
 from .causal_conv import causal_conv1d_act_ref
+from .deltanet_evidence import deltanet_evidence as deltanet_evidence_triton
+from .deltanet_evidence import deltanet_evidence_ref
 from .mamba2_evidence import mamba2_evidence as mamba2_evidence_triton
 from .mamba2_evidence import mamba2_evidence_ref
 
-__all__ = ["SIXTEEN_BIT", "use_triton", "attention_evidence", "mamba2_evidence", "causal_conv1d_act"]
+__all__ = ["SIXTEEN_BIT", "use_triton", "attention_evidence", "mamba2_evidence", "deltanet_evidence",
+           "causal_conv1d_act"]
 
 #: Dtypes for which the evidence kernels run by default. With fp32 operands they use exact
 #: (non-tf32) dots and are slower than torch's tf32 matmuls in the reference.
@@ -64,6 +67,16 @@ def mamba2_evidence(B, C, dt, A, query_index, visual_index, *, decay=False, head
                                       query_valid=query_valid)
     return mamba2_evidence_ref(B, C, dt, A, query_index, visual_index, decay=decay, head_agg=head_agg,
                                query_valid=query_valid)
+
+
+def deltanet_evidence(q, k, beta, lam, query_index, visual_index, *, head_agg="mean", query_valid=None,
+                      use_kernels: bool | None = None) -> torch.Tensor:
+    """:func:`~autoprune.kernels.deltanet_evidence.deltanet_evidence` or its reference: ``(b, V)``."""
+    if use_triton(q, use_kernels):
+        return deltanet_evidence_triton(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
+                                        query_valid=query_valid)
+    return deltanet_evidence_ref(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
+                                 query_valid=query_valid)
 
 
 def causal_conv1d_act(x, weight, bias=None, activation: str | None = "silu", *,

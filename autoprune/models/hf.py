@@ -16,7 +16,8 @@ Families (:data:`FAMILIES`, keyed by ``config.model_type``):
   the checkpoint's video front end (:mod:`autoprune.models.hf_video`) and the model's own vision
   tower, projector and EVS; what the language model receives *after EVS* is what the schedules
   reduce. ``embeddings`` records skip the vision tower (and EVS).
-- ``nemotron_h``, ``bamba`` — language models: records with ``embeddings`` (visual embeddings of
+- ``nemotron_h``, ``bamba``, ``qwen3_5_text`` (Qwen3.5's language model), ``qwen3_next``, ``lfm2``
+  (LFM2-VL's language model) — language models: records with ``embeddings`` (visual embeddings of
   the model's width) are spliced into the embedded prompt at the video's place.
 
 The prompt is ``[prefix] <video> question [A. choice …]``, rendered with the tokenizer's chat
@@ -245,6 +246,10 @@ FAMILIES: dict[str, HFFamily] = {
                                 omni=True),
     "nemotron_h": HFFamily("nemotron_h", "AutoModelForCausalLM", ("embeddings",)),
     "bamba": HFFamily("bamba", "AutoModelForCausalLM", ("embeddings",)),
+    # linear-attention / short-conv hybrids: Qwen3.5's language model, Qwen3-Next, LFM2
+    "qwen3_5_text": HFFamily("qwen3_5_text", "AutoModelForCausalLM", ("embeddings",)),
+    "qwen3_next": HFFamily("qwen3_next", "AutoModelForCausalLM", ("embeddings",)),
+    "lfm2": HFFamily("lfm2", "AutoModelForCausalLM", ("embeddings",)),
 }
 
 

@@ -228,4 +228,7 @@ class SyntheticSource:
                                                         "layout": {"prefix": layout.prefix, "visual": layout.visual,
                                                                    "query": layout.query},
                                                         "source": latency.source, "gpu": latency.gpu},
-                           validation=validation)
+                           validation=validation,
+                           evaluation_info={"search": {"data": "synthetic scores (no real model)", "n": evaluator.n},
+                                            "validation": {"data": "synthetic scores, another salt", "n": val_n}
+                                            if val_n > 0 else None})

@@ -97,6 +97,13 @@ def activation_bytes(shape: ModelShape, kind: str, tokens: int) -> int:
     if kind == "E":
         active = max(1, shape.moe_top_k) * shape.moe_intermediate_size + shape.moe_shared_intermediate_size
         return int(io + 4 * n * active * b + n * 64)
+    if kind in ("L", "C"):  # the mixer (the delta rule's torch path in fp32) plus the layer's FFN
+        ffn = 4 * n * max(shape.mlp_intermediate_size, shape.moe_top_k * shape.moe_intermediate_size) * b
+        if kind == "C":
+            return int(io + ffn + 6 * n * h * b)
+        kv = 2 * shape.linear_num_key_heads * shape.linear_key_head_dim + \
+            2 * shape.linear_num_value_heads * shape.linear_value_head_dim
+        return int(io + ffn + n * kv * (b * 3 + 4 * 6))
     raise ConfigError(f"unknown layer kind {kind!r}")
 
 
@@ -149,7 +156,8 @@ def _attention_scoring_setup(ctx: _Ctx, config):
     from .. import scoring as sc
 
     torch = ctx.torch
-    Hq, Hk, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    Hq, Hk = config.num_attention_heads, config.num_key_value_heads
+    d = getattr(config, "head_dim", None) or config.hidden_size // Hq  # LFM2's config has no head_dim
     Q = ctx.query
 
     def setup(n, pos):
@@ -194,6 +202,36 @@ def _mamba_scoring_setup(ctx: _Ctx, block, decay: bool):
                 state.update(ev, 1.0)
         return fn, rot
     return setup, lambda n: n * (width * 2 + 2 * G * N * 16 + H * 16 + 4 * G * ctx.query * 4)
+
+
+def _linear_scoring_setup(ctx: _Ctx, block, decay: bool, correction: bool):
+    """What the runtime's projection hooks do at a Gated DeltaNet evidence layer with ``n`` tokens present."""
+    from .. import delta_rule
+    from .. import scoring as sc
+    from ..adapters import qwen3_5, qwen3_next
+
+    torch, shape = ctx.torch, ctx.shape
+    mixer = block.layer.linear_attn
+    parts = (qwen3_next if shape.family == "qwen3_next" else qwen3_5).deltanet_parts_of(mixer)
+    widths = [p.out_features for p in parts.projections]
+
+    def setup(n, pos):
+        V, q_idx, v_idx = ctx.indices(n)
+        rot = ctx.rotations(n * sum(widths) * shape.dtype_bytes)
+        outs = [ctx.inputs(n, w, rot) for w in widths]
+        state = sc.ImportanceState(1, V, momentum=0.5, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                q, k, beta, g = delta_rule.gated_deltanet_inputs(parts, tuple(o[i] for o in outs),
+                                                                 use_kernels=ctx.use_kernels)
+                ev = delta_rule.gated_deltanet_evidence(q, k, beta, g, q_idx, v_idx, decay=decay,
+                                                        correction=correction, use_kernels=ctx.use_kernels)
+                state.update(ev, 1.0)
+        return fn, rot
+    kd = 2 * shape.linear_num_key_heads * shape.linear_key_head_dim
+    return setup, lambda n: n * (sum(widths) * 2 + kd * 16 + shape.linear_num_value_heads * 16
+                                 + 4 * ctx.query * shape.linear_num_value_heads * (8 if correction else 1))
 
 
 def _gather_setup(ctx: _Ctx):
@@ -452,6 +490,13 @@ def profile_shape(
                 s = run_grid("score:attn", pts, setup, need)
                 if s is not None:
                     scoring_series["attention"] = s
+            if scoring and kind == "L":
+                for key, decay, corr in (("linear", False, False), ("linear_decay", True, False),
+                                         ("linear_exact", True, True)):
+                    setup, need = _linear_scoring_setup(ctx, block, decay, corr)
+                    s = run_grid(f"score:{key}", pts, setup, need)
+                    if s is not None:
+                        scoring_series[key] = s
             if scoring and kind == "M":
                 for decay in (False, True):
                     key = "mamba_decay" if decay else "mamba"

@@ -10,10 +10,54 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cost.shapes import ModelShape
+from ..cost.shapes import ModelShape, to_transformers_config
 from ..errors import ConfigError
 
 __all__ = ["build_block", "build_random_model", "mamba2_parts_of", "spread_ssm_parameters_"]
+
+# Families whose layers are ``*DecoderLayer(config, layer_idx)`` taking RoPE (cos, sin): class names
+# in transformers (the layer class, the CausalLM class, the rotary-embedding class).
+_LAYERED = {
+    "qwen3_5_text": ("qwen3_5", "Qwen3_5DecoderLayer", "Qwen3_5ForCausalLM", "Qwen3_5TextRotaryEmbedding"),
+    "qwen3_next": ("qwen3_next", "Qwen3NextDecoderLayer", "Qwen3NextForCausalLM", "Qwen3NextRotaryEmbedding"),
+    "lfm2": ("lfm2", "Lfm2DecoderLayer", "Lfm2ForCausalLM", "Lfm2RotaryEmbedding"),
+}
+
+
+def _layered_block(shape, kind, device, dtype):
+    """One decoder layer of a Qwen3.5/Qwen3-Next/LFM2 shape, called as ``block(hidden)`` (prefill:
+    causal, no cache; its RoPE cos/sin for positions ``0..n-1`` computed in the call)."""
+    import importlib
+
+    import torch
+    from torch import nn
+
+    mod, layer_cls, _, rope_cls = _LAYERED[shape.family]
+    m = importlib.import_module(f"transformers.models.{mod}.modeling_{mod}")
+    config = to_transformers_config(shape, use_cache=False)
+    config._attn_implementation = "sdpa"
+    idx = shape.layer_kinds.index(kind)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = getattr(m, layer_cls)(config, layer_idx=idx)
+            self.rotary = getattr(m, rope_cls)(config=config)
+
+        def forward(self, x):
+            pos = torch.arange(x.shape[1], device=x.device)[None].expand(x.shape[0], -1)
+            out = self.layer(x, position_embeddings=self.rotary(x, pos), attention_mask=None, position_ids=pos)
+            return out[0] if isinstance(out, tuple) else out
+
+    prev = torch.get_default_dtype()
+    torch.manual_seed(1234 + idx)
+    try:
+        torch.set_default_dtype(dtype if dtype.is_floating_point else prev)
+        with torch.device(device):
+            block = Block()
+    finally:
+        torch.set_default_dtype(prev)
+    return spread_ssm_parameters_(block.to(device=device, dtype=dtype).eval()), config
 
 
 def build_block(shape: ModelShape, kind: str, device, dtype):
@@ -23,6 +67,8 @@ def build_block(shape: ModelShape, kind: str, device, dtype):
 
     if kind not in shape.layer_kinds:
         raise ConfigError(f"shape {shape.name!r} has no layer of kind {kind!r}")
+    if shape.family in _LAYERED:
+        return _layered_block(shape, kind, device, dtype)
     overrides: dict[str, Any] = {}
     if "E" in shape.layer_kinds:
         overrides.update(moe_intermediate_size=shape.moe_intermediate_size, num_experts_per_tok=shape.moe_top_k,
@@ -44,12 +90,19 @@ def build_block(shape: ModelShape, kind: str, device, dtype):
 
 
 def build_random_model(shape: ModelShape, device, dtype, seed: int = 0):
-    """Whole ``NemotronHForCausalLM`` of ``shape`` with random weights, built directly on
-    ``device`` (SDPA attention, SSM parameters spread like a trained model's)."""
-    import torch
-    from transformers import NemotronHForCausalLM
+    """Whole ``NemotronHForCausalLM`` of ``shape`` (``Qwen3_5ForCausalLM``, ``Qwen3NextForCausalLM``,
+    ``Lfm2ForCausalLM`` for those families) with random weights, built directly on ``device`` (SDPA
+    attention, SSM/DeltaNet parameters spread like a trained model's)."""
+    import importlib
 
-    config = shape.to_nemotron_h_config(use_cache=False)
+    import torch
+
+    if shape.family in _LAYERED:
+        mod, _, lm_cls, _ = _LAYERED[shape.family]
+        NemotronHForCausalLM = getattr(importlib.import_module(f"transformers.models.{mod}.modeling_{mod}"), lm_cls)
+    else:
+        from transformers import NemotronHForCausalLM
+    config = to_transformers_config(shape, use_cache=False)
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
     prev = torch.get_default_dtype()

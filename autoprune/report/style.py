@@ -46,8 +46,8 @@ REFERENCE_LINESTYLES = {"none": "-", "uniform": (0, (5, 2)), "fastv": (0, (1, 1.
                         "high_to_low": (0, (3, 1, 1, 1, 1, 1)), "low_to_high": (0, (2, 2)), "prefilter": (0, (6, 1))}
 
 # Layer kinds along depth (NemotronH pattern letters).
-KIND_NAMES = {"M": "Mamba", "*": "attention", "-": "MLP", "E": "MoE"}
-KIND_COLORS = {"M": GREEN, "*": VERMILLION, "-": "#D9D9D9", "E": PURPLE}
+KIND_NAMES = {"M": "Mamba", "*": "attention", "-": "MLP", "E": "MoE", "L": "Gated DeltaNet", "C": "short conv"}
+KIND_COLORS = {"M": GREEN, "*": VERMILLION, "-": "#D9D9D9", "E": PURPLE, "L": BLUE, "C": SKY}
 
 FONT = 10.0
 SMALL = 8.5

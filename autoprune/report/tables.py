@@ -20,7 +20,7 @@ from typing import NamedTuple
 from . import style
 from .context import StudyContext
 
-__all__ = ["RefMatch", "ComparisonRow", "ReferenceRow", "GapRow", "comparison_rows", "reference_rows",
+__all__ = ["RefMatch", "provenance_facts", "ComparisonRow", "ReferenceRow", "GapRow", "comparison_rows", "reference_rows",
            "validation_rows", "header_facts", "comparison_rule", "DEFAULT_TOLERANCE"]
 
 DEFAULT_TOLERANCE = 0.05
@@ -218,4 +218,36 @@ def header_facts(ctx: StudyContext) -> list[tuple[str, str]]:
         ("trials", trials),
         ("time", time),
         ("autoprune", s.autoprune),
+        *provenance_facts(s.provenance()),
+    ]
+
+
+def _flat(value, limit: int = 12) -> str:
+    """A nested mapping as ``key value; key value`` (nested keys joined by '.'), for one header cell."""
+    if not isinstance(value, dict):
+        return str(value)
+    parts = []
+    for k, v in value.items():
+        if v is None or v == {} or v == []:
+            continue
+        parts.append(f"{k}: {_flat(v) if isinstance(v, dict) else (', '.join(map(str, v)) if isinstance(v, list) else v)}")
+    return "; ".join(parts[:limit]) + ("; …" if len(parts) > limit else "")
+
+
+def provenance_facts(p: dict) -> list[tuple[str, str]]:
+    """The provenance block of every artifact (:meth:`StudySettings.provenance`) as header facts:
+    what the latency is for, the token accounting, the evaluated data, versions, commit, command."""
+    env = p.get("environment") or {}
+    t = p.get("tokens") or {}
+    tokens = (f"evaluated visual tokens {', '.join(map(str, t.get('evaluated_visual', [])))}; served (latency) "
+              f"{t.get('served_visual')}; min_tokens {t.get('min_tokens')} → floor {float(t.get('floor', 0)):.2%} "
+              f"({t.get('floor_reason')})") if t else "—"
+    versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
+    return [
+        ("latency is for", _flat(p.get("latency") or {}) or "—"),
+        ("token accounting", tokens),
+        ("evaluated data", _flat(p.get("evaluation") or {}) or "—"),
+        ("versions", versions or "—"),
+        ("commit", env.get("git_commit") or "— (an installed package, not a checkout)"),
+        ("command", f"`{env['command']}` on {env.get('host', '?')}" if env.get("command") else "—"),
     ]

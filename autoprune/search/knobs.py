@@ -25,7 +25,7 @@ __all__ = ["Fixed", "FloatRange", "IntRange", "Choice", "Knob", "KNOBS", "FLOAT_
 
 FLOAT_KNOBS = ("state_momentum", "w_attn", "w_mamba")
 INT_KNOBS = ("evidence_window", "seed")
-CATEGORICAL_KNOBS = ("mamba_decay", "head_agg", "selector")
+CATEGORICAL_KNOBS = ("mamba_decay", "delta_correction", "head_agg", "selector")
 KNOBS = FLOAT_KNOBS + INT_KNOBS + CATEGORICAL_KNOBS
 # Tolerance when mapping a schedule back to parameters (float products drift by ulps).
 TOL = 1e-9

@@ -171,6 +171,13 @@ def _check_reachable(space: SearchSpace, inputs: StudyInputs, accounting: TokenA
         )
 
 
+def _check_trivial_budget(budget: Budget) -> None:
+    """BudgetError before anything loads for a relative budget the unreduced model meets by definition."""
+    if (budget.kind == "speedup" and budget.value <= 1) or (budget.kind == "fraction" and budget.value >= 1):
+        raise BudgetError(f"budget {budget.text} is met by the unreduced model: nothing to search "
+                          "(ask for a speedup above 1x, e.g. --budget 2x)")
+
+
 def plan_search(config: SearchConfig) -> SearchPlan:
     """Validate everything and compute what a run needs; writes nothing."""
     c = config
@@ -215,6 +222,9 @@ def plan_search(config: SearchConfig) -> SearchPlan:
         raise ConfigError("give --budget (e.g. --budget 4x), or a --spec that sets it")
     measure = bool(c.measure)
     objectives = c.objectives or ("score", "latency")
+    _check_trivial_budget(c.budget)
+    if "energy" in objectives and not measure:
+        raise ConfigError("--energy needs --measure: energy readings come from NVML while candidates are timed")
     space = load_space(c.space or DEFAULT_SPACE)
     sampler = c.sampler or "tpe"
     check_sampler(sampler)
@@ -225,6 +235,9 @@ def plan_search(config: SearchConfig) -> SearchPlan:
     base = inputs.latency.estimate(Schedule.identity(signature.num_layers, model=signature))
     baseline_ms = base.baseline_ms
     limit_ms = c.budget.limit_ms(baseline_ms)
+    if Budget.meets(baseline_ms, limit_ms):
+        raise BudgetError(f"budget {c.budget.text} ({limit_ms:.2f} ms) is met by the unreduced model "
+                          f"({baseline_ms:.2f} ms on {inputs.latency.gpu}): there is nothing to search")
     if "energy" in objectives and base.energy_j is None:
         raise ConfigError(f"the energy objective needs energy readings; the {base.source} latency source of "
                           f"{inputs.latency.gpu} gives none (use --measure on a GPU with NVML)")
@@ -297,6 +310,8 @@ def _add_references(study, plan: SearchPlan) -> None:
             study.tell(trial, list(values))
     for params, attrs in queued:
         study.enqueue_trial(params, user_attrs=attrs)
+    for params in plan.settings.space.warm_starts(sig):
+        study.enqueue_trial(params, user_attrs={"warm_start": True})
 
 
 def _resume_hint(plan: SearchPlan) -> str:

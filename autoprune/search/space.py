@@ -117,6 +117,7 @@ class BudgetedSchedule:
     share: FloatRange
     targets: tuple[float, ...] = (1.0,)
     align: tuple[str, ...] = ("any",)
+    warm_start: bool = False
 
     kind = "budgeted"
 
@@ -134,10 +135,13 @@ class BudgetedSchedule:
         if not a or any(x not in ALIGNMENTS for x in a) or len(set(a)) != len(a):
             raise ConfigError(f"schedule.align must be distinct values of {list(ALIGNMENTS)}, got {list(a)}")
         object.__setattr__(self, "align", a)
+        if not isinstance(self.warm_start, bool):
+            raise ConfigError(f"schedule.warm_start must be true or false, got {self.warm_start!r}")
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "stages": {"low": self.min_stages, "high": self.max_stages},
-                "share": knob_to_dict(self.share), "targets": list(self.targets), "align": list(self.align)}
+                "share": knob_to_dict(self.share), "targets": list(self.targets), "align": list(self.align),
+                "warm_start": self.warm_start}
 
 
 # How a budgeted stage's cut layer is placed: where it was sampled, or moved to the next layer after
@@ -188,7 +192,9 @@ def first_cut_layer(signature: ModelSignature, scorer: ScorerConfig | None = Non
     kinds = signature.layer_kinds
     if scorer is not None and scorer.selector != "language":
         return 1
-    usable = {"M", "*"} if scorer is None else {k for k, w in (("M", scorer.w_mamba), ("*", scorer.w_attn)) if w > 0}
+    # Gated DeltaNet ("L") evidence is weighted by w_mamba like Mamba's; short convolutions give none.
+    usable = {"M", "L", "*"} if scorer is None else {
+        k for k, w in (("M", scorer.w_mamba), ("L", scorer.w_mamba), ("*", scorer.w_attn)) if w > 0}
     for j, k in enumerate(kinds[:-1]):
         if k in usable:
             return j + 1
@@ -318,6 +324,35 @@ class SearchSpace:
                     acc += w[i]
                     keep.append(1.0 if acc <= 0 else final ** min(1.0, acc / total))
         return Schedule(keep=tuple(keep), model=signature, min_tokens=self.min_tokens, scorer=scorer)
+
+    def warm_starts(self, signature: ModelSignature) -> list[dict]:
+        """Parameters of structured first trials (``schedule.warm_start``) for a ``budgeted`` space that
+        aligns to attention, enqueued after the references so the sampler starts from them:
+        one stage of equal share right after each of the first ``max_stages`` attention layers, fitted
+        to the whole budget, with the default scorer and then every other choice of each categorical
+        knob, one knob at a time. Empty for other spaces and models without attention layers."""
+        sch = self.schedule
+        if not isinstance(sch, BudgetedSchedule) or not sch.warm_start or "attention" not in sch.align \
+                or 1.0 not in sch.targets:
+            return []
+        kinds = signature.layer_kinds
+        cuts = [j + 1 for j, k in enumerate(kinds[:-1]) if k == "*"][:sch.max_stages]
+        if len(cuts) < sch.min_stages:
+            return []
+        base: dict[str, Any] = {"n_stages": len(cuts)}
+        for s in range(1, sch.max_stages + 1):
+            base[f"cut_{s}"] = cuts[s - 1] if s <= len(cuts) else cuts[0]
+            base[f"share_{s}"] = sch.share.clip(1.0)
+        if len(sch.targets) > 1:
+            base["target"] = 1.0
+        if len(sch.align) > 1:
+            base["align"] = "attention"
+        defaults = {n: knob_default(n, k) for n, k in self.scorer if not isinstance(k, Fixed)}
+        out = [{**base, **defaults}]
+        for n, k in self.scorer:
+            if isinstance(k, Choice):
+                out += [{**base, **defaults, n: v} for v in k.choices if v != defaults[n]]
+        return out
 
     # -------------------------------------------------- schedule → params
     def params_for(self, schedule: Schedule, signature: ModelSignature) -> dict | None:
@@ -465,7 +500,7 @@ def _parse_schedule(d: Any, where: str):
         raise ConfigError(f"{where} must be a mapping with a 'kind' (progressive, budgeted or per_layer)")
     kind = d["kind"]
     if kind in ("progressive", "budgeted"):
-        extra = {"retention"} if kind == "progressive" else {"share", "targets", "align"}
+        extra = {"retention"} if kind == "progressive" else {"share", "targets", "align", "warm_start"}
         check_keys(d, {"kind", "stages"} | extra, {"kind"}, where)
         stages = d.get("stages", {"low": 1, "high": 4})
         if isinstance(stages, int) and not isinstance(stages, bool):
@@ -483,7 +518,7 @@ def _parse_schedule(d: Any, where: str):
             raise ConfigError(f"{where}.align must be a list of {list(ALIGNMENTS)}, got {align!r}")
         try:
             return BudgetedSchedule(min_stages=lo, max_stages=hi, share=share, targets=tuple(targets),
-                                    align=tuple(align))
+                                    align=tuple(align), warm_start=d.get("warm_start", False))
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
     if kind == "progressive":

@@ -29,9 +29,12 @@ def _half_ci(row) -> float:
     return (hi - lo) / 2 if math.isfinite(lo) and math.isfinite(hi) else 0.0
 
 
-def select_candidates(df, *, max_sampled: int = 10, max_references: int = 6, n_objectives: int = 2) -> list[int]:
+def select_candidates(df, *, max_sampled: int = 10, max_references: int = 6, n_objectives: int = 2,
+                      always: tuple[int, ...] = ()) -> list[int]:
     """Trial numbers to validate (see the module docstring), deterministic: by search score, then
-    latency, then trial number."""
+    latency, then trial number. ``always`` (Optuna's own front on the search set, which keeps
+    every trial of a tie that :func:`pareto_front` collapses to its lowest number) is added
+    uncapped, so the export can check that nothing Optuna ranks best went unvalidated."""
     done = df[(df["state"] == "COMPLETE") & df["feasible"]]
     rows = sorted(done.itertuples(index=False), key=lambda r: (-float(r.score), float(r.latency_ms), int(r.number)))
     refs = [r for r in rows if isinstance(r.reference, str) and r.reference]
@@ -57,6 +60,8 @@ def select_candidates(df, *, max_sampled: int = 10, max_references: int = 6, n_o
     pick += ref_pick[:max_references]
     none = df[(df["reference"] == "none") & (df["state"] == "COMPLETE")]
     pick += [int(n) for n in none["number"]]
+    complete = set(int(n) for n in df.loc[df["state"] == "COMPLETE", "number"])
+    pick += [int(n) for n in always if int(n) in complete]
     return sorted(dict.fromkeys(int(n) for n in pick))
 
 
@@ -71,7 +76,8 @@ def validate_study(study, settings: StudySettings, validator: Evaluator, *, max_
     """Evaluate the candidates on ``validator`` and store the results in the study (see the module docstring)."""
     df = trials_frame(study, settings)
     numbers = select_candidates(df, max_sampled=max_sampled, max_references=max_references,
-                                n_objectives=len(settings.objectives))
+                                n_objectives=len(settings.objectives),
+                                always=tuple(t.number for t in study.best_trials))
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     acc = settings.accounting
     schedules, results = {}, {}

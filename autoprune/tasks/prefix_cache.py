@@ -58,6 +58,8 @@ def prefix_of(schedule: Schedule, layer_kinds: str, num_visual: int) -> tuple[in
 
 def _evidence_key(layer: int, kind: str, scorer: ScorerConfig) -> tuple:
     # what the evidence of one layer depends on besides its (unreduced) input
+    if kind == "linear":
+        return (layer, kind, scorer.head_agg, (scorer.mamba_decay, scorer.delta_correction))
     return (layer, kind, scorer.head_agg, scorer.mamba_decay if kind == "mamba" else None)
 
 

@@ -125,3 +125,17 @@ def test_energy_is_exported_when_it_is_an_objective(tmp_path):
     df = pd.read_csv(r.run_dir / "trials.csv")
     assert df.loc[df["state"] == "COMPLETE", "energy_j"].notna().all()
     assert not any(math.isnan(x) for x in df.loc[df["pareto"], "energy_j"])
+
+
+def test_every_schedule_and_the_index_carry_the_full_provenance_block(run):
+    index = json.loads((run.run_dir / "pareto.json").read_text())
+    blocks = [index["provenance"]] + [Schedule.load(run.run_dir / e["file"]).provenance for e in index["schedules"]]
+    for p in blocks:
+        env = p["environment"]
+        assert {"torch", "transformers", "optuna", "autoprune"} <= {k for k, v in env["versions"].items() if v}
+        assert "git_commit" in env and env["command"] and env["host"] and env["created"].endswith("Z")
+        lat = p["latency"]
+        assert lat["gpu"] == "a100-sxm4-80gb" and lat["baseline_source"] == "roofline"
+        tok = p["tokens"]
+        assert tok["served_visual"] == 8192 and tok["evaluated_visual"] and 0 < tok["floor"] < 1 and tok["floor_reason"]
+        assert "search" in p["evaluation"] and p["model"] == "synthetic" and p["metric"] == "accuracy"

@@ -150,3 +150,35 @@ def test_params_for_refuses_what_the_space_cannot_express():
     assert space.params_for(odd, SIG) is None  # knob out of range
     assert load_space("fixed_scorer").params_for(
         Schedule.identity(L, model=SIG, scorer=ScorerConfig(head_agg="max")), SIG) is None  # fixed knob differs
+
+
+def _budgeted(tmp_path, warm_start):
+    data = yaml.safe_load((data_dir("search_spaces") / "budgeted.yaml").read_text())
+    data["schedule"]["warm_start"] = warm_start
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return load_space(p)
+
+
+def test_warm_starts_cut_after_each_attention_layer_and_vary_one_categorical_knob_at_a_time(tmp_path):
+    space = _budgeted(tmp_path, True)
+    sig = ModelSignature(family="nemotron_h", layer_kinds="M*M-M*M-M*M-")
+    starts = space.warm_starts(sig)
+    dists = space.distributions(sig)
+    choices = {n: k.choices for n, k in space.scorer if hasattr(k, "choices")}
+    assert len(starts) == 1 + sum(len(c) - 1 for c in choices.values())
+    defaults = space.default_scorer()
+    for p in starts:
+        assert set(p) == set(dists) and all(dists[n]._contains(dists[n].to_internal_repr(v)) for n, v in p.items())
+        keep = space.schedule_from_params(p, sig).keep
+        assert [i for i in range(1, 12) if keep[i] < keep[i - 1]] == [2, 6, 10]
+        changed = [n for n in choices if p[n] != getattr(defaults, n)]
+        assert len(changed) <= 1
+    assert space.warm_starts(ModelSignature(family="nemotron_h", layer_kinds="MMM-MMM-")) == []
+
+
+def test_no_warm_starts_unless_the_space_asks_for_them(tmp_path):
+    space = _budgeted(tmp_path, False)
+    assert space.warm_starts(ModelSignature(family="nemotron_h", layer_kinds="M*M-M*M-M*M-")) == []
+    with pytest.raises(ConfigError, match="warm_start"):
+        _budgeted(tmp_path, "yes")

@@ -97,3 +97,17 @@ def test_no_validation_set_means_the_search_scores_are_exported_and_said_so(tmp_
                                 out=str(tmp_path), show_progress=False), log=quiet)
     assert all(not Schedule.load(f).metrics["validated"] for f in r.export.files)
     assert json.loads((r.run_dir / "pareto.json").read_text())["validation"] is None
+
+
+def test_every_trial_of_optunas_front_is_validated_even_past_the_caps():
+    # Eight exact ties on the front: pareto_front keeps one, Optuna keeps all eight; the cap is 2.
+    rows = [dict(number=i, state="COMPLETE", feasible=True, reference=None, score=0.9, latency_ms=10.0,
+                 ci_low=0.85, ci_high=0.95) for i in range(8)]
+    df = pd.DataFrame(rows)
+    assert select_candidates(df, max_sampled=2) == [0, 1]  # the front (one of the ties) and one near-tie
+    assert select_candidates(df, max_sampled=2, always=tuple(range(8))) == list(range(8))
+
+
+def test_the_study_validates_all_of_optunas_front(run):
+    r, study = run
+    assert {str(t.number) for t in study.best_trials} <= set(load_validation(study)["results"])

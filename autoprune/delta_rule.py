@@ -1,0 +1,229 @@
+"""Gated DeltaNet evidence: what a gated delta-rule layer's query rows draw from each visual token.
+
+The layer (Qwen3.5, Qwen3-Next; transformers ``*GatedDeltaNet``) runs, per value head ``h``
+(key head ``h // (Hv/Hk)``), with a state ``S_t ∈ R^{dk×dv}``::
+
+    S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,        o_t = S_tᵀ q_t
+
+where ``q_t, k_t`` are the conv + SiLU outputs, L2-normalised, ``q_t`` also scaled by
+``dk^{-1/2}``; ``β_t = sigmoid(b_t)``; ``α_t = exp(g_t)``, ``g_t = −exp(A_log)·softplus(a_t + dt_bias)``.
+(transformers writes the same update as ``S ← α S; δ = β(v − Sᵀk); S ← S + k δᵀ``; the brief's
+``S_{t-1}·α_t(I − β_t k_t k_tᵀ)`` is the transposed ``dv×dk`` state.)
+
+**Exact form.** Write ``A_r = α_r (I − β_r k_r k_rᵀ)``. Unrolling from ``S_0 = 0``,
+``S_t = Σ_{s≤t} A_t ⋯ A_{s+1} β_s k_s v_sᵀ``, so ``o_t = Σ_{s≤t} w[t,s] v_s`` with the scalar
+
+    w[t, s] = β_s · exp(G_t − G_s) · k_sᵀ P_{s+1..t} q_t,     P_{s+1..t} = (I − β_{s+1} k_{s+1} k_{s+1}ᵀ) ⋯ (I − β_t k_t k_tᵀ)
+
+(``G_t = Σ_{r≤t} g_r``; each ``I − βkkᵀ`` is symmetric, so the transposed product is the same
+product in reverse order; the scalar gates commute out of it). ``w[t, s]`` is what the
+recurrence attributes to source token ``s`` at row ``t``, exactly: the oracle test rebuilds the
+layer's own output from it (``Σ_s w[t,s] v_s``). Evidence is ``e(v) = agg_h Σ_{t∈Q} |w^h[t, v]|``.
+
+**Computing it for query rows.** Backwards from each query row ``t``: ``u ← q_t``; at each
+earlier position ``r``: ``d_r = k_r·u``, ``w[t, r] = β_r d_r`` (before decay), ``u ← u − β_r k_r d_r``.
+Rows join the scan at their own position (a row with ``u = 0`` contributes nothing), the decay
+factorises at ``q0 = min Q`` as ``exp(G_t − G_s) = exp(λ_t)·exp(λ_s)`` (both ≤ 0) and scales
+``u`` at injection. Over the span before every query row the scan runs by chunks of ``C``:
+with ``u`` arriving at the chunk's end, ``d = (I + M)^{-1} K u`` with ``M[s, r] = β_r k_s·k_r`` for
+``r > s`` (a unit upper-triangular solve) and ``u ← u − Kᵀ(β ⊙ d)`` — the WY form of the chunk's
+product, the same solve transformers' chunked kernel does forwards. Cost: ``O(L·Q·dk)`` per head
+and ``L/C`` sequential chunk steps (``delta_correction=True``; there is no Triton kernel for it).
+
+**Proxies** (switches the search tunes, :class:`~autoprune.schedule.ScorerConfig`):
+
+- ``delta_correction=False``: every ``I − βkkᵀ`` replaced by ``I`` — gated linear attention,
+  ``w̃[t, s] = β_s (q_t·k_s)`` times ``exp(G_t − G_s)`` when ``mamba_decay`` is on (the
+  recurrent-mixer decay switch, shared with Mamba), decay-free otherwise. One dot per (query,
+  visual) pair: :mod:`autoprune.kernels.deltanet_evidence` (Triton, beside its torch reference).
+- ``delta_correction=True``: the products kept; with decay this is the exact form, without it the
+  exact form of the ungated delta rule (``α ≡ 1``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ReductionInputError
+from .kernels import dispatch
+from .kernels._common import aggregate_heads
+
+__all__ = [
+    "gated_deltanet_alpha",
+    "gated_deltanet_evidence",
+    "gated_deltanet_exact_evidence",
+    "gated_deltanet_inputs",
+    "l2norm",
+    "log_decay_from_q0",
+]
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x / sqrt(Σ x² + eps)`` over the last axis (transformers' and FLA's ``l2norm``)."""
+    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
+
+
+def _heads(q: torch.Tensor, beta: torch.Tensor) -> int:
+    Hk, Hv = q.shape[2], beta.shape[2]
+    if Hv % Hk:
+        raise ReductionInputError(f"{Hv} value heads are not a multiple of {Hk} key heads")
+    return Hv // Hk
+
+
+def gated_deltanet_inputs(parts, captured: tuple, valid: torch.Tensor | None = None,
+                          use_kernels: bool | None = None):
+    """``q, k (b, L, Hk, dk)`` as the recurrence consumes them, ``beta, g (b, L, Hv)``.
+
+    ``captured``: the outputs of ``parts.projections`` in order; ``parts.split(captured)``
+    gives the pre-conv ``[q | k]`` channels ``(b, L, 2·Hk·dk)`` and the raw ``b``, ``a``. The conv
+    is recomputed on those channels only. ``q`` and ``k`` keep the conv weight's dtype before the
+    L2 norm, as in the layer, which normalises in fp32 (float64 stays float64); they are returned in
+    the activations' dtype when that is 16-bit, else fp32. ``q`` carries ``dk^{-1/2}``; ``beta``, ``g`` fp32.
+    """
+    qk, b_raw, a_raw = parts.split(captured)
+    Hk, dk = parts.num_k_heads, parts.head_k_dim
+    w = parts.conv_weight[: 2 * Hk * dk]
+    bias = None if parts.conv_bias is None else parts.conv_bias[: 2 * Hk * dk]
+    out = dispatch.causal_conv1d_act(qk, w, bias, "silu", use_kernels=use_kernels)
+    f = torch.float64 if qk.dtype == torch.float64 else torch.float32
+    if valid is not None:
+        out = out * valid[..., None].to(out.dtype)
+    bsz, n, _ = out.shape
+    q = l2norm(out[..., : Hk * dk].reshape(bsz, n, Hk, dk).to(f)) * dk ** -0.5
+    k = l2norm(out[..., Hk * dk:].reshape(bsz, n, Hk, dk).to(f))
+    if qk.dtype in (torch.bfloat16, torch.float16):
+        # normalised in fp32 as the layer does, then back to the activations' dtype: the proxy
+        # kernel's dots run on the tensor cores (a ranking needs no more precision).
+        q, k = q.to(qk.dtype), k.to(qk.dtype)
+    beta = torch.sigmoid(b_raw.to(f))
+    g = -torch.exp(parts.A_log.to(f)) * F.softplus(a_raw.to(f) + parts.dt_bias.to(f))
+    return q, k, beta, g
+
+
+def log_decay_from_q0(g: torch.Tensor, query_index: torch.Tensor) -> torch.Tensor:
+    """``λ (b, L, H)``: log-decay between each position and ``q0 = min Q`` of its row, ≤ 0.
+
+    ``λ_s = Σ_{r=s+1..q0} g_r`` (``s ≤ q0``) and ``λ_t = Σ_{r=q0+1..t} g_r`` (``t > q0``), each a
+    cumulative sum that starts at ``q0`` (so it keeps relative precision far from the start),
+    and ``exp(G_t − G_s) = exp(λ_t + λ_s)`` for ``s ≤ q0 ≤ t``.
+    """
+    b, L, H = g.shape
+    q0 = query_index.min(dim=1).values  # (b,)
+    pos = torch.arange(L, device=g.device)[None, :, None]
+    after = pos > q0[:, None, None]
+    fwd = torch.cumsum(torch.where(after, g, torch.zeros_like(g)), dim=1)
+    # backwards: terms strictly after s up to q0 inclusive
+    upto = (pos <= q0[:, None, None]) & (pos > 0)
+    gb = torch.where(upto, g, torch.zeros_like(g))
+    rev = torch.flip(torch.cumsum(torch.flip(gb, [1]), dim=1), [1])  # Σ_{r ≥ s} gb_r
+    back = rev - gb  # Σ_{r > s}
+    return torch.where(after, fwd, back).clamp_max(0.0)
+
+
+def gated_deltanet_alpha(q, k, beta, g, rows: torch.Tensor, *, decay: bool = True,
+                         correction: bool = True) -> torch.Tensor:
+    """``w^h[t, s]`` for ``t`` in ``rows (b, R)`` and every ``s``: ``(b, Hv, R, L)`` (0 for ``s > t``).
+
+    The exact form (``decay``, ``correction``) or a proxy (see the module docstring), by a plain
+    backward scan over every position: a reference for tests (materialises ``R × L``).
+    """
+    b, L, Hk, dk = k.shape
+    hpg = _heads(q, beta)
+    Hv = beta.shape[2]
+    qh = q.repeat_interleave(hpg, dim=2).transpose(1, 2)  # (b, Hv, L, dk)
+    kh = k.repeat_interleave(hpg, dim=2).transpose(1, 2)
+    be = beta.transpose(1, 2)  # (b, Hv, L)
+    R = rows.shape[1]
+    qr = torch.gather(qh, 2, rows[:, None, :, None].expand(-1, Hv, -1, dk))  # (b, Hv, R, dk)
+    w = torch.zeros(b, Hv, R, L, dtype=qh.dtype, device=qh.device)
+    U = torch.zeros_like(qr)
+    for r in range(L - 1, -1, -1):
+        start = (rows == r)[:, None, :, None]
+        U = torch.where(start, qr, U)
+        kr = kh[:, :, r]  # (b, Hv, dk)
+        d = (U * kr[:, :, None, :]).sum(-1)  # (b, Hv, R)
+        w[..., r] = be[:, :, r, None] * d
+        if correction:
+            U = U - (be[:, :, r, None] * d)[..., None] * kr[:, :, None, :]
+    if decay:
+        G = torch.cumsum(g.transpose(1, 2), dim=-1)  # (b, Hv, L)
+        Gt = torch.gather(G, 2, rows[:, None, :].expand(-1, Hv, -1))
+        expo = Gt[..., None] - G[:, :, None, :]
+        causal = torch.arange(L, device=q.device)[None, None, None, :] <= rows[:, None, :, None]
+        w = w * torch.exp(expo.masked_fill(~causal, 0.0))
+    return w
+
+
+def gated_deltanet_exact_evidence(q, k, beta, g, query_index, visual_index, *, decay: bool = True,
+                                  head_agg: str = "mean", query_valid=None, chunk: int = 64) -> torch.Tensor:
+    """``e(v) = agg_h Σ_{t∈Q} |w^h[t, v]|`` with the delta-rule products kept (``delta_correction``).
+
+    Shapes as :func:`gated_deltanet_evidence`; the scan of the module docstring: sequential over
+    the query span, chunked (``chunk``) over the positions before every row's first query token.
+    Returns ``(b, V)`` fp32 (float64 for float64 inputs).
+    """
+    b, L, Hk, dk = k.shape
+    hpg = _heads(q, beta)
+    Hv = beta.shape[2]
+    f = torch.float64 if q.dtype == torch.float64 else torch.float32
+    kh = k.to(f).repeat_interleave(hpg, dim=2).transpose(1, 2)  # (b, Hv, L, dk)
+    be = beta.to(f).transpose(1, 2)  # (b, Hv, L)
+    Qn = query_index.shape[1]
+    qr = torch.gather(q.to(f).repeat_interleave(hpg, dim=2).transpose(1, 2), 2,
+                      query_index[:, None, :, None].expand(-1, Hv, -1, dk))  # (b, Hv, Q, dk)
+    lam = None
+    if decay:
+        lam = log_decay_from_q0(g.to(f), query_index).transpose(1, 2)  # (b, Hv, L)
+        qr = qr * torch.exp(torch.gather(lam, 2, query_index[:, None, :].expand(-1, Hv, -1)))[..., None]
+    if query_valid is not None:
+        qr = qr * query_valid[:, None, :, None].to(f)
+    ev = torch.zeros(b, Hv, L, dtype=f, device=q.device)  # Σ_t |w[t, s]| per head (before λ_s)
+    U = torch.zeros_like(qr)
+    lo = int(query_index.min())
+    hi = int(query_index.max())
+    for r in range(hi, lo - 1, -1):  # query span: rows join at their own position
+        U = torch.where((query_index == r)[:, None, :, None], qr, U)
+        kr = kh[:, :, r]
+        d = be[:, :, r, None] * (U * kr[:, :, None, :]).sum(-1)  # (b, Hv, Q)
+        ev[:, :, r] = d.abs().sum(-1)
+        U = U - d[..., None] * kr[:, :, None, :]
+    for c1 in range(lo, 0, -chunk):  # every row active: chunked backward scan
+        c0 = max(0, c1 - chunk)
+        K = kh[:, :, c0:c1]  # (b, Hv, C, dk)
+        bc = be[:, :, c0:c1]
+        C = c1 - c0
+        M = (K @ K.transpose(-1, -2)) * bc[:, :, None, :]
+        M = torch.triu(M, diagonal=1) + torch.eye(C, dtype=f, device=q.device)
+        d = torch.linalg.solve_triangular(M, K @ U.transpose(-1, -2), upper=True, unitriangular=True)  # (b,Hv,C,Q)
+        wc = bc[..., None] * d
+        ev[:, :, c0:c1] = wc.abs().sum(-1)
+        U = U - wc.transpose(-1, -2) @ K
+    per_head = torch.gather(ev, 2, visual_index[:, None, :].expand(-1, Hv, -1))
+    if decay:
+        per_head = per_head * torch.exp(torch.gather(lam, 2, visual_index[:, None, :].expand(-1, Hv, -1)))
+    return aggregate_heads(per_head, head_agg)
+
+
+def gated_deltanet_evidence(q, k, beta, g, query_index, visual_index, *, decay: bool = False,
+                            correction: bool = False, head_agg: str = "mean", query_valid=None,
+                            use_kernels: bool | None = None) -> torch.Tensor:
+    """``e(v) = agg_h Σ_{t∈Q} |w^h[t, v]|`` for visual tokens before every query row: ``(b, V)``.
+
+    - ``q, k (b, L, Hk, dk)``: as the recurrence consumes them (:func:`gated_deltanet_inputs`);
+    - ``beta, g (b, L, Hv)``: write strength in (0, 1) and log-decay ≤ 0; value head ``h`` reads
+      key head ``h // (Hv/Hk)``;
+    - ``decay``: keep ``exp(G_t − G_s)``; ``correction``: keep the delta rule's ``I − βkkᵀ``
+      products (both: the exact form);
+    - ``query_valid (b, Q)`` or None: rows marked False add nothing.
+
+    Without ``correction``: the Triton kernel or its torch reference as
+    :func:`autoprune.kernels.dispatch.deltanet_evidence` picks them; with it, the torch scan
+    :func:`gated_deltanet_exact_evidence`.
+    """
+    if correction:
+        return gated_deltanet_exact_evidence(q, k, beta, g, query_index, visual_index, decay=decay,
+                                             head_agg=head_agg, query_valid=query_valid)
+    lam = log_decay_from_q0(g.float() if g.dtype != torch.float64 else g, query_index) if decay else None
+    return dispatch.deltanet_evidence(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
+                                      query_valid=query_valid, use_kernels=use_kernels)
