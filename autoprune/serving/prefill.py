@@ -118,6 +118,12 @@ class ReducedPrefill:
         self._graphs: OrderedDict = OrderedDict()
         self._said_outside = False
         self.stats = {"captures": 0, "replays": 0, "eager": 0, "outside_buckets": 0, "capture_failures": []}
+        # mamba-ssm's Triton SSD kernels offset by batch index x batch stride in int32: a padded batch
+        # whose in_proj output holds 2^31 elements or more would index out of bounds.
+        kinds = self.adapter.layer_kinds
+        self._inproj_width = max((self.adapter.mamba2_parts(i).in_proj.out_features
+                                  for i, k in enumerate(kinds) if k == "M"), default=0)
+        self._cuda = cuda
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
@@ -126,6 +132,7 @@ class ReducedPrefill:
         if not isinstance(batch, RaggedBatch):
             raise ConfigError(f"ReducedPrefill takes a RaggedBatch, got {type(batch).__name__} "
                               f"(build one with RaggedBatch.from_rows)")
+        self.check_size(batch.batch_size, batch.length)
         if not self.graphs:
             return self._eager(batch)
         length = self._bucket(batch.length)
@@ -151,6 +158,14 @@ class ReducedPrefill:
         logits, cache, cache_valid, kept = entry.outputs
         return PrefillOutput(logits=logits, cache=cache, cache_valid=cache_valid, kept_positions=kept, graphed=True,
                              next_positions=self._next_positions(batch), length=batch.length)
+
+    def check_size(self, batch_size: int, length: int) -> None:
+        """Refuse (on CUDA) a padded batch beyond mamba-ssm's int32 indexing: split it instead."""
+        elements = batch_size * length * self._inproj_width
+        if self._cuda and elements >= 2**31:
+            raise ConfigError(f"a batch of {batch_size} x {length} tokens gives an in_proj output of {elements:,} "
+                              f"elements, beyond the 2^31 that mamba-ssm's Triton kernels index: split the batch "
+                              f"(at most {(2**31 - 1) // (length * self._inproj_width)} rows of this length)")
 
     def clear(self) -> None:
         """Drop every captured graph (and its memory)."""
