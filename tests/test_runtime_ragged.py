@@ -132,3 +132,34 @@ def test_attention_masks_let_a_pad_see_only_itself():
     assert add[3, 2] == 0 and add[3, 0] == torch.finfo(torch.float32).min
     with pytest.raises(ReductionInputError, match="flash"):
         autoprune.runtime.attention_mask_4d(valid, "flash_attention_2", torch.float32)
+
+
+@torch.no_grad()
+def test_rebind_copies_new_masks_of_the_same_layout_into_the_handles_buffers():
+    """What a CUDA-graph replay relies on: the device buffers a captured prefill reads are rewritten in place."""
+    model = tiny_bamba()
+    sched = schedule(model)
+    rows, masks = requests(n=3, seed=1)
+    ids, vm, tv, pos = left_pad(rows, masks)
+    rows2, masks2 = requests(n=3, seed=2)
+    rows2[0], masks2[0] = rows2[0][1:], masks2[0][1:]  # a shorter prompt, the same visual counts
+    ids2, vm2, tv2, pos2 = left_pad(rows2, masks2)
+    assert ids2.shape == ids.shape and not torch.equal(tv2, tv)
+    with autoprune.reduce(model, sched, visual_mask=vm, ragged=True, token_valid=tv, query_slots=8) as h:
+        model(input_ids=ids, position_ids=pos)
+        buffers = [t.data_ptr() for t in h.device_masks("cpu") if t is not None]
+        h.rebind(vm2, token_valid=tv2)
+        assert [t.data_ptr() for t in h.device_masks("cpu") if t is not None] == buffers
+        again = model(input_ids=ids2, position_ids=pos2).logits[:, -1]
+    with autoprune.reduce(model, sched, visual_mask=vm2, ragged=True, token_valid=tv2, query_slots=8):
+        fresh = model(input_ids=ids2, position_ids=pos2).logits[:, -1]
+    assert torch.equal(again, fresh)
+
+
+def test_rebind_refuses_another_layout():
+    model = tiny_nemotron_h()
+    rows, masks = requests(n=3)
+    _, vm, tv, _ = left_pad(rows, masks)
+    with autoprune.reduce(model, schedule(model), visual_mask=vm, ragged=True, token_valid=tv, query_slots=8) as h:
+        with pytest.raises(ReductionInputError, match="same layout"):
+            h.rebind(vm.roll(1, 0), token_valid=tv.roll(1, 0))

@@ -15,13 +15,14 @@ replay it. A length outside every bucket runs eagerly, and says so once. Without
 ``graphs=False``, every call runs eagerly (on the compiled stack where asked).
 
 Results equal the eager runtime (:func:`autoprune.reduce` on one request at a time): each row
-is reduced by its own plan (:mod:`autoprune.runtime`, ragged batches). The outputs of a graph
-replay live in the graph's memory: they are valid until the next call of the same shape.
+is reduced by its own plan (:mod:`autoprune.runtime`, ragged batches). A graph replay hands out
+copies of its outputs (logits, the cache): the next replay cannot overwrite what a caller decodes with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import math
 import warnings
@@ -155,7 +156,11 @@ class ReducedPrefill:
             entry.load(batch)
         entry.graph.replay()
         self.stats["replays"] += 1
+        # The graph rewrites its outputs at every replay, and decoding mutates a cache: hand out copies.
         logits, cache, cache_valid, kept = entry.outputs
+        logits, kept = logits.clone(), None if kept is None else kept.clone()
+        cache = None if cache is None else copy.deepcopy(cache)
+        cache_valid = None if cache_valid is None else {i: v.clone() for i, v in cache_valid.items()}
         return PrefillOutput(logits=logits, cache=cache, cache_valid=cache_valid, kept_positions=kept, graphed=True,
                              next_positions=self._next_positions(batch), length=batch.length)
 
