@@ -38,7 +38,7 @@ from ..errors import ConfigError
 from ..runtime import ReductionHandle
 from ..schedule import Schedule
 from .batch import RaggedBatch
-from .stack import StackSpec, capture_graph, compiled_blocks, stack_spec, triton_conv
+from .stack import StackSpec, capture_graph, serving_stack, stack_spec
 
 __all__ = ["PrefillOutput", "ReducedPrefill"]
 
@@ -191,11 +191,7 @@ class ReducedPrefill:
     @contextlib.contextmanager
     def stack(self):
         """The compiled blocks and the Triton conv, as asked (a context for eager calls and captures)."""
-        with contextlib.ExitStack() as es:
-            if self.triton_conv:
-                es.enter_context(triton_conv(self.spec))
-            if self.compile:
-                es.enter_context(compiled_blocks(self.model, self.spec, dynamic=self.dynamic))
+        with serving_stack(self.model, compile=self.compile, conv=self.triton_conv, dynamic=self.dynamic):
             yield
 
     # ---------------------------------------------------------------- eager

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import UnsupportedModelError
 
 __all__ = ["StackSpec", "register_stack", "stack_spec", "hook_free_modules", "compiled_blocks", "triton_conv",
-           "make_triton_conv_fn", "capture_graph"]
+           "make_triton_conv_fn", "serving_stack", "capture_graph"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,19 @@ def triton_conv(spec: StackSpec):
         yield
     finally:
         setattr(mod, spec.conv_fn, orig)
+
+
+@contextlib.contextmanager
+def serving_stack(module: nn.Module, *, compile: bool = True, conv: bool = True, dynamic: bool = True):
+    """Within the block, ``module`` (a model, or one decoder block) runs on the compiled stack:
+    its hook-free modules compiled, its family's mixers on the Triton causal conv."""
+    spec = stack_spec(module)
+    with contextlib.ExitStack() as es:
+        if conv:
+            es.enter_context(triton_conv(spec))
+        if compile:
+            es.enter_context(compiled_blocks(module, spec, dynamic=dynamic))
+        yield
 
 
 # --------------------------------------------------------------- CUDA graph
