@@ -70,12 +70,25 @@ class _Graph:
 
     def __init__(self, static: RaggedBatch, graph, outputs, handle: ReductionHandle | None, ragged: bool):
         self.static, self.graph, self.outputs, self.handle, self.ragged = static, graph, outputs, handle, ragged
+        self.masks = (static.visual_mask, static.query_mask, static.token_valid)  # what the buffers hold now
+        self.positions: dict = {}  # row lengths -> next positions on the device
 
     def load(self, batch: RaggedBatch) -> None:
-        self.static.inputs.copy_(batch.inputs, non_blocking=True)
-        self.static.position_ids.copy_(batch.position_ids, non_blocking=True)
-        if self.handle is not None:
+        """Copy ``batch`` into the graph's buffers (the masks only where they changed: the host work
+        before a replay is GPU idle time)."""
+        if batch.inputs is not self.static.inputs:
+            self.static.inputs.copy_(batch.inputs, non_blocking=True)
+            self.static.position_ids.copy_(batch.position_ids, non_blocking=True)
+        masks = (batch.visual_mask, batch.query_mask, batch.token_valid)
+        if self.handle is not None and not all(torch.equal(a, b) for a, b in zip(masks, self.masks)):
             self.handle.rebind(batch.visual_mask, batch.query_mask, batch.token_valid if self.ragged else None)
+            self.masks = masks
+
+    def next_positions(self, batch: RaggedBatch) -> torch.Tensor:
+        got = self.positions.get(batch.lengths)
+        if got is None:
+            got = self.positions[batch.lengths] = torch.tensor(batch.lengths, device=batch.inputs.device)
+        return got.clone()
 
 
 class ReducedPrefill:
@@ -146,6 +159,8 @@ class ReducedPrefill:
             return self._eager(batch)
         batch = batch.padded_to(length)
         key = self._key(batch)
+        if key in self._graphs and self._graphs[key] is None:  # its capture failed (recorded): eager
+            return self._eager(batch)
         entry = self._graphs.get(key)
         if entry is None:
             entry = self._capture(batch, key)
@@ -162,7 +177,7 @@ class ReducedPrefill:
         cache = None if cache is None else copy.deepcopy(cache)
         cache_valid = None if cache_valid is None else {i: v.clone() for i, v in cache_valid.items()}
         return PrefillOutput(logits=logits, cache=cache, cache_valid=cache_valid, kept_positions=kept, graphed=True,
-                             next_positions=self._next_positions(batch), length=batch.length)
+                             next_positions=entry.next_positions(batch), length=batch.length)
 
     def check_size(self, batch_size: int, length: int) -> None:
         """Refuse (on CUDA) a padded batch beyond mamba-ssm's int32 indexing: split it instead."""
