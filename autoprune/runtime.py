@@ -787,7 +787,7 @@ def attention_mask_4d(valid: torch.Tensor, implementation: str, dtype: torch.dty
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    return t.to(device, copy=True)  # a buffer of its own: rebind() writes into it
 
 
 def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None, use_kernels: bool | None = None):

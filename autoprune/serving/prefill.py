@@ -197,7 +197,10 @@ class ReducedPrefill:
         return next((b for b in self.buckets if b >= n), None)
 
     def _query_slots(self, batch: RaggedBatch) -> int:
-        return self.query_pad * math.ceil(batch.num_query / self.query_pad)
+        """Query rows rounded up to ``query_pad``, but no more than the narrowest width a prefill of
+        ``batch`` runs at (``L − max V``: every row keeps its text), and never fewer than the longest query."""
+        rounded = self.query_pad * math.ceil(batch.num_query / self.query_pad)
+        return max(batch.num_query, min(rounded, batch.length - max(batch.row_visual)))
 
     def _key(self, batch: RaggedBatch) -> tuple:
         return (batch.batch_size, batch.length, batch.row_visual, batch.has_pads, self._query_slots(batch),

@@ -111,3 +111,76 @@ def test_the_compiled_stack_gives_the_eager_results():
     out = compiled(batch)
     assert (out.logits - ref.logits).abs().max() <= 1e-5
     assert torch.equal(compiled.generate(out, STEPS), ReducedPrefill(model, sched).generate(ref, STEPS))
+
+
+class FakeGraph:
+    """Stands in for a CUDA graph on the CPU: a replay reruns the captured body with the reduction's
+    hooks back on, and writes its results into the captured outputs (as a replay writes its memory)."""
+
+    def __init__(self, body, handle):
+        self.body, self.handle = body, handle
+        self.out = body()
+
+    def replay(self):
+        if self.handle is not None:
+            self.handle._install()
+        try:
+            new = self.body()
+        finally:
+            if self.handle is not None:
+                self.handle.remove()
+        copy_into(self.out, new)
+
+
+def copy_into(dst, src):
+    if isinstance(dst, torch.Tensor):
+        dst.copy_(src)
+    elif isinstance(dst, (list, tuple)):
+        for a, b in zip(dst, src):
+            copy_into(a, b)
+    elif isinstance(dst, dict):
+        for k in dst:
+            copy_into(dst[k], src[k])
+    elif hasattr(dst, "__dict__"):
+        for k, v in vars(dst).items():
+            if isinstance(v, (torch.Tensor, list, tuple, dict)) or hasattr(v, "__dict__"):
+                copy_into(v, getattr(src, k))
+
+
+@pytest.mark.parametrize("ragged", [True, False], ids=["ragged", "one-row"])
+@torch.no_grad()
+def test_graph_replays_rebind_each_batch_into_the_captured_buffers(monkeypatch, ragged):
+    """The bookkeeping of CUDA-graph replays, on the CPU: static inputs, rebound masks, copied outputs."""
+    from autoprune.runtime import ReductionHandle
+    from autoprune.serving import prefill as prefill_module
+
+    created = []
+    init = ReductionHandle.__init__
+
+    def recording_init(self, *a, **kw):
+        init(self, *a, **kw)
+        created.append(self)
+
+    monkeypatch.setattr(ReductionHandle, "__init__", recording_init)
+    monkeypatch.setattr(prefill_module, "capture_graph", lambda body, **kw: (g := FakeGraph(body, created[-1]), g.out))
+    model = model_of("bamba")
+    sched = schedule(model)
+    prefill = ReducedPrefill(model, sched)
+    prefill.graphs = True  # the graph path, with the fake graph
+    eager = ReducedPrefill(model, sched)
+    if ragged:
+        first = RaggedBatch.from_rows(*requests(n=4, seed=1))
+        rows, masks = requests(n=4, seed=2)
+        rows[0], masks[0] = rows[0][1:], masks[0][1:]  # a shorter prompt, the same visual counts
+        second = RaggedBatch.from_rows(rows, masks, length=first.length)
+    else:  # one request, no pads: the plain path; the second has one prefix token less, one query token more
+        (x, vm), = zip(*requests(n=1, seed=1))
+        first = RaggedBatch.from_rows([x], [vm])
+        second = RaggedBatch.from_rows([x.flip(0)], [torch.cat([vm[1:], vm[:1]])])
+        assert second.row_visual == first.row_visual and second.num_query == first.num_query + 1
+    outs = [prefill(b) for b in (first, second, first)]
+    assert prefill.stats["captures"] == 1 and prefill.stats["replays"] == 3 and all(o.graphed for o in outs)
+    for out, batch in zip(outs, (first, second, first)):
+        ref = eager(batch)
+        assert torch.equal(out.logits, ref.logits)
+        assert torch.equal(prefill.generate(out, STEPS), eager.generate(ref, STEPS))
