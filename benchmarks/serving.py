@@ -21,7 +21,9 @@ prefill shape: ``ReducedPrefill``'s defaults on a GPU).
    time to first token per request (all requests arrive at once and are served in order: a
    request's TTFT is the end of its batch), requests/s, prefill tokens/s (real tokens), peak GPU
    memory, energy per request; and agreement of the graph runner with the eager one (top-1 of
-   the first token, max |logit| difference). Batch 16 where memory allows (out of memory is recorded).
+   the first token, max |logit| difference). Batch 16 where it fits: out of memory is recorded, and a
+   padded batch whose ``in_proj`` output reaches 2^31 elements (mamba-ssm indexes it in int32; 16 x
+   16.5k tokens of the 8B shape) is skipped with that reason.
 
 Power trace: NVML power, SM clock and clock-event reasons sampled every 10 ms during each timed
 window, with the idle power measured before the runs: the energy/latency ratio of reduced vs

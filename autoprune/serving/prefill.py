@@ -100,14 +100,16 @@ class ReducedPrefill:
     padded lengths (ascending) to capture; ``None`` = one graph per exact length. ``query_pad``:
     query rows are padded to a multiple of this, so that questions of other lengths replay the same
     graph. ``max_graphs``: graphs kept (least recently used dropped). ``use_cache``: keep the cache
-    for decoding. ``use_kernels``: as for :func:`autoprune.reduce`.
+    for decoding. ``use_kernels``: as for :func:`autoprune.reduce`. ``warmup``: eager runs before a
+    capture (the first compiles and autotunes; cuBLAS sets up its workspace on the capture stream).
     """
 
     def __init__(self, model: nn.Module, schedule: Schedule | None = None, *, compile: bool | None = None,
                  triton_conv: bool | None = None, graphs: bool | None = None, buckets: Sequence[int] | None = None,
                  query_pad: int = 32, max_graphs: int = 8, use_cache: bool = True, dynamic: bool = True,
-                 use_kernels: bool | None = None):
+                 use_kernels: bool | None = None, warmup: int = 1):
         self.model = model
+        self.warmup = int(warmup)
         self.adapter = get_adapter(model)
         self.spec: StackSpec = stack_spec(model)
         if schedule is not None:
@@ -270,7 +272,7 @@ class ReducedPrefill:
                 def body():
                     return self._outputs(self.model(**kw), handle, ragged, static)
 
-                graph, outputs = capture_graph(body)
+                graph, outputs = capture_graph(body, warmup=self.warmup)
         except Exception as e:  # noqa: BLE001  (a shape that cannot be captured runs eagerly; recorded)
             self.stats["capture_failures"].append(f"{key[:4]}: {type(e).__name__}: {str(e)[:300]}")
             warnings.warn(f"ReducedPrefill: CUDA-graph capture failed for batch {key[0]} x length {key[1]} "
