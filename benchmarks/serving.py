@@ -22,7 +22,7 @@ prefill shape: ``ReducedPrefill``'s defaults on a GPU).
    request's TTFT is the end of its batch), requests/s, prefill tokens/s (real tokens), peak GPU
    memory, energy per request; and agreement of the graph runner with the eager one (top-1 of
    the first token, max |logit| difference). Batch 16 where it fits: out of memory is recorded, and a
-   padded batch whose ``in_proj`` output reaches 2^31 elements (mamba-ssm indexes it in int32; 16 x
+   padded batch whose Mamba2 scan tensors reach 2^31 elements (mamba-ssm indexes them in int32; 16 x
    16.5k tokens of the 8B shape) is skipped with that reason.
 
 Power trace: NVML power, SM clock and clock-event reasons sampled every 10 ms during each timed
@@ -367,11 +367,12 @@ def serving(model, shape, b: int, args, cuda, dev, dtype, idle_w) -> dict:
                     seed=1000 + i) for i in range(max(b, len(mix)))]
     batches = ([RaggedBatch.from_rows([x], [vm]) for x, vm in reqs[:len(mix)]] if b == 1
                else [RaggedBatch.from_rows([x for x, _ in reqs[:b]], [vm for _, vm in reqs[:b]])])
-    width = max(m.in_proj.out_features for m in model.modules() if hasattr(m, "in_proj") and hasattr(m, "A_log"))
-    worst = max(bt.batch_size * bt.length for bt in batches) * width
-    if cuda and worst >= 2**31:  # ReducedPrefill refuses it; say why here, once
-        return {"batch_size": b, "skipped": f"{worst:,} in_proj elements >= 2^31: beyond mamba-ssm's int32 indexing "
-                                            f"(a batch this large must be split)", "runners": {}}
+    probe = ReducedPrefill(model, None, compile=False, triton_conv=False, graphs=False)
+    try:  # mamba-ssm's int32 indexing: ReducedPrefill refuses such a batch; say why here, once
+        for bt in batches:
+            probe.check_size(bt.batch_size, bt.length)
+    except autoprune.ConfigError as e:
+        return {"batch_size": b, "skipped": str(e), "runners": {}}
     n_req = sum(bt.batch_size for bt in batches)
     real_tokens = sum(sum(bt.lengths) for bt in batches)
     sec = {"batch_size": b, "requests": n_req, "visual": [bt.row_visual for bt in batches],

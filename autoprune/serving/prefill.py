@@ -134,11 +134,14 @@ class ReducedPrefill:
         self._graphs: OrderedDict = OrderedDict()
         self._said_outside = False
         self.stats = {"captures": 0, "replays": 0, "eager": 0, "outside_buckets": 0, "capture_failures": []}
-        # mamba-ssm's Triton SSD kernels offset by batch index x batch stride in int32: a padded batch
-        # whose in_proj output holds 2^31 elements or more would index out of bounds.
+        # mamba-ssm's Triton SSD kernels compute offsets in int32. The runner hands the scan a
+        # contiguous dt (stack.contiguous_dt), so the largest tensors they index are x/B/C (I + 2GN
+        # per token, views of one tensor) and the chunk states (b, chunks, H, P, N).
         kinds = self.adapter.layer_kinds
-        self._inproj_width = max((self.adapter.mamba2_parts(i).in_proj.out_features
-                                  for i, k in enumerate(kinds) if k == "M"), default=0)
+        mixers = [self.adapter.mamba2_parts(i) for i, k in enumerate(kinds) if k == "M"]
+        self._scan_width = max((p.intermediate_size + 2 * p.n_groups * p.state_size for p in mixers), default=0)
+        self._state_size = max((p.intermediate_size * p.state_size for p in mixers), default=0)  # H·P·N
+        self._chunk = min((getattr(p.module, "chunk_size", 256) for p in mixers), default=256)
         self._cuda = cuda
         params = inspect.signature(type(model).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -152,6 +155,8 @@ class ReducedPrefill:
         if not self.graphs:
             return self._eager(batch)
         length = self._bucket(batch.length)
+        if length is not None:
+            self.check_size(batch.batch_size, length)
         if length is None:
             self.stats["outside_buckets"] += 1
             if not self._said_outside:
@@ -183,11 +188,11 @@ class ReducedPrefill:
 
     def check_size(self, batch_size: int, length: int) -> None:
         """Refuse (on CUDA) a padded batch beyond mamba-ssm's int32 indexing: split it instead."""
-        elements = batch_size * length * self._inproj_width
-        if self._cuda and elements >= 2**31:
-            raise ConfigError(f"a batch of {batch_size} x {length} tokens gives an in_proj output of {elements:,} "
-                              f"elements, beyond the 2^31 that mamba-ssm's Triton kernels index: split the batch "
-                              f"(at most {(2**31 - 1) // (length * self._inproj_width)} rows of this length)")
+        per_row = max(length * self._scan_width, -(-length // self._chunk) * self._state_size)
+        if self._cuda and per_row and batch_size * per_row >= 2**31:
+            raise ConfigError(f"a batch of {batch_size} x {length} tokens gives the Mamba2 scan tensors of "
+                              f"{batch_size * per_row:,} elements, beyond the 2^31 that mamba-ssm's Triton kernels "
+                              f"index: split the batch (at most {(2**31 - 1) // per_row} rows of this length)")
 
     def clear(self) -> None:
         """Drop every captured graph (and its memory)."""
@@ -210,7 +215,8 @@ class ReducedPrefill:
 
     @contextlib.contextmanager
     def stack(self):
-        """The compiled blocks and the Triton conv, as asked (a context for eager calls and captures)."""
+        """The compiled blocks and the Triton conv as asked, and always a contiguous ``dt`` for the scan
+        (:func:`autoprune.serving.stack.contiguous_dt`): a context for eager calls and captures."""
         with serving_stack(self.model, compile=self.compile, conv=self.triton_conv, dynamic=self.dynamic):
             yield
 

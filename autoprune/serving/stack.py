@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import UnsupportedModelError
 
 __all__ = ["StackSpec", "register_stack", "stack_spec", "hook_free_modules", "compiled_blocks", "triton_conv",
-           "make_triton_conv_fn", "serving_stack", "capture_graph"]
+           "make_triton_conv_fn", "contiguous_dt", "serving_stack", "capture_graph"]
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,14 @@ class StackSpec:
     """What the stack needs to know of one model family (transformers modeling module).
 
     ``hook_free``: class names whose instances autoprune never hooks (safe to compile);
-    ``conv_fn``: the module-level causal conv function the Mamba2 mixer calls;
+    ``conv_fn``: the module-level causal conv function the Mamba2 mixer calls; ``scan_fn``: its SSD scan;
     ``mask_keys``: keys of the per-block-type mask dict the decoder accepts instead of building masks.
     """
 
     modeling_module: str
     hook_free: tuple[str, ...]
     conv_fn: str = "causal_conv1d_fn"
+    scan_fn: str = "mamba2_chunk_scan"
     mask_keys: tuple[str, ...] = ("full_attention", "linear_attention")
 
     def __post_init__(self):
@@ -148,11 +149,42 @@ def triton_conv(spec: StackSpec):
 
 
 @contextlib.contextmanager
-def serving_stack(module: nn.Module, *, compile: bool = True, conv: bool = True, dynamic: bool = True):
+def contiguous_dt(spec: StackSpec):
+    """Within the block, the mixers hand their SSD scan a contiguous ``dt``.
+
+    ``dt`` is a strided view of ``in_proj``'s output, and mamba-ssm 2.3.2's kernels compute its
+    offsets (batch index x batch stride + chunk offset) in int32: a batch whose ``in_proj`` output
+    reaches 2^31 elements (8 x 16.5k tokens of the NemotronH-8B shape) reads out of bounds. A copy of
+    ``dt`` (``heads`` values per token) moves that limit to the scan's own tensors (``x``, ``B``, ``C``:
+    ``I + 2GN`` per token). The values are unchanged.
+    """
+    mod = spec.module()
+    orig = getattr(mod, spec.scan_fn)
+    if getattr(orig, "autoprune_orig", None) is not None:
+        yield
+        return
+
+    def scan_with_contiguous_dt(hidden_states, dt, *args, **kwargs):
+        return orig(hidden_states, dt.contiguous(), *args, **kwargs)
+
+    scan_with_contiguous_dt.autoprune_orig = orig
+    setattr(mod, spec.scan_fn, scan_with_contiguous_dt)
+    try:
+        yield
+    finally:
+        setattr(mod, spec.scan_fn, orig)
+
+
+@contextlib.contextmanager
+def serving_stack(module: nn.Module, *, compile: bool = True, conv: bool = True, dynamic: bool = True,
+                  dt_copy: bool = True):
     """Within the block, ``module`` (a model, or one decoder block) runs on the compiled stack:
-    its hook-free modules compiled, its family's mixers on the Triton causal conv."""
+    its hook-free modules compiled, its family's mixers on the Triton causal conv (and a contiguous
+    ``dt`` for the scan, :func:`contiguous_dt`)."""
     spec = stack_spec(module)
     with contextlib.ExitStack() as es:
+        if dt_copy:
+            es.enter_context(contiguous_dt(spec))
         if conv:
             es.enter_context(triton_conv(spec))
         if compile:

@@ -60,3 +60,19 @@ def test_the_triton_conv_leaves_what_it_does_not_take_to_the_original():
     x = torch.randn(1, 4, 6)
     fast(x, torch.randn(4, 4), None, activation="silu", seq_idx=torch.zeros(1, 6, dtype=torch.int32))
     assert seen and "seq_idx" in seen[0]
+
+
+def test_the_scan_gets_a_contiguous_dt_and_the_swap_is_undone():
+    from transformers.models.nemotron_h import modeling_nemotron_h as mn
+
+    spec = stack.stack_spec(tiny_nemotron_h())
+    orig = mn.mamba2_chunk_scan
+    seen = []
+    mn.mamba2_chunk_scan = lambda x, dt, *a, **kw: seen.append(dt.is_contiguous())
+    try:
+        with stack.contiguous_dt(spec):
+            mn.mamba2_chunk_scan(None, torch.zeros(2, 5, 12)[..., :4])  # a strided view, like in_proj's dt
+        assert seen == [True]
+        assert mn.mamba2_chunk_scan is not orig
+    finally:
+        mn.mamba2_chunk_scan = orig
