@@ -68,11 +68,16 @@ def test_the_scan_gets_a_contiguous_dt_and_the_swap_is_undone():
     spec = stack.stack_spec(tiny_nemotron_h())
     orig = mn.mamba2_chunk_scan
     seen = []
-    mn.mamba2_chunk_scan = lambda x, dt, *a, **kw: seen.append(dt.is_contiguous())
+
+    def stub(x, dt, *a, **kw):
+        seen.append(dt.is_contiguous())
+
+    mn.mamba2_chunk_scan = stub
     try:
         with stack.contiguous_dt(spec):
+            assert mn.mamba2_chunk_scan is not stub
             mn.mamba2_chunk_scan(None, torch.zeros(2, 5, 12)[..., :4])  # a strided view, like in_proj's dt
         assert seen == [True]
-        assert mn.mamba2_chunk_scan is not orig
+        assert mn.mamba2_chunk_scan is stub
     finally:
         mn.mamba2_chunk_scan = orig
