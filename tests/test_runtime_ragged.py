@@ -163,3 +163,18 @@ def test_rebind_refuses_another_layout():
     with autoprune.reduce(model, schedule(model), visual_mask=vm, ragged=True, token_valid=tv, query_slots=8) as h:
         with pytest.raises(ReductionInputError, match="same layout"):
             h.rebind(vm.roll(1, 0), token_valid=tv.roll(1, 0))
+
+
+@torch.no_grad()
+def test_pads_taken_for_real_tokens_change_the_rows():
+    """The control of the equality above: the same batch with its pads counted as tokens differs."""
+    model = tiny_nemotron_h()
+    sched = schedule(model)
+    rows, masks = requests()
+    ids, vm, tv, pos = left_pad(rows, masks)
+    with autoprune.reduce(model, sched, visual_mask=vm, ragged=True):  # no token_valid: pads are text
+        batch = model(input_ids=ids, position_ids=pos).logits[:, -1]
+    x, m = rows[0], masks[0]  # the shortest row: the most pads
+    with autoprune.reduce(model, sched, visual_mask=m[None]):
+        one = model(input_ids=x[None]).logits[0, -1]
+    assert (batch[0] - one).abs().max() > 1e-3
