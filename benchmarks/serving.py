@@ -12,8 +12,10 @@ prefill shape: ``ReducedPrefill``'s defaults on a GPU).
    prefill of its own stack, the FLOP-ideal speedup (``autoprune.cost.shapes.prefill_flops``) and
    the ratio; NVML energy per prefill and a power trace (below). Where compiled+graphs reduced at
    16k is below 0.97 of FLOP-ideal (or with ``--profile always``), a per-kernel profile of the
-   graph replays (torch.profiler/CUPTI), by kernel family: the time the reduced prefill spends
-   beyond ``unreduced / ideal`` in each family is what is left to fuse.
+   graph replays (torch.profiler/CUPTI), by kernel family: the time the reduced prefill spends in
+   each family beyond the unreduced time x the family's work share (token-linear for GEMMs, norms,
+   scan and conv; quadratic for attention; zero for autoprune's scoring and gathers) is what is
+   left to remove or fuse.
 2. **Serving** (cache kept for decoding): requests with 32 prefix tokens, V visual tokens mixed
    over 16,384 / 4,096 / 12,288 / 8,192 (cycled) and queries of 64 / 48 / 96 / 80 tokens. Batch
    size 1 serves the four requests one after another; batch size b >= 4 serves b requests (the
@@ -245,20 +247,39 @@ def kernel_family(name: str) -> str:
     return next((f for f, pat in OWN_FAMILIES if re.search(pat, low)), None) or family(name)
 
 
-def what_is_left(ku: dict, kr: dict, ideal: float) -> dict:
-    """Per kernel family: unreduced ms, reduced ms, reduced - unreduced/ideal (the excess over FLOP-ideal)."""
-    family = kernel_family
+def ideal_shares(shape, layout, counts) -> dict:
+    """What share of its unreduced time each kernel family would keep if it scaled with its work:
+    token-linear work (GEMMs, norms, the scan, the conv) by the tokens entering its layers, attention
+    by (tokens)^2 over the attention layers; the reduction's own kernels are pure overhead (0)."""
+    T, L = layout.text, layout.total
+    lin = sum(T + c for c in counts) / (len(counts) * L)
+    att = [T + c for c, k in zip(counts, shape.layer_kinds) if k == "*"]
+    quad = sum(n * n for n in att) / (len(att) * L * L) if att else lin
+    return {"linear": lin, "attention": quad}
+
+
+def family_share(fam: str, shares: dict) -> float:
+    if fam.startswith("autoprune scoring") or fam.startswith("gather"):
+        return 0.0
+    return shares["attention"] if fam.startswith("attention") else shares["linear"]
+
+
+def what_is_left(ku: dict, kr: dict, shares: dict) -> dict:
+    """Per kernel family: unreduced ms, reduced ms, the reduced ms it would take if it scaled with its
+    work (:func:`ideal_shares`), and the excess: what is left to remove or fuse."""
     fam = defaultdict(lambda: [0.0, 0.0])
     rows = []
     for k in set(ku) | set(kr):
         u, r = ku.get(k, [0.0, 0])[0], kr.get(k, [0.0, 0])[0]
-        fam[family(k)][0] += u
-        fam[family(k)][1] += r
-        rows.append((r - u / ideal, u, r, kr.get(k, [0, 0])[1], k[:110]))
+        f = kernel_family(k)
+        fam[f][0] += u
+        fam[f][1] += r
+        rows.append((r - u * family_share(f, shares), u, r, kr.get(k, [0, 0])[1], k[:110]))
     rows.sort(reverse=True)
     return {"kernel_sum_ms": {"unreduced": sum(v[0] for v in ku.values()), "reduced": sum(v[0] for v in kr.values())},
-            "families": {f: {"unreduced_ms": u, "reduced_ms": r, "ideal_reduced_ms": u / ideal,
-                             "excess_ms": r - u / ideal} for f, (u, r) in fam.items()},
+            "ideal_shares": shares,
+            "families": {f: {"unreduced_ms": u, "reduced_ms": r, "ideal_reduced_ms": u * family_share(f, shares),
+                             "excess_ms": r - u * family_share(f, shares)} for f, (u, r) in fam.items()},
             "largest_excess": [{"excess_ms": d, "unreduced_ms": u, "reduced_ms": r, "reduced_launches": c, "kernel": k}
                                for d, u, r, c, k in rows[:15]]}
 
@@ -322,7 +343,7 @@ def headline(model, shape, V: int, args, cuda, dev, dtype, idle_w) -> dict:
         try:
             ku = kernel_profile(lambda: outs["unreduced-graphs"][0](batch))
             kr = kernel_profile(lambda: outs["reduced-graphs"][0](batch))
-            sec["profile"] = what_is_left(ku, kr, ideal)
+            sec["profile"] = what_is_left(ku, kr, ideal_shares(shape, layout, counts))
         except Exception as e:  # noqa: BLE001
             sec["profile"] = {"error": describe_error(e)}
     for name in list(outs):
@@ -534,7 +555,9 @@ def print_tables(res: dict) -> None:
         if prof and "families" in prof:
             print(f"{'':6s} per-kernel profile (graph replays): kernel time unreduced "
                   f"{prof['kernel_sum_ms']['unreduced']:.1f} ms, reduced {prof['kernel_sum_ms']['reduced']:.1f} ms; "
-                  f"by family, reduced - unreduced/ideal:")
+                  f"by family, excess = reduced - unreduced x its work share (token-linear "
+                  f"{prof['ideal_shares']['linear']:.3f}, attention {prof['ideal_shares']['attention']:.3f}, "
+                  f"scoring/gather 0):")
             for f, v in sorted(prof["families"].items(), key=lambda kv: -kv[1]["excess_ms"]):
                 print(f"{'':8s} {f:28s} unreduced {v['unreduced_ms']:8.2f}  reduced {v['reduced_ms']:7.2f}  "
                       f"ideal {v['ideal_reduced_ms']:7.2f}  excess {v['excess_ms']:+7.2f} ms")
