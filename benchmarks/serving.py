@@ -585,6 +585,30 @@ def print_tables(res: dict) -> None:
             print(f"{'':3s} reduced/unreduced: {', '.join(gains)}")
     for s in res["skipped"]:
         print(f"skipped: {s}")
+    print("\nREADME rows:\n" + "\n".join(markdown_rows(res)))
+
+
+def markdown_rows(res: dict) -> list[str]:
+    """The README's serving tables, as markdown rows (headline, then serving)."""
+    out = ["| V | runner | ms | vs eager unreduced | vs own unreduced | / FLOP-ideal | J |", "|---|---|---|---|---|---|---|"]
+    f = (lambda v, spec: "–" if v is None else format(v, spec))
+    for sec in res["headline"]:
+        for name, r in sec["runners"].items():
+            if "median_ms" in r:
+                out.append(f"| {sec['visual']:,} | {name} | {r['median_ms']:.1f} | {f(r.get('speedup_vs_eager_unreduced'), '.2f')}x"
+                           f" | {f(r.get('speedup_vs_own_unreduced'), '.2f')}x | {f(r.get('over_ideal'), '.3f')}"
+                           f" | {f(r.get('energy_per_call_j'), '.1f')} |")
+    out += ["", "| batch | runner | TTFT mean ms | TTFT max ms | req/s | tok/s | J/request | GiB |",
+            "|---|---|---|---|---|---|---|---|"]
+    for sec in res["serving"]:
+        if sec.get("skipped"):
+            out.append(f"| {sec['batch_size']} | skipped: {sec['skipped'][:90]} | | | | | | |")
+        for name, r in sec["runners"].items():
+            if "ttft_ms_mean" in r:
+                out.append(f"| {sec['batch_size']} | {name} | {r['ttft_ms_mean']:.1f} | {r['ttft_ms_max']:.1f} | "
+                           f"{r['requests_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {f(r.get('energy_per_request_j'), '.1f')}"
+                           f" | {f(r.get('peak_mem_gib'), '.1f')} |")
+    return out
 
 
 if __name__ == "__main__":
