@@ -3,10 +3,16 @@
 Skipped without CUDA. On the device: ``. scripts/device_env.sh && python3 -P -m pytest -q tests/test_gpu_serving.py``.
 """
 
+import os
 import warnings
 
-import pytest
-import torch
+# Exact fp32 everywhere, so that a row of a padded batch (whose scan chunks fall elsewhere) matches
+# its single run to float rounding: Triton's fp32 dots default to tf32 (mamba-ssm's scan), cuDNN's
+# convs (transformers' torch conv in the single runs) allow tf32 by default.
+os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import autoprune
 from autoprune import RaggedBatch, ReducedPrefill, Schedule, ScorerConfig
@@ -14,8 +20,20 @@ from autoprune.adapters import get_adapter
 from tiny_models import tiny_bamba, tiny_nemotron_h
 
 pytestmark = pytest.mark.gpu
-FAMILIES = {"nemotron_h": tiny_nemotron_h, "bamba": tiny_bamba}
+# transformers' MoE dispatch copies routing counts to the host, which no CUDA graph can capture:
+# the NemotronH here has dense MLPs only (as the NemotronH-8B shape has).
+DENSE = ("linear_attention", "mlp", "full_attention", "linear_attention", "mlp", "full_attention",
+         "linear_attention", "mlp")
+FAMILIES = {"nemotron_h": lambda: tiny_nemotron_h(kinds=DENSE), "bamba": tiny_bamba}
 STEPS = 6
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def setup(family, seed=0):
@@ -61,7 +79,7 @@ def test_a_graph_replayed_ragged_batch_of_eight_equals_eight_single_eager_runs(f
     tokens = prefill.generate(out, STEPS)
     for r, (x, vm) in enumerate(zip(rows, masks)):
         logits, gen = eager_single(model, sched, x, vm)
-        assert (out.logits[r] - logits).abs().max() <= 2e-3, r
+        assert (out.logits[r] - logits).abs().max() <= 1e-3, r
         assert torch.equal(tokens[r], gen), (r, tokens[r].tolist(), gen.tolist())
 
 
@@ -78,8 +96,8 @@ def test_another_batch_of_the_same_shape_replays_the_graph_with_its_own_inputs()
     a = prefill(first)
     b = prefill(second)
     assert prefill.stats["captures"] == 1 and prefill.stats["replays"] == 2
-    assert (b.logits - eager(second).logits).abs().max() <= 2e-3
-    assert (a.logits - eager(first).logits).abs().max() <= 2e-3
+    assert (b.logits - eager(second).logits).abs().max() <= 1e-3
+    assert (a.logits - eager(first).logits).abs().max() <= 1e-3
     assert torch.equal(prefill.generate(b, STEPS), eager.generate(eager(second), STEPS))
 
 
@@ -92,7 +110,7 @@ def test_buckets_pad_to_the_bucket_and_a_longer_batch_runs_eagerly_saying_so_onc
     ref = ReducedPrefill(model, sched, graphs=False, compile=False)(batch)
     out = prefill(batch)
     assert out.graphed and out.length == batch.length + 5
-    assert (out.logits - ref.logits).abs().max() <= 2e-3
+    assert (out.logits - ref.logits).abs().max() <= 1e-3
     longer = RaggedBatch.from_rows(*requests(n=2, scale=20))
     with pytest.warns(UserWarning, match="longer than every bucket"):
         assert not prefill(longer).graphed
@@ -112,7 +130,7 @@ def test_the_compiled_stack_with_graphs_gives_the_eager_tokens():
     assert out.graphed and fast.stats["capture_failures"] == []
     for r, (x, vm) in enumerate(zip(rows, masks)):
         logits, gen = eager_single(model, sched, x, vm)
-        assert (out.logits[r] - logits).abs().max() <= 2e-3
+        assert (out.logits[r] - logits).abs().max() <= 1e-3
         assert torch.equal(fast.generate(out, STEPS)[r], gen)
 
 
@@ -124,4 +142,4 @@ def test_an_unreduced_graph_equals_the_plain_model():
     out = prefill(RaggedBatch.from_rows(rows, masks))
     assert out.graphed
     for r, x in enumerate(rows):
-        assert (out.logits[r] - model(input_ids=x[None]).logits[0, -1].float()).abs().max() <= 2e-3
+        assert (out.logits[r] - model(input_ids=x[None]).logits[0, -1].float()).abs().max() <= 1e-3
