@@ -33,7 +33,8 @@ unreduced is ``E_u/E_r = (t_u/t_r) x (P_u/P_r)``, so the energy ratio falls shor
 ratio exactly when the reduced prefill draws more average power; the idle floor's share and the
 clocks say why.
 
-GPU: ``python3 benchmarks/serving.py --out $OUT/serving.json`` (after ``. scripts/device_env.sh``).
+GPU: ``bash benchmarks/device_serving.sh`` (environment, the GPU tests of ``ReducedPrefill``, then
+``python3 -P benchmarks/serving.py --out $OUT/serving.json``; about 3 minutes on an H200).
 ``--tiny``: a small float32 model on the CPU (eager runners only) — a smoke test of every code path.
 Prints tables last; writes the JSON after every section.
 """
