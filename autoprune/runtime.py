@@ -616,6 +616,11 @@ class ReductionHandle:
         last = self.last
         if last is None or self._cache_ref is None or self._cache_ref() is not cache:
             return None  # not a cache this handle reduced: leave the call alone
+        if last.ragged and last.has_pads:
+            # Each attention layer caches its own width, with the pads elsewhere: one decoder mask cannot
+            # serve them; ReducedPrefill.generate masks each layer's cache.
+            raise ReductionInputError("decoding after a ragged prefill needs a mask per attention layer: "
+                                      "decode with autoprune.ReducedPrefill(...).generate")
         n_kept = last.pos.shape[1]
         am = kwargs.get("attention_mask")
         if isinstance(am, dict):
@@ -627,8 +632,6 @@ class ReductionHandle:
                     f"to {n_kept} and {past - n_kept} decoded, expected {self.length + past - n_kept + L}"
                 )
             kept = torch.gather(am[:, : self.length], 1, last.pos.to(am.device))
-            if last.ragged:  # the pads of a ragged prefill sit among the cache entries
-                kept = kept * last.valid.to(kept.dtype)
             kwargs["attention_mask"] = torch.cat([kept, am[:, self.length:]], dim=1)
         if kwargs.get("position_ids") is None:
             start = self.length + (past - n_kept)

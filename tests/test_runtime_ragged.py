@@ -178,3 +178,14 @@ def test_pads_taken_for_real_tokens_change_the_rows():
     with autoprune.reduce(model, sched, visual_mask=m[None]):
         one = model(input_ids=x[None]).logits[0, -1]
     assert (batch[0] - one).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_decoding_a_ragged_prefill_through_the_handle_points_to_reduced_prefill():
+    model = tiny_nemotron_h()
+    model.generation_config.eos_token_id = None
+    rows, masks = requests(n=2)
+    ids, vm, tv, pos = left_pad(rows, masks)
+    with autoprune.reduce(model, schedule(model), visual_mask=vm, ragged=True, token_valid=tv):
+        with pytest.raises(ReductionInputError, match="ReducedPrefill"):
+            model.generate(input_ids=ids, attention_mask=tv.long(), max_new_tokens=2, do_sample=False, use_cache=True)
