@@ -40,6 +40,9 @@ __all__ = [
     "Target",
     "reduce",
     "ReductionHandle",
+    "ReducedPrefill",
+    "RaggedBatch",
+    "PrefillOutput",
     "get_adapter",
     "model_signature",
     "best_schedule",
@@ -67,6 +70,10 @@ def __getattr__(name):
         from . import runtime
 
         return getattr(runtime, name)
+    if name in ("ReducedPrefill", "RaggedBatch", "PrefillOutput"):
+        from . import serving
+
+        return getattr(serving, name)
     if name == "best_schedule":
         from .search.export import best_schedule
 

@@ -18,6 +18,15 @@ The model is changed only through removable hooks:
 
 Removing the handle removes every hook; the model's parameters are never touched.
 
+*Ragged batches* (``ragged=True``): rows may hold different numbers of visual tokens and be
+left-padded to one length (``token_valid`` or a 2D ``attention_mask`` marks the real tokens;
+pads must precede them). Each row is reduced by its own plan; after a prune point the rows
+are left-padded again to one width, and every mixer layer gets masks rebuilt from the real
+tokens: attention masks out the pads (a pad attends only to itself, so no row is empty), and
+the Mamba2 mixers zero the pads before ``in_proj`` and after their conv, as transformers does
+for padded batches. A zero input keeps a zero SSM state and a zero conv window, so the pads
+before a row change nothing of its real tokens: the row equals its single run.
+
 A prefix activation cache (:mod:`autoprune.tasks.prefix_cache`) can attach an *evidence
 store* to the decoder for one call (:func:`attach_evidence_store`): a reduced prefill then
 starts by replaying the stored evidence of the layers the cache skipped, and reports the
@@ -37,10 +46,11 @@ from . import delta_rule, scoring
 from .adapters import HybridAdapter, get_adapter, get_input_stage
 from .errors import ReductionInputError
 from .kernels import causal_conv1d_act_ref, dispatch
-from .plan import plan_reduction
+from .plan import ReductionPlan, plan_reduction
 from .schedule import Schedule
 
-__all__ = ["ReductionHandle", "attach_evidence_store", "first_true_indices", "mamba2_inputs", "reduce"]
+__all__ = ["ReductionHandle", "attach_evidence_store", "attention_mask_4d", "first_true_indices", "mamba2_inputs",
+           "reduce"]
 
 # decoder module -> evidence store attached for the duration of one call (see the module docstring)
 _EVIDENCE_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -84,6 +94,15 @@ class _Prefill:
         self.pos = torch.arange(L, device=device)[None].expand(batch, -1).contiguous()
         self.is_vis, self.is_query, self.q_valid = handle.device_masks(device)
         self.valid = None if token_valid is None else token_valid.to(device)
+        self.ragged = handle.ragged
+        if self.ragged:  # per row: which visual slots are real, how many visual tokens remain
+            if self.valid is None:
+                self.valid = torch.ones(batch, L, dtype=torch.bool, device=device)
+            self.row_counts = list(handle.row_visual)
+            self.vis_valid = handle.device_const(("vis_valid", handle.num_visual), device)
+            self.has_pads = handle.has_pads
+            self._masks: dict = {}
+            self.layer_valid: dict[int, torch.Tensor] = {}  # attention layer -> real tokens in its cache
         self.state = scoring.ImportanceState(batch, handle.num_visual, momentum=handle.schedule.scorer.state_momentum,
                                              device=device)
         self.n_vis = handle.num_visual
@@ -101,6 +120,8 @@ class _Prefill:
 
     @property
     def reduced(self) -> bool:
+        if self.ragged:  # a ragged prune re-lays the rows out even where the width stays
+            return self.version > 0
         return self.pos.shape[1] < self.h.length
 
     def indices(self):
@@ -114,6 +135,8 @@ class _Prefill:
         return self._index[1:]
 
     def prune(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        if self.ragged:
+            return self._prune_ragged(layer, hidden)
         n_keep = self.h.plan.counts[layer]
         sc = self.h.schedule.scorer
         _, _, v_idx = self.indices()
@@ -144,6 +167,58 @@ class _Prefill:
         self.version += 1
         self._slices.clear()
         return hidden
+
+    def _prune_ragged(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Each row keeps its own plan's count; rows are left-padded again to the layer's width."""
+        h = self.h
+        new_counts = [p.counts[layer] for p in h.row_plans]
+        K, W = max(new_counts), h.widths[layer]
+        dev = hidden.device
+        sc = h.schedule.scorer
+        _, _, v_idx = self.indices()
+        b, n = self.pos.shape
+        pick_valid = h.device_const(("pick_valid", layer), dev)  # (b, K): slot < the row's new count
+        with torch.no_grad():
+            if layer == 0 or sc.selector in ("uniform_stride", "random"):
+                pick = h.device_const(("pick", layer, tuple(self.row_counts)), dev)  # host-made, per row
+            else:
+                scores = self.state.scores.masked_fill(~self.vis_valid, float("-inf"))
+                order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :K]
+                order = torch.where(pick_valid, order, torch.full_like(order, v_idx.shape[1]))
+                pick = torch.sort(order, dim=-1).values
+                pick = torch.where(pick_valid, pick, torch.zeros_like(pick))
+            self.state.scores = torch.gather(self.state.scores, 1, pick) * pick_valid
+        chosen = torch.gather(v_idx, 1, pick)
+        self.selections[layer] = torch.gather(self.pos, 1, chosen)
+        hit = torch.zeros(b, n, dtype=torch.int32, device=dev).scatter_add(1, chosen, pick_valid.to(torch.int32))
+        keep = (~self.is_vis & self.valid) | (hit > 0)
+        # kept tokens last, in order; the columns before them become the row's pads
+        cur = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices[:, n - W:]
+        valid = torch.gather(keep, 1, cur)
+        hidden = torch.gather(hidden, 1, cur[..., None].expand(-1, -1, hidden.shape[-1]))
+        self.pos = torch.gather(self.pos, 1, cur)
+        self.is_vis = torch.gather(self.is_vis, 1, cur) & valid
+        self.is_query = torch.gather(self.is_query, 1, cur) & valid
+        self.valid = valid
+        self.vis_valid = pick_valid
+        self.row_counts = new_counts
+        self.n_vis = K
+        self.has_pads = True
+        self.version += 1
+        self._slices.clear()
+        return hidden
+
+    def layer_mask(self, kind: str, like: torch.Tensor):
+        """Ragged mode: the mask a layer of ``kind`` gets, rebuilt from the real tokens (None: no pads)."""
+        if not self.has_pads or kind not in "*M":
+            return None
+        key = (kind, self.version)
+        if key not in self._masks:
+            if kind == "M":  # 2D padding mask, as transformers hands the Mamba2 mixers
+                self._masks[key] = self.valid.to(torch.long)
+            else:
+                self._masks[key] = attention_mask_4d(self.valid, self.h.attn_implementation, like.dtype)
+        return self._masks[key]
 
     def slice_kwarg(self, name: str, value):
         if value is None or not self.reduced:
@@ -188,25 +263,38 @@ class ReductionHandle:
     every token after the row's last visual token. Query tokens must follow all visual
     tokens (they do in ``[prefix][video][question]`` prompts).
 
+    ``ragged=True``: rows may differ in visual counts (see the module docstring); real tokens
+    from ``token_valid (b, L) bool`` (pads first in each row) or the call's 2D
+    ``attention_mask``. ``query_slots``: a fixed number of query rows (at least the longest
+    row's query), so that prompts of other lengths keep every shape (CUDA-graph replays).
+
     After each prefill, ``last`` holds what happened: ``pos`` (original positions of
-    the tokens that reached the last layer, i.e. those in the cache),
+    the tokens that reached the last layer, i.e. those in the cache; ragged: ``valid`` marks
+    the real ones),
     ``selections`` (visual positions kept at each prune layer) and, with
     ``record_evidence=True``, the normalised evidence of every mixer layer.
     """
 
     def __init__(self, model: nn.Module, schedule: Schedule, visual_mask: torch.Tensor,
                  query_mask: torch.Tensor | None = None, *, use_kernels: bool | None = None,
-                 record_evidence: bool = False, adapter: HybridAdapter | None = None):
+                 record_evidence: bool = False, adapter: HybridAdapter | None = None, ragged: bool = False,
+                 token_valid: torch.Tensor | None = None, query_slots: int | None = None):
         self.model = model
+        self.ragged = bool(ragged)
+        self.query_slots = query_slots
         self.adapter = adapter or get_adapter(model)
         self.schedule = schedule
         schedule.check_model(self.adapter.signature())
         self.use_kernels = use_kernels
         self.record_evidence = record_evidence
-        self._given = self._check_masks(visual_mask, query_mask)
+        self.attn_implementation = getattr(self.adapter.config, "_attn_implementation", None) or "sdpa"
+        self._given = self._check_masks(visual_mask, query_mask, ragged=self.ragged)
+        self._token_valid = None if token_valid is None else self._check_token_valid(token_valid, self._given[0])
         # A wrapper whose decoder sees fewer tokens than its input (EVS): the masks given are for
         # the wrapper's input and are mapped onto the decoder's input at each prefill.
         self._stage = get_input_stage(model)
+        if self.ragged and self._stage is not None:
+            raise ReductionInputError("ragged batches are not supported through an input stage (EVS)")
         self._prefill: _Prefill | None = None
         self.last: _Prefill | None = None
         self._cache_ref = None
@@ -224,17 +312,108 @@ class ReductionHandle:
         """Take ``(b, L)`` masks of the decoder's input: token counts, the plan, the evidence hooks."""
         self.visual_mask, self.query_mask = visual_mask, query_mask
         self.batch, self.length = self.visual_mask.shape
-        self.num_visual = int(self.visual_mask[0].sum())
+        self.row_visual = tuple(int(c) for c in self.visual_mask.sum(dim=1))
+        self.num_visual = max(self.row_visual)
         q_counts = self.query_mask.sum(dim=1)
         self.num_query = int(q_counts.max())
+        if self.query_slots is not None:
+            if self.query_slots < self.num_query:
+                raise ReductionInputError(f"query_slots={self.query_slots} is less than the {self.num_query} "
+                                          f"query tokens of the longest row")
+            self.num_query = int(self.query_slots)
         # rows with fewer query tokens than the longest one: which of their query slots are real
         self._q_valid = None
-        if not bool((q_counts == self.num_query).all()):
+        if self.query_slots is not None or not bool((q_counts == self.num_query).all()):
             self._q_valid = torch.arange(self.num_query)[None] < q_counts[:, None]
         self._on_device: dict = {}
-        self.plan = plan_reduction(self.schedule, self.adapter.layer_kinds, self.num_visual)
+        if self.ragged:
+            self._bind_ragged()
+        else:
+            self.plan = plan_reduction(self.schedule, self.adapter.layer_kinds, self.num_visual)
         if self._evidence_installed is not None and self._evidence_installed != self._evidence_layers():
             self._install_evidence()
+
+    def _bind_ragged(self) -> None:
+        """One plan per row; the union of prune and evidence layers; each prune layer's width."""
+        kinds = self.adapter.layer_kinds
+        by_count = {v: plan_reduction(self.schedule, kinds, v) for v in sorted(set(self.row_visual))}
+        self.row_plans = tuple(by_count[v] for v in self.row_visual)
+        prunes = sorted({i for p in by_count.values() for i in p.prune_layers})
+        evidence = {j: k for p in by_count.values() for j, k in p.evidence_layers.items()}
+        counts = tuple(max(p.counts[i] for p in by_count.values()) for i in range(len(kinds)))
+        self.plan = ReductionPlan(self.num_visual, counts, tuple(prunes), dict(sorted(evidence.items())))
+        # A row of L tokens that dropped d visual ones has L - d left: the widest row sets the width
+        # (independent of the prompts' lengths, so that one padded length keeps every shape).
+        self.widths = {i: self.length - min(v - p.counts[i] for v, p in zip(self.row_visual, self.row_plans))
+                       for i in prunes}
+        self.has_pads = self._token_valid is not None and not bool(self._token_valid.all())
+
+    def device_const(self, key: tuple, device) -> torch.Tensor:
+        """Small host-made tensors of a ragged prefill (per-row counts, selections), copied once per device.
+
+        Made on the host and cached, so that a CUDA-graph capture after an eager warm-up copies nothing.
+        """
+        device = torch.device(device)
+        ck = ("const", key, device)
+        got = self._on_device.get(ck)
+        if got is None:
+            got = self._on_device[ck] = _to_device(self._host_const(key), device)
+        return got
+
+    def _host_const(self, key: tuple) -> torch.Tensor:
+        what = key[0]
+        if what == "vis_valid":
+            return torch.arange(key[1])[None] < torch.tensor(self.row_visual)[:, None]
+        if what == "evidence_rows":
+            return torch.tensor([key[1] in p.evidence_layers for p in self.row_plans])
+        counts = [p.counts[key[1]] for p in self.row_plans]
+        if what == "pick_valid":
+            return torch.arange(max(counts))[None] < torch.tensor(counts)[:, None]
+        if what == "pick":  # a query-agnostic selection per row, as a batch of one would make it
+            layer, now = key[1], key[2]
+            sc, K = self.schedule.scorer, max(counts)
+            out = torch.zeros(len(counts), K, dtype=torch.long)
+            for r, (n, k) in enumerate(zip(now, counts)):
+                if layer == 0 or sc.selector == "uniform_stride":
+                    row = scoring.select_uniform_stride(1, n, k)[0]
+                else:
+                    row = scoring.select_random(1, n, k, seed=sc.seed * 1_000_003 + layer)[0]
+                out[r, :k] = row
+            return out
+        raise KeyError(key)
+
+    @staticmethod
+    def _check_token_valid(token_valid, visual_mask) -> torch.Tensor:
+        tv = token_valid[None] if token_valid.dim() == 1 else token_valid
+        tv = tv.detach().bool().cpu()
+        if tv.shape != visual_mask.shape:
+            raise ReductionInputError(f"token_valid has shape {tuple(tv.shape)}, visual_mask {tuple(visual_mask.shape)}")
+        if bool((~tv & visual_mask).any()):
+            raise ReductionInputError("token_valid marks a visual token as padding")
+        if bool((tv[:, 1:].int() < tv[:, :-1].int()).any()):
+            raise ReductionInputError("token_valid: pads must come before the real tokens of each row (left padding)")
+        return tv
+
+    def rebind(self, visual_mask: torch.Tensor, query_mask: torch.Tensor | None = None,
+               token_valid: torch.Tensor | None = None) -> None:
+        """New masks of the same layout (per-row visual counts, query slots, padding or not), copied
+        in place into the device buffers a captured CUDA graph reads."""
+        vm, qm = self._check_masks(visual_mask, query_mask, ragged=self.ragged)
+        tv = None if token_valid is None else self._check_token_valid(token_valid, vm)
+        row_visual = tuple(int(c) for c in vm.sum(dim=1))
+        n_query = int(qm.sum(dim=1).max())
+        if (vm.shape != self.visual_mask.shape or row_visual != self.row_visual or (tv is None) != (self._token_valid is None)
+                or self.query_slots is None or n_query > self.query_slots
+                or (tv is not None and bool(tv.all()) != (not self.has_pads))):
+            raise ReductionInputError("rebind needs masks of the same layout (shape, visual counts per row, "
+                                      "query slots, padding)")
+        q_valid = torch.arange(self.num_query)[None] < qm.sum(dim=1)[:, None]
+        self._given = (vm, qm)
+        self.visual_mask, self.query_mask, self._q_valid, self._token_valid = vm, qm, q_valid, tv
+        for key, t in self._on_device.items():
+            if isinstance(key, tuple) and key and key[0] in ("masks", "token_valid"):
+                new = ((vm, qm, q_valid)[key[2]] if key[0] == "masks" else tv)
+                t.copy_(_to_device(new, t.device), non_blocking=True)
 
     def _through_stage(self, kept: torch.Tensor, kwargs: dict) -> dict:
         """Map the given masks (of the wrapper's input) through the tokens the stage kept."""
@@ -260,7 +439,7 @@ class ReductionHandle:
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
-    def _check_masks(visual_mask, query_mask):
+    def _check_masks(visual_mask, query_mask, ragged: bool = False):
         if not isinstance(visual_mask, torch.Tensor):
             raise ReductionInputError(f"visual_mask must be a torch.Tensor, got {type(visual_mask).__name__}")
         vm = visual_mask
@@ -272,9 +451,10 @@ class ReductionHandle:
         counts = vm.sum(dim=1)
         if int(counts.min()) == 0:
             raise ReductionInputError("visual_mask has a row without visual tokens")
-        if not bool((counts == counts[0]).all()):
+        if not ragged and not bool((counts == counts[0]).all()):
             raise ReductionInputError(
-                f"every row must have the same number of visual tokens, got {counts.tolist()}"
+                f"every row must have the same number of visual tokens, got {counts.tolist()} "
+                f"(ragged=True reduces each row by its own count)"
             )
         L = vm.shape[1]
         last_vis = (torch.arange(L)[None] * vm).amax(dim=1)
@@ -367,7 +547,33 @@ class ReductionHandle:
             got = tuple(None if t is None else _to_device(t, device)
                         for t in (self.visual_mask, self.query_mask, self._q_valid))
             self._on_device[device] = got
+            for i, t in enumerate(got):
+                if t is not None:
+                    self._on_device[("masks", device, i)] = t
         return got
+
+    def device_token_valid(self, device) -> torch.Tensor | None:
+        """``token_valid`` given at construction, on ``device`` (copied once, like the masks)."""
+        if self._token_valid is None:
+            return None
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = ("token_valid", device, 0)
+        if key not in self._on_device:
+            self._on_device[key] = _to_device(self._token_valid, device)
+        return self._on_device[key]
+
+    @property
+    def kept_valid(self) -> torch.Tensor | None:
+        """Ragged prefills: which cache entries of ``kept_positions`` are real tokens (the others are pads)."""
+        return None if self.last is None else self.last.valid
+
+    @property
+    def cache_valid(self) -> dict | None:
+        """Ragged prefills: per attention layer, which entries of its KV cache are real tokens ``(b, n_i)``
+        (layers before a prune point cache more tokens than the last one)."""
+        return None if self.last is None or not self.last.ragged else dict(self.last.layer_valid)
 
     @property
     def kept_positions(self) -> torch.Tensor | None:
@@ -397,7 +603,9 @@ class ReductionHandle:
                 )
             am = kwargs.get("attention_mask")
             token_valid = None
-            if isinstance(am, torch.Tensor) and am.dim() == 2:
+            if self._token_valid is not None:  # checked on the host at construction: no sync here
+                token_valid = self.device_token_valid(x.device)
+            elif isinstance(am, torch.Tensor) and am.dim() == 2:
                 token_valid = am.bool()
                 if bool(token_valid.all()):
                     token_valid = None
@@ -405,6 +613,8 @@ class ReductionHandle:
                     raise ReductionInputError("attention_mask masks out a visual token")
             pf = self._prefill = _Prefill(self, b, token_valid, x.device)
             pf.store = _EVIDENCE_STORES.get(self.adapter.decoder)
+            if pf.store is not None and self.ragged:
+                raise ReductionInputError("an evidence store (prefix cache) cannot serve a ragged batch")
             if pf.store is not None:
                 for j, kind, ev in pf.store.replay(self.plan.evidence_layers, self.schedule.scorer):
                     self._update_state(pf, j, kind, ev.to(x.device))
@@ -412,6 +622,11 @@ class ReductionHandle:
         last = self.last
         if last is None or self._cache_ref is None or self._cache_ref() is not cache:
             return None  # not a cache this handle reduced: leave the call alone
+        if last.ragged and last.has_pads:
+            # Each attention layer caches its own width, with the pads elsewhere: one decoder mask cannot
+            # serve them; ReducedPrefill.generate masks each layer's cache.
+            raise ReductionInputError("decoding after a ragged prefill needs a mask per attention layer: "
+                                      "decode with autoprune.ReducedPrefill(...).generate")
         n_kept = last.pos.shape[1]
         am = kwargs.get("attention_mask")
         if isinstance(am, dict):
@@ -443,6 +658,7 @@ class ReductionHandle:
 
     def _layer_pre(self, i: int):
         names = self.adapter.per_token_kwargs
+        kinds = self.adapter.layer_kinds
 
         def hook(module, args, kwargs):
             pf = self._prefill
@@ -456,8 +672,13 @@ class ReductionHandle:
                 hidden = pf.prune(i, hidden)
             if pf.reduced:
                 for name in names:
-                    if name in kwargs:
+                    if name in kwargs and not (pf.ragged and name == "attention_mask"):
                         kwargs[name] = pf.slice_kwarg(name, kwargs[name])
+            if pf.ragged:
+                if kinds[i] == "*":
+                    pf.layer_valid[i] = pf.valid
+                if pf.has_pads:
+                    kwargs["attention_mask"] = pf.layer_mask(kinds[i], hidden)
             if args:
                 args = (hidden,) + tuple(args[1:])
             else:
@@ -481,7 +702,14 @@ class ReductionHandle:
         if kind_w is not None:
             sc = self.schedule.scorer
             w = sc.w_attn if kind_w == "attention" else sc.w_mamba
-            pf.state.update(ev, w)
+            if not pf.ragged:
+                pf.state.update(ev, w)
+                return
+            # only rows whose own plan scores at this layer; padded visual slots give no evidence
+            before = pf.state.scores
+            pf.state.update(torch.where(pf.vis_valid, ev, torch.zeros_like(ev)), w)
+            rows = self.device_const(("evidence_rows", layer), ev.device)
+            pf.state.scores = torch.where(rows[:, None], pf.state.scores, before)
 
     def _attn_pre(self, j):
         def hook(module, args, kwargs):
@@ -581,10 +809,27 @@ class ReductionHandle:
         return hook
 
 
+def attention_mask_4d(valid: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """``(b, 1, n, n)`` causal mask over the real tokens ``valid (b, n)``; a pad attends to itself only.
+
+    ``sdpa``: boolean (True = attend); ``eager``: additive (0 or the dtype's minimum).
+    """
+    n = valid.shape[1]
+    idx = torch.arange(n, device=valid.device)
+    causal = idx[None, :] <= idx[:, None]
+    allowed = (causal[None] & valid[:, None, :]) | torch.eye(n, dtype=torch.bool, device=valid.device)[None]
+    allowed = allowed[:, None]
+    if implementation == "sdpa":
+        return allowed
+    if implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    raise ReductionInputError(f"ragged batches need attn_implementation 'sdpa' or 'eager', not {implementation!r}")
+
+
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    return t.to(device, copy=True)  # a buffer of its own: rebind() writes into it
 
 
 def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None, use_kernels: bool | None = None):

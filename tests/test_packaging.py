@@ -14,7 +14,7 @@ INSTALLED = not (PACKAGE_DIR.parent / "pyproject.toml").exists()
 
 
 @pytest.mark.parametrize("module", ["autoprune.kernels", "autoprune.report", "autoprune.adapters",
-                                    "autoprune.commands", "autoprune.demo", "autoprune.tasks"])
+                                    "autoprune.commands", "autoprune.demo", "autoprune.tasks", "autoprune.serving"])
 def test_subpackages_import_and_live_inside_an_installed_package(module):
     mod = importlib.import_module(module)
     if INSTALLED:

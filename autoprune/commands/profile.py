@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-scoring", action="store_true", help="skip the evidence-scoring overheads")
     p.add_argument("--no-gather", action="store_true", help="skip the gather overhead")
     p.add_argument("--no-head", action="store_true", help="skip the final norm + LM head")
+    p.add_argument("--stack", choices=["eager", "compiled"], default="eager",
+                   help="time the blocks eagerly or on the serving stack (compiled hook-free modules, Triton conv)")
     timing = p.add_argument_group("timing")
     timing.add_argument("--rep-ms", type=float, default=100.0, help="timed ms per point (repeats derived from it)")
     timing.add_argument("--warmup-ms", type=float, default=25.0)
@@ -160,7 +162,7 @@ def profile_command(args: argparse.Namespace) -> int:
     table = profile_shape(
         shape, device=device, gpu_id=gpu_id, tokens=tokens, kinds=args.kinds, prefix_tokens=args.prefix_tokens,
         query_tokens=args.query_tokens, scoring=not args.no_scoring, gather=not args.no_gather,
-        head=not args.no_head, monitor=monitor, time_budget_s=args.time_budget, log=log,
+        head=not args.no_head, monitor=monitor, time_budget_s=args.time_budget, log=log, stack=args.stack,
         timer_kw={"rep_ms": args.rep_ms, "warmup_ms": args.warmup_ms, "min_reps": args.min_reps,
                   "max_spread": args.max_spread, "retries": args.retries},
     )

@@ -52,6 +52,9 @@ def checkpoint_arguments(p) -> None:
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="weights dtype (default bf16 on a GPU, fp32 on CPU)")
     g.add_argument("--device", help="torch device of the model (default cuda when there is one)")
     g.add_argument("--limit", type=int, metavar="N", help="evaluate the first N records only")
+    g.add_argument("--stack", choices=["eager", "compiled"],
+                   help="what --measure times: the eager runtime (default) or the serving runner (ReducedPrefill: "
+                        "compiled blocks, Triton conv, CUDA graphs)")
 
 
 def resolve_model(args, options: dict | None, *, spec_model: str | None = None) -> tuple:
@@ -64,7 +67,7 @@ def resolve_model(args, options: dict | None, *, spec_model: str | None = None) 
     from ..models import resolve_model_argument
 
     model, options, label = resolve_model_argument(args.model, options)
-    flags = {k: getattr(args, k, None) for k in ("data", "validation", "dtype", "device", "limit")}
+    flags = {k: getattr(args, k, None) for k in ("data", "validation", "dtype", "device", "limit", "stack")}
     given = {k: v for k, v in flags.items() if v is not None}
     if given:
         if (model or spec_model) is None:

@@ -77,6 +77,7 @@ HF_OPTIONS = {
                       "layer pattern (default: the checkpoint's own widths; for tiny test checkpoints)",
     "latency_visual": "visual tokens of the latency layout (default: the evaluated samples')",
     "progress": "a progress bar per evaluation on long work (true)",
+    "stack": "what --measure times: eager (the runtime) or compiled (the serving runner, ReducedPrefill)",
 }
 
 
@@ -102,6 +103,7 @@ class HFOptions:
     latency_widths: str | None = None
     latency_visual: int | None = None
     progress: bool = True
+    stack: str = "eager"
 
     def __post_init__(self):
         if not isinstance(self.path, str) or not self.path:
@@ -133,6 +135,8 @@ class HFOptions:
         for name in ("chat_template", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.stack not in ("eager", "compiled"):
+            raise ConfigError(f"--stack must be eager or compiled, got {self.stack!r}")
         if self.latency_widths is not None:
             from ..cost.shapes import get_shape
 
@@ -686,14 +690,15 @@ class HFSource:
 
             if torch.cuda.is_available():
                 opts = dataclasses.replace(opts, device="cuda")
-        return study_inputs(load_setup(opts, request.task), request)
+        return study_inputs(load_setup(opts, request.task), request, stack=opts.stack)
 
 
 def study_inputs(setup: HFSetup, request: SourceRequest, *, model: str = "hf", monitor=None,
-                 timer_kw: Mapping[str, Any] | None = None) -> StudyInputs:
+                 timer_kw: Mapping[str, Any] | None = None, stack: str = "eager") -> StudyInputs:
     """The :class:`StudyInputs` of a loaded setup: its evaluator, and the language model's prefill
     latency predicted for ``request.gpu`` or (``request.measure``) measured on the present device
-    (``monitor``: an NVML monitor for energy; ``timer_kw``: options of the timer)."""
+    (``monitor``: an NVML monitor for energy; ``timer_kw``: options of the timer; ``stack``: what
+    is timed, see :class:`~autoprune.profiler.measured.MeasuredLatency`)."""
     from ..cost.latency import LatencyModel
     from ..profiler.measured import MeasuredLatency
 
@@ -706,7 +711,7 @@ def study_inputs(setup: HFSetup, request: SourceRequest, *, model: str = "hf", m
         except ConfigError:  # no table or calibration for this device (the CPU)
             predicted = None
         latency = MeasuredLatency(setup.qa.module, setup.sample_embeds, setup.sample_mask, gpu=request.gpu.id,
-                                  monitor=monitor, timer_kw=timer_kw)
+                                  monitor=monitor, timer_kw=timer_kw, stack=stack)
         predictor = predicted or latency
         info["measured"] = "the language model's prefill of one evaluated sample"
         if setup.qa.first_video_inputs is not None:

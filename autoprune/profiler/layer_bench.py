@@ -310,6 +310,16 @@ class _Collector:
         return Series(tokens=self.tokens, ms=self.ms, spread=self.spread, flags=self.flags, where=where)
 
 
+def _stack_context(block, stack: str):
+    if stack == "eager":
+        import contextlib
+
+        return contextlib.nullcontext()
+    from ..serving.stack import serving_stack
+
+    return serving_stack(block)
+
+
 def _is_oom(e: BaseException) -> bool:
     import torch
 
@@ -360,13 +370,16 @@ def profile_shape(
     memory_fraction: float = 0.85,
     use_kernels: bool | None = None,
     log: Callable[[str], None] | None = None,
+    stack: str = "eager",
 ) -> ProfileTable:
     """Measure ``shape`` on ``device`` (default: CUDA if present, else CPU); see the module doc.
 
     ``gpu_id`` is the registry id the table is filed under (default: detected; ``cpu`` on
     the CPU). ``use_kernels`` is passed to the scoring functions (``None``: the Triton
     kernels when ``autoprune.kernels`` provides them and the device is CUDA).
-    ``timer_kw`` goes to :func:`autoprune.profiler.timing.time_fn`.
+    ``timer_kw`` goes to :func:`autoprune.profiler.timing.time_fn`. ``stack="compiled"`` times each
+    block on the serving stack (:func:`autoprune.serving.stack.serving_stack`: compiled hook-free
+    modules, the Triton causal conv), as :class:`autoprune.ReducedPrefill` runs it.
     """
     # Before transformers imports NemotronH's modeling module, which picks its Mamba
     # kernels once: without the shim an installed mamba-ssm 2.3.2 fails to import and
@@ -389,6 +402,8 @@ def profile_shape(
             from ..cost.gpus import detect
 
             gpu_id = detect().id
+    if stack not in ("eager", "compiled"):
+        raise ConfigError(f"--stack must be eager or compiled, got {stack!r}")
     grid = sorted(set(int(t) for t in (tokens if tokens is not None else DEFAULT_GRID)))
     if not grid or grid[0] < 1:
         raise ConfigError(f"token grid must hold positive integers, got {tokens!r}")
@@ -481,7 +496,8 @@ def profile_shape(
             name = KIND_NAMES[kind]
             log(f"[{name}] building one random-weight block of {shape.name}")
             block, config = build_block(shape, kind, dev, dtype)
-            s = run_grid(name, grid, _layer_setup(ctx, block), lambda n, k=kind: activation_bytes(shape, k, n))
+            with _stack_context(block, stack):
+                s = run_grid(name, grid, _layer_setup(ctx, block), lambda n, k=kind: activation_bytes(shape, k, n))
             if s is not None:
                 layers[name] = s
             pts = [n for n in grid if n > text]
@@ -520,6 +536,7 @@ def profile_shape(
     env = environment_info(dev)
     env["fallback_warnings"] = fallback_log.messages
     env["scoring_use_kernels"] = bool(use_kernels)
+    env["stack"] = stack
     env["grid"] = grid
     env["timer"] = {k: v for k, v in tkw.items()}
     env["elapsed_s"] = round(time.monotonic() - t_start, 1)

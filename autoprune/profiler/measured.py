@@ -11,11 +11,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..cost.gpus import CPU
+from ..errors import ConfigError
 from ..interfaces import LatencyEstimate
 from ..schedule import Schedule
 from .timing import time_fn
 
-__all__ = ["MeasuredLatency"]
+__all__ = ["MeasuredLatency", "STACKS"]
+
+# What runs the timed prefills: the eager runtime (``autoprune.reduce`` around the model), or the
+# serving runner (``autoprune.ReducedPrefill``: compiled hook-free blocks, Triton conv, CUDA graphs),
+# so that a search picks schedules for the stack they will be served on.
+STACKS = ("eager", "compiled")
 
 
 class MeasuredLatency:
@@ -25,12 +31,21 @@ class MeasuredLatency:
     with :func:`autoprune.profiler.timing.time_fn` (CUDA events on a GPU, the wall clock on the
     CPU — the estimate's ``source`` is then ``cpu-measured``) and, with a monitor, NVML
     energy per prefill. The unreduced baseline is measured once and cached.
+
+    ``stack="compiled"`` times :class:`autoprune.ReducedPrefill` instead (the same runner a server
+    uses: compiled hook-free blocks, the Triton causal conv and a CUDA graph per schedule on a GPU),
+    for the baseline (unreduced) and for every schedule.
     """
 
     def __init__(self, model, inputs_embeds, visual_mask, *, gpu: str | None = None, query_mask=None,
                  clock=None, monitor=None, energy: bool = True, timer_kw: Mapping[str, Any] | None = None,
-                 use_kernels: bool | None = None, forward_kwargs: Mapping[str, Any] | None = None):
+                 use_kernels: bool | None = None, forward_kwargs: Mapping[str, Any] | None = None,
+                 stack: str = "eager"):
         import torch
+
+        if stack not in STACKS:
+            raise ConfigError(f"--stack must be one of {', '.join(STACKS)}, got {stack!r}")
+        self.stack = stack
 
         self.model = model
         self.inputs_embeds = inputs_embeds
@@ -62,20 +77,40 @@ class MeasuredLatency:
         with torch.inference_mode():
             return self.model(inputs_embeds=self.inputs_embeds, **self.forward_kwargs)
 
-    def _time(self):
-        return time_fn(lambda: self._forward(), clock=self.clock, monitor=self.monitor, energy=self.energy,
+    def _time(self, fn=None):
+        return time_fn(fn or (lambda: self._forward()), clock=self.clock, monitor=self.monitor, energy=self.energy,
                        device=self.inputs_embeds.device, **self.timer_kw)
+
+    def _time_runner(self, schedule: Schedule | None):
+        """Time :class:`autoprune.ReducedPrefill` (``stack="compiled"``); its graphs are dropped after."""
+        from ..serving import RaggedBatch, ReducedPrefill
+
+        vm = self.visual_mask if self.visual_mask.dim() == 2 else self.visual_mask[None]
+        x = self.inputs_embeds
+        batch = RaggedBatch.from_rows(list(x), list(vm.expand(x.shape[0], -1)))
+        if self.query_mask is not None:
+            qm = self.query_mask if self.query_mask.dim() == 2 else self.query_mask[None]
+            batch = RaggedBatch(inputs=batch.inputs, token_valid=batch.token_valid, visual_mask=batch.visual_mask,
+                                query_mask=qm.expand(x.shape[0], -1).bool().cpu(), position_ids=batch.position_ids)
+        runner = ReducedPrefill(self.model, schedule, use_cache=bool(self.forward_kwargs.get("use_cache", False)),
+                                use_kernels=self.use_kernels)
+        try:
+            return self._time(lambda: runner(batch))
+        finally:
+            runner.clear()
 
     def baseline(self):
         """:class:`~autoprune.profiler.timing.TimingStats` of the unreduced model (cached)."""
         if self._baseline is None:
-            self._baseline = self._time()
+            self._baseline = self._time() if self.stack == "eager" else self._time_runner(None)
         return self._baseline
 
     def measure(self, schedule: Schedule):
         """:class:`~autoprune.profiler.timing.TimingStats` of the model reduced by ``schedule``."""
         from ..runtime import reduce
 
+        if self.stack == "compiled":
+            return self._time_runner(schedule)
         with reduce(self.model, schedule, visual_mask=self.visual_mask, query_mask=self.query_mask,
                     use_kernels=self.use_kernels):
             return self._time()
