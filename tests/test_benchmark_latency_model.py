@@ -51,3 +51,27 @@ def test_benchmark_runs_end_to_end_on_a_tiny_shape(bench, tmp_path):
     assert size["visual"] == 96 and len(size["rows"]) == 2
     assert set(size["summary"]) == {"table"}
     assert (tmp_path / "profiles" / "measured" / "cpu" / f"{TINY.name}.json").is_file()
+
+
+@pytest.mark.slow
+def test_benchmark_with_quick_points_compares_few_shot_and_the_spec_only_forms(bench, tmp_path):
+    from hw_fixtures import TINY_BF16, linear_table
+
+    shape = tmp_path / "tiny.json"
+    shape.write_text(json.dumps(TINY_BF16.to_dict()))
+    grid = (64, 128, 256, 512, 1024, 2048)
+    linear_table(TINY_BF16, gpu="h100-sxm5-80gb", tokens=grid).save(tmp_path / "h100.json")
+    linear_table(TINY_BF16, gpu="h200-sxm-141gb", tokens=grid).save(tmp_path / "h200.json")
+    rc = bench.main(["--shape", str(shape), "--device", "cpu", "--as-gpu", "h200-sxm-141gb", "--visual", "96",
+                     "--prefix", "8", "--query", "8", "--schedules", "2", "--repeats", "2", "--retries", "0",
+                     "--table", str(tmp_path / "h200.json"), "--quick-from", str(tmp_path / "h100.json"),
+                     "--quick-visual", "96", "--quick-tokens", "32,64,128,256", "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads((tmp_path / f"latency_model-h200-sxm-141gb-{TINY_BF16.name}-V96.json").read_text())
+    assert len(data["quick"]["quick_profile"]["points"]) == 12 and len(data["quick"]["quick_profile"]["prefills"]) == 3
+    size = data["sizes"][0]
+    assert {"table", "few-shot", "roofline", "roofline-max"} <= set(size["summary"])
+    row = size["rows"][0]
+    assert row["few-shot"]["source"] == "few-shot" and row["roofline"]["source"] == "roofline"
+    assert row["few-shot"]["low_ms"] < row["few-shot"]["latency_ms"] < row["few-shot"]["high_ms"]
+    assert (tmp_path / f"quick-h200-sxm-141gb-{TINY_BF16.name}.json").is_file()
