@@ -6,10 +6,11 @@ layer is, and how to read the inputs of evidence from a layer's own modules.
 
 from __future__ import annotations
 
-from . import bamba, evs, nemotron_h  # noqa: F401  (registration side effect)
+from . import bamba, evs, falcon_h1, granitemoehybrid, jamba, nemotron_h, zamba2  # noqa: F401  (registration)
 from .base import (
                    AttentionParts,
                    HybridAdapter,
+                   Mamba1Parts,
                    Mamba2Parts,
                    fingerprint,
                    get_adapter,
@@ -21,6 +22,7 @@ from .base import (
 __all__ = [
     "AttentionParts",
     "HybridAdapter",
+    "Mamba1Parts",
     "Mamba2Parts",
     "fingerprint",
     "get_adapter",

@@ -308,8 +308,9 @@ class LatencyModel:
             if i in plan.prune_layers:
                 gg, hh, ex = self.term_ms("gather", text + (V if i == 0 else plan.counts[i - 1]))
                 g, h, gather, extrap = g + gg, h + hh, gather + gg, extrap or ex
-            if i in plan.evidence_layers:
-                what = "attention" if plan.evidence_layers[i] == "attention" else ("mamba_decay" if decay else "mamba")
+            # a layer with two mixers ("attention+mamba") scores both
+            for part in plan.evidence_layers[i].split("+") if i in plan.evidence_layers else ():
+                what = "attention" if part == "attention" else ("mamba_decay" if decay else "mamba")
                 gg, hh, ex = self.term_ms(what, n)
                 g, h, scoring, extrap = g + gg, h + hh, scoring + gg, extrap or ex
             gpu.append(g)
