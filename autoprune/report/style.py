@@ -46,8 +46,9 @@ REFERENCE_LINESTYLES = {"none": "-", "uniform": (0, (5, 2)), "fastv": (0, (1, 1.
                         "high_to_low": (0, (3, 1, 1, 1, 1, 1)), "low_to_high": (0, (2, 2)), "prefilter": (0, (6, 1))}
 
 # Layer kinds along depth (NemotronH pattern letters).
-KIND_NAMES = {"M": "Mamba", "*": "attention", "-": "MLP", "E": "MoE"}
-KIND_COLORS = {"M": GREEN, "*": VERMILLION, "-": "#D9D9D9", "E": PURPLE}
+KIND_NAMES = {"M": "Mamba", "*": "attention", "-": "MLP", "E": "MoE", "P": "attention ∥ Mamba2",
+              "S": "shared attention + Mamba2", "A": "Mamba1"}
+KIND_COLORS = {"M": GREEN, "*": VERMILLION, "-": "#D9D9D9", "E": PURPLE, "P": ORANGE, "S": BLUE, "A": SKY}
 
 FONT = 10.0
 SMALL = 8.5

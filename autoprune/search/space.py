@@ -150,7 +150,7 @@ def align_cut(cut: int, kinds: str, how: str) -> int:
     or after ``cut``; ``cut`` itself when there is none or ``how`` is ``any``."""
     if how == "attention":
         for j in range(cut - 1, len(kinds) - 1):
-            if kinds[j] == "*":
+            if kinds[j] in "*PS":  # layers with attention (P, S: with a Mamba2 beside it)
                 return j + 1
     return cut
 
