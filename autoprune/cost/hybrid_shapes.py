@@ -8,7 +8,7 @@ benchmarks (``benchmarks/prefill_speed.py --shape``). Registered with
 
 from __future__ import annotations
 
-from .shapes import ModelShape, register_shape_family
+from .shapes import register_shape_family
 
 __all__ = ["FAMILIES"]
 
