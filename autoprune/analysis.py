@@ -85,7 +85,9 @@ def collect_evidence(evaluator, *, n: int | None = 128, mamba_decay: bool = Fals
     with torch.inference_mode():
         for s in range(0, take, bs):
             x = g.inputs_embeds[s: min(take, s + bs)]
-            vm = g.visual_mask[None].expand(x.shape[0], -1)
+            # one mask for the group (demo) or one per sample (hf source: (n, L))
+            vm = (g.visual_mask[s: s + x.shape[0]] if g.visual_mask.dim() == 2
+                  else g.visual_mask[None].expand(x.shape[0], -1))
             with reduce(evaluator.qa.module, sched, visual_mask=vm, record_evidence=True, use_kernels=False) as h:
                 evaluator.qa.last_logits(x)
             for layer, rec in h.last.evidence.items():
@@ -357,7 +359,8 @@ def _save(fig, path) -> Path:
 
 
 def _layer_labels(layers, kinds):
-    return [f"{j}{'A' if k == 'attention' else 'M'}" for j, k in zip(layers, kinds)]
+    short = {"attention": "A", "mamba": "M", "attention+mamba": "AM"}  # AM: a layer with both mixers
+    return [f"{j}{short.get(k, 'M')}" for j, k in zip(layers, kinds)]
 
 
 def render_sparsity(res: SparsityResult, path) -> Path:

@@ -28,12 +28,12 @@ def randomise_ssm(model, seed=1234):
 
 
 # torch's grouped matmul (MoE experts) has no float64 kernel: float64 tests pass experts=0 (dense).
-def tiny_granitemoehybrid(seed=0, attn="sdpa", dtype=torch.float32, rope=False, experts=4):
+def tiny_granitemoehybrid(seed=0, attn="sdpa", dtype=torch.float32, rope=False, experts=4, vocab=VOCAB):
     from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
 
     torch.manual_seed(seed)
     cfg = GraniteMoeHybridConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=16, num_hidden_layers=5, num_attention_heads=4,
+        vocab_size=vocab, hidden_size=32, intermediate_size=16, num_hidden_layers=5, num_attention_heads=4,
         num_key_value_heads=2, layer_types=["mamba", "attention", "mamba", "mamba", "attention"],
         mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2,
         mamba_chunk_size=16, num_local_experts=experts, num_experts_per_tok=2, shared_intermediate_size=24,
@@ -46,12 +46,12 @@ def tiny_granitemoehybrid(seed=0, attn="sdpa", dtype=torch.float32, rope=False, 
     return model
 
 
-def tiny_falcon_h1(seed=0, attn="sdpa", dtype=torch.float32):
+def tiny_falcon_h1(seed=0, attn="sdpa", dtype=torch.float32, vocab=VOCAB):
     from transformers import FalconH1Config, FalconH1ForCausalLM
 
     torch.manual_seed(seed)
     cfg = FalconH1Config(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, mamba_d_ssm=48, mamba_n_heads=4, mamba_d_head=12, mamba_n_groups=2,
         mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=16, mamba_rms_norm=True,
         key_multiplier=0.7, attention_in_multiplier=1.3, attention_out_multiplier=0.8,
@@ -64,12 +64,12 @@ def tiny_falcon_h1(seed=0, attn="sdpa", dtype=torch.float32):
     return model
 
 
-def tiny_zamba2(seed=0, attn="sdpa", dtype=torch.float32):
+def tiny_zamba2(seed=0, attn="sdpa", dtype=torch.float32, vocab=VOCAB):
     from transformers import Zamba2Config, Zamba2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Zamba2Config(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=6,
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=6,
         layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "mamba", "hybrid"],
         mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_ngroups=2, n_mamba_heads=4, chunk_size=16,
         intermediate_size=48, num_attention_heads=4, num_key_value_heads=4, num_mem_blocks=2,
@@ -81,12 +81,12 @@ def tiny_zamba2(seed=0, attn="sdpa", dtype=torch.float32):
     return model
 
 
-def tiny_jamba(seed=0, attn="sdpa", dtype=torch.float32, experts=4):
+def tiny_jamba(seed=0, attn="sdpa", dtype=torch.float32, experts=4, vocab=VOCAB):
     from transformers import JambaConfig, JambaForCausalLM
 
     torch.manual_seed(seed)
     cfg = JambaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=6, num_attention_heads=4,
+        vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=6, num_attention_heads=4,
         num_key_value_heads=2, attn_layer_period=3, attn_layer_offset=1, expert_layer_period=2,
         expert_layer_offset=1, num_experts=max(1, experts), num_experts_per_tok=2, mamba_d_state=8, mamba_d_conv=4,
         mamba_expand=2, mamba_dt_rank=4, max_position_embeddings=512, use_cache=False,
@@ -95,6 +95,17 @@ def tiny_jamba(seed=0, attn="sdpa", dtype=torch.float32, experts=4):
     model = JambaForCausalLM(cfg).to(dtype).eval()
     randomise_ssm(model)
     return model
+
+
+def save_checkpoint(folder, family: str, seed: int = 0):
+    """A tiny ``family`` causal LM with the word-level test tokenizer, written with ``save_pretrained``."""
+    from hf_checkpoints import VOCAB as TOKENIZER_VOCAB
+    from hf_checkpoints import write_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tokenizer(folder)
+    FAMILIES[family](seed=seed, vocab=TOKENIZER_VOCAB).save_pretrained(folder)
+    return folder
 
 
 FAMILIES = {"granitemoehybrid": tiny_granitemoehybrid, "falcon_h1": tiny_falcon_h1, "zamba2": tiny_zamba2,

@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("--random-weights", action="store_true",
                    help="use an untrained demo model (smoke test of the pipeline; numbers mean nothing)")
     p.add_argument("--jsonl", default=None, help="evaluate on this JSONL dataset instead of demo videos")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="analyse a transformers checkpoint (the hf model source: NemotronH, Bamba, Granite 4.0-H, "
+                        "Falcon-H1, Zamba2, Jamba, NemotronH Omni) on the records of --jsonl instead of the demo")
     p.add_argument("--samples", type=int, default=256, help="demo test videos for the schedule sweep")
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--evidence-samples", type=int, default=128, help="samples for the evidence statistics")
@@ -25,12 +28,10 @@ def register(subparsers) -> None:
 
 
 def analyze_command(args) -> int:
-    import json
     import time
 
     import torch
 
-    from ..analysis import run_analysis
     from ..demo import video as V
     from ..demo.model import CPU_CHUNK_SIZE, DemoVideoVLM, load
     from ..demo.task import DemoQA
@@ -38,6 +39,15 @@ def analyze_command(args) -> int:
     from ..tasks.records import load_jsonl
 
     t0 = time.perf_counter()
+    if args.model is not None:
+        from ..errors import ConfigError
+        from ..models.hf import load_setup
+
+        if args.jsonl is None:
+            raise ConfigError("--model needs its evaluation records: --jsonl FILE.jsonl")
+        ev = load_setup({"path": args.model, "data": args.jsonl, "batch_size": args.batch_size, "seed": args.seed,
+                         "progress": False}).evaluator
+        return _analyze(ev, args, t0, weights=args.model)
     if args.random_weights:
         torch.manual_seed(args.seed)
         model = DemoVideoVLM().eval()
@@ -52,7 +62,17 @@ def analyze_command(args) -> int:
             data = qa.prepare_videos(V.make_split("test", args.samples, args.frames))
     cls = AccuracyEvaluator if data.labelled else FidelityEvaluator
     ev = cls(qa, data, batch_size=args.batch_size, seed=args.seed)
-    print(f"{cls.metric}: {len(data)} samples, {ev.num_visual} visual tokens, layers {ev.signature.layer_kinds}")
+    return _analyze(ev, args, t0, weights="random" if args.random_weights else (args.weights or "shipped"))
+
+
+def _analyze(ev, args, t0: float, *, weights: str) -> int:
+    import json
+    import time
+
+    from ..analysis import run_analysis
+
+    cls = type(ev)
+    print(f"{cls.metric}: {len(ev.data)} samples, {ev.num_visual} visual tokens, layers {ev.signature.layer_kinds}")
     base = ev.baseline
     print(f"unreduced {base.metric} {base.score:.3f}")
     rep = run_analysis(ev, args.out, evidence_samples=args.evidence_samples, mean_keeps=tuple(args.keeps),
@@ -70,7 +90,7 @@ def analyze_command(args) -> int:
             print(f"  layer {j:2d} {k:<9} {m:.3f}" + ("" if md is None else f"   with decay {md:.3f}"))
     if args.jsonl and args.random_weights:
         print("note: random weights")
-    meta = {"weights": "random" if args.random_weights else (args.weights or "shipped"),
+    meta = {"weights": weights,
             "seconds": round(time.perf_counter() - t0, 1), "baseline": base.score}
     (json_path := __import__("pathlib").Path(args.out) / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwrote {', '.join(rep.files)}, {args.out}/analysis.json, {json_path}  ({meta['seconds']}s)")

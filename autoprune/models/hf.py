@@ -245,6 +245,10 @@ FAMILIES: dict[str, HFFamily] = {
                                 omni=True),
     "nemotron_h": HFFamily("nemotron_h", "AutoModelForCausalLM", ("embeddings",)),
     "bamba": HFFamily("bamba", "AutoModelForCausalLM", ("embeddings",)),
+    "granitemoehybrid": HFFamily("granitemoehybrid", "AutoModelForCausalLM", ("embeddings",)),
+    "falcon_h1": HFFamily("falcon_h1", "AutoModelForCausalLM", ("embeddings",)),
+    "zamba2": HFFamily("zamba2", "AutoModelForCausalLM", ("embeddings",)),
+    "jamba": HFFamily("jamba", "AutoModelForCausalLM", ("embeddings",)),
 }
 
 

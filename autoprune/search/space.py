@@ -52,6 +52,7 @@ from optuna.distributions import (
 
 from .._io import data_dir, find_data_file, read_yaml_mapping
 from ..errors import ConfigError, ScheduleError, check_keys
+from ..plan import evidence_kind
 from ..schedule import ModelSignature, Schedule, ScorerConfig
 from .knobs import (
     KNOBS,
@@ -188,9 +189,9 @@ def first_cut_layer(signature: ModelSignature, scorer: ScorerConfig | None = Non
     kinds = signature.layer_kinds
     if scorer is not None and scorer.selector != "language":
         return 1
-    usable = {"M", "*"} if scorer is None else {k for k, w in (("M", scorer.w_mamba), ("*", scorer.w_attn)) if w > 0}
+    w_attn, w_mamba = (1.0, 1.0) if scorer is None else (scorer.w_attn, scorer.w_mamba)
     for j, k in enumerate(kinds[:-1]):
-        if k in usable:
+        if evidence_kind(k, w_attn, w_mamba):  # any mixer letter (M * P S A) whose kind has weight
             return j + 1
     raise ScheduleError(
         f"no layer of {kinds!r} before the last one gives evidence for the language-aware score"
