@@ -64,7 +64,7 @@ def tiny_falcon_h1(seed=0, attn="sdpa", dtype=torch.float32, vocab=VOCAB):
     return model
 
 
-def tiny_zamba2(seed=0, attn="sdpa", dtype=torch.float32, vocab=VOCAB):
+def tiny_zamba2(seed=0, attn="sdpa", dtype=torch.float32, vocab=VOCAB, adapters=True):
     from transformers import Zamba2Config, Zamba2ForCausalLM
 
     torch.manual_seed(seed)
@@ -73,7 +73,7 @@ def tiny_zamba2(seed=0, attn="sdpa", dtype=torch.float32, vocab=VOCAB):
         layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "mamba", "hybrid"],
         mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_ngroups=2, n_mamba_heads=4, chunk_size=16,
         intermediate_size=48, num_attention_heads=4, num_key_value_heads=4, num_mem_blocks=2,
-        use_shared_attention_adapter=True, adapter_rank=4, use_mem_rope=True, max_position_embeddings=512,
+        use_shared_attention_adapter=adapters, adapter_rank=4, use_mem_rope=True, max_position_embeddings=512,
         use_cache=False, attn_implementation=attn,
     )
     model = Zamba2ForCausalLM(cfg).to(dtype).eval()

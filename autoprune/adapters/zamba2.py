@@ -4,9 +4,10 @@ wide; its output, through a per-layer linear, is added to the input of the layer
 
 Layers are called positionally: ``layer(hidden, original_hidden_states, layer_idx,
 linear_attention_mask, full_attention_mask, ...)``; arguments 1, 3 and 4 follow the kept tokens.
-Evidence of an ``S`` layer blends its shared attention's (q/k recomputed from the concatenated,
-normalised input the attention is called with, including the layer's LoRA adapters on q/k when
-``use_shared_attention_adapter``) and its Mamba2's.
+Evidence of an ``S`` layer blends its shared attention's and its Mamba2's. The attention's q/k are
+those of its 2×hidden input: ``q_proj``/``k_proj`` outputs, or, with ``use_shared_attention_adapter``
+(per-layer LoRA adapters added to q/k), recomputed from the normalised concatenated input the
+attention is called with (one extra k projection per evidence layer).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ def _rotary(q, k, cos, sin):
 
 
 def _projection(proj, adapter):
-    if adapter is None:
-        return proj
     return lambda x: proj(x) + adapter(x)
 
 
@@ -48,15 +47,17 @@ class Zamba2Adapter(HybridAdapter):
 
     def attention_parts(self, layer_idx):
         attn = self.decoder.layers[layer_idx].shared_transformer.self_attn
-        qa = ka = None
+        project_q = project_k = None
         if self.config.use_shared_attention_adapter:
+            # q/k = projection + the layer's own LoRA adapter: recomputed from the attention's input
             slot = attn.layer_dic[layer_idx]
-            qa, ka = attn.linear_q_adapter_list[slot], attn.linear_k_adapter_list[slot]
+            project_q = _projection(attn.q_proj, attn.linear_q_adapter_list[slot])
+            project_k = _projection(attn.k_proj, attn.linear_k_adapter_list[slot])
         return AttentionParts(
             module=attn, q_proj=attn.q_proj, k_proj=attn.k_proj,
             num_heads=self.config.num_attention_heads, num_kv_heads=self.config.num_key_value_heads,
             head_dim=attn.head_dim, scaling=attn.scaling, rotary=_rotary if self.config.use_mem_rope else None,
-            project_q=_projection(attn.q_proj, qa), project_k=_projection(attn.k_proj, ka),
+            project_q=project_q, project_k=project_k,
         )
 
     def mamba2_parts(self, layer_idx):

@@ -5,7 +5,7 @@ vector), Jamba's Mamba1 mixer's own output; and the blend of a two-mixer layer."
 
 import pytest
 import torch
-from tiny_hybrids import FAMILIES
+from tiny_hybrids import FAMILIES, tiny_zamba2
 
 import autoprune
 from autoprune import scoring
@@ -46,6 +46,20 @@ def test_recorded_attention_evidence_of_an_sdpa_model_equals_eager_attention_wei
     for n, layer in enumerate(layers):
         e = attns[n][:, :, VIS.stop:, VIS].sum(dim=2)  # (b, H, V)
         e = e.mean(dim=1) if head_agg == "mean" else e.amax(dim=1)
+        torch.testing.assert_close(rec[layer]["evidence"], scoring.normalise(e), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("adapters", [True, False])
+def test_zamba2_shared_attention_evidence_with_and_without_lora_adapters_equals_eager_weights(adapters):
+    sdpa, eager = tiny_zamba2(attn="sdpa", adapters=adapters), tiny_zamba2(attn="eager", adapters=adapters)
+    parts = get_adapter(sdpa).attention_parts(1)
+    assert (parts.project_q is not None) == adapters  # no adapters: the projections' own outputs suffice
+    ids, vm = _layout()
+    rec = _recorded(sdpa, vm, ids, w_mamba=0.0)
+    with torch.no_grad():
+        attns = eager(input_ids=ids, output_attentions=True).attentions
+    for n, layer in enumerate((1, 3, 5)):
+        e = attns[n][:, :, VIS.stop:, VIS].sum(dim=2).mean(dim=1)
         torch.testing.assert_close(rec[layer]["evidence"], scoring.normalise(e), atol=1e-6, rtol=1e-5)
 
 
