@@ -8,6 +8,7 @@ and scores are real).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..cost.shapes import ModelShape
@@ -23,13 +24,23 @@ def build_block(shape: ModelShape, kind: str, device, dtype):
 
     if kind not in shape.layer_kinds:
         raise ConfigError(f"shape {shape.name!r} has no layer of kind {kind!r}")
+    if kind in "PSA":  # kinds NemotronH has no block for: the family's own layer
+        from .family_blocks import build_family_block
+
+        block, config = build_family_block(shape, kind, device, dtype)
+        return spread_ssm_parameters_(block), config
     overrides: dict[str, Any] = {}
     if "E" in shape.layer_kinds:
         overrides.update(moe_intermediate_size=shape.moe_intermediate_size, num_experts_per_tok=shape.moe_top_k,
                          moe_shared_expert_intermediate_size=shape.moe_shared_intermediate_size)
+    idx = shape.layer_kinds.index(kind)
+    if shape.family != "nemotron_h":
+        # Mamba2 / attention / MLP / MoE of another family: NemotronH's block of that kind at the
+        # shape's widths (the same ops); the other family's own letters stand in as Mamba2 layers
+        stand_in = shape.layer_kinds.translate(str.maketrans("PSA", "MMM"))
+        shape = dataclasses.replace(shape, family="nemotron_h", layer_kinds=stand_in)
     config = shape.to_nemotron_h_config(**overrides)
     config._attn_implementation = "sdpa"
-    idx = shape.layer_kinds.index(kind)
     prev = torch.get_default_dtype()
     torch.manual_seed(1234 + idx)
     try:
