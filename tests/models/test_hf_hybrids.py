@@ -1,6 +1,6 @@
 """The hf model source on tiny GraniteMoeHybrid, Falcon-H1, Zamba2 and Jamba checkpoints written with
 save_pretrained: the search from the command line exports schedules that load and run on the
-checkpoint, `autoprune analyze --model` reads them, and families without an adapter are refused."""
+checkpoint (and through `autoprune apply`), `autoprune analyze --model` reads them, and families without an adapter are refused."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def test_a_search_on_each_family_exports_schedules_that_load_and_run_on_its_chec
     with torch.no_grad(), autoprune.reduce(model, sched, visual_mask=vm) as h:
         model(input_ids=ids)
     assert h.last.pos.shape[1] < 40
+    assert main(["apply", "--model", str(d / "ckpt"), "--schedule", str(paths[0]), "--data",
+                 str(d / "tiny.jsonl")]) == 0
 
 
 @pytest.mark.parametrize("family", _slow("granitemoehybrid", "jamba", "falcon_h1"))
