@@ -135,3 +135,31 @@ def test_removing_the_handle_restores_the_model_exactly(family):
     h.remove()
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
     assert torch.equal(model(input_ids=ids).logits, before)
+
+
+@pytest.mark.parametrize("family", ["falcon_h1", "zamba2", "jamba"])
+@torch.no_grad()
+def test_left_padded_rows_match_unpadded_runs(family):
+    # Falcon-H1's separate mamba_attention_mask, Zamba2's positional masks, Jamba's Mamba1 masking
+    model = FAMILIES[family]()
+    sched = progressive(model)
+    ids, vm = inputs(b=2, seed=5)
+    short = ids[1:, 3:]  # row 1 is 3 tokens shorter (its prefix), then padded on the left
+    batch = torch.cat([ids[:1], torch.cat([torch.zeros(1, 3, dtype=ids.dtype), short], dim=1)])
+    am = torch.ones_like(batch)
+    am[1, :3] = 0
+    with autoprune.reduce(model, sched, visual_mask=vm) as h:
+        out = model(input_ids=batch, attention_mask=am).logits[:, -1]
+    with autoprune.reduce(model, sched, visual_mask=vm[1:, 3:]) as h1:
+        ref1 = model(input_ids=short).logits[:, -1]
+    with autoprune.reduce(model, sched, visual_mask=vm[:1]):
+        ref0 = model(input_ids=ids[:1]).logits[:, -1]
+    assert torch.allclose(out[:1], ref0, atol=1e-5) and torch.allclose(out[1:], ref1, atol=1e-4)
+    assert torch.equal(h.last.selections[2][1:] - 3, h1.last.selections[2])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_schedule_of_each_family_survives_its_json_round_trip(family, tmp_path):
+    sched = progressive(FAMILIES[family]())
+    back = Schedule.load(sched.save(tmp_path / "s.json"))
+    assert back == sched and back.model.layer_kinds == sched.model.layer_kinds
