@@ -3,7 +3,7 @@
 Skipped without CUDA. On the device: ``. scripts/device_env.sh && python3 -P -m pytest -q
 tests/adapters/test_gpu_families.py``. Falcon-H1, Zamba2 and Granite run their Mamba2 mixers on
 mamba-ssm's Triton SSD scan and autoprune's Triton evidence kernels (attention, Mamba2, the
-B/C causal conv); Jamba's Mamba1 evidence has no kernel (torch reference).
+B/C causal conv); Jamba's Mamba1 evidence has no kernel (torch reference), and Jamba itself is skipped where mamba-ssm is installed without its Mamba1 CUDA scan (the device set-up).
 """
 
 import pytest
@@ -19,6 +19,20 @@ pytestmark = pytest.mark.gpu
 L, V0, V1 = 300, 10, 266  # longer than the Triton chunk size
 
 
+def _runnable(family):
+    # With mamba-ssm installed, transformers' Jamba calls mamba-ssm's Mamba1 CUDA scan; where only
+    # its Python part is installed (scripts/device_env.sh), autoprune's shim stands in for the
+    # extension and raises when called: Jamba's own mixer cannot run there.
+    from autoprune.compat import mamba_ssm_shim
+
+    if family == "jamba" and mamba_ssm_shim.is_installed():
+        return pytest.param(family, marks=pytest.mark.skip(reason="mamba-ssm's Mamba1 CUDA scan is not built here"))
+    return family
+
+
+RUNNABLE = [_runnable(f) for f in FAMILIES]
+
+
 def _setup(family, dtype=torch.float32):
     model = FAMILIES[family]().cuda().to(dtype)
     ad = get_adapter(model)
@@ -32,7 +46,7 @@ def _setup(family, dtype=torch.float32):
     return model, sched, ids, vm
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", RUNNABLE)
 @torch.no_grad()
 def test_reduced_prefill_on_gpu_equals_the_deletion_oracle(family):
     model, sched, ids, vm = _setup(family)
@@ -83,7 +97,7 @@ def test_captured_mamba2_inputs_reproduce_the_triton_scan_output(family):
     assert rel < 2e-3, rel  # the Triton scan runs in fp32 (tf32 dots)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", RUNNABLE)
 @torch.no_grad()
 def test_generation_after_a_reduced_prefill_runs_on_gpu_in_bf16(family):
     model, sched, ids, vm = _setup(family, torch.bfloat16)
