@@ -3,7 +3,8 @@
 Skipped without CUDA. On the device: ``. scripts/device_env.sh && python3 -P -m pytest -q
 tests/adapters/test_gpu_families.py``. Falcon-H1, Zamba2 and Granite run their Mamba2 mixers on
 mamba-ssm's Triton SSD scan and autoprune's Triton evidence kernels (attention, Mamba2, the
-B/C causal conv); Jamba's Mamba1 evidence has no kernel (torch reference), and Jamba itself is skipped where mamba-ssm is installed without its Mamba1 CUDA scan (the device set-up).
+B/C causal conv); Jamba's Mamba1 evidence has no kernel (torch reference), and Jamba itself is
+skipped where mamba-ssm is installed without its Mamba1 CUDA scan (the device set-up).
 """
 
 import pytest

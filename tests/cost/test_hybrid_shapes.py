@@ -70,3 +70,18 @@ def test_mamba1_cost_grows_linearly_with_tokens():
 def test_a_shape_with_an_unknown_letter_is_refused():
     with pytest.raises(autoprune.ConfigError, match="letters"):
         dataclasses.replace(get_shape("jamba-mini"), layer_kinds="AX*")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,published", [("falcon-h1-7b", 7.6e9), ("zamba2-7b", 7.4e9),
+                                              ("granite-4.0-h-small", 32e9), ("jamba-mini", 52e9)])
+def test_each_presets_config_builds_a_model_of_the_published_size(preset, published):
+    # parameter counts of the released models (their cards): the preset's widths are theirs
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shape = get_shape(preset)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(shape.to_family_config(use_cache=False))
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(published, rel=0.03)
+    assert autoprune.model_signature(model).layer_kinds == shape.layer_kinds
