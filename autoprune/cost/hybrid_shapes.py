@@ -51,7 +51,8 @@ def _falcon_from(cls, c, name, dtype):
     return cls(
         name=name or f"falcon_h1-{c.hidden_size}x{c.num_hidden_layers}", family="falcon_h1",
         layer_kinds="P" * c.num_hidden_layers, hidden_size=c.hidden_size, num_attention_heads=c.num_attention_heads,
-        num_kv_heads=c.num_key_value_heads, head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+        num_kv_heads=c.num_key_value_heads,
+        head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
         mamba_num_heads=c.mamba_n_heads, mamba_head_dim=c.mamba_d_head, n_groups=c.mamba_n_groups,
         ssm_state_size=c.mamba_d_state, conv_kernel=c.mamba_d_conv, mlp_intermediate_size=c.intermediate_size,
         vocab_size=c.vocab_size, chunk_size=c.mamba_chunk_size, dtype=dtype,
@@ -66,7 +67,8 @@ def _falcon_to(shape, **kw):
         num_attention_heads=shape.num_attention_heads, num_key_value_heads=shape.num_kv_heads,
         head_dim=shape.head_dim, mamba_d_ssm=shape.mamba_intermediate, mamba_n_heads=shape.mamba_num_heads,
         mamba_d_head=shape.mamba_head_dim, mamba_n_groups=shape.n_groups, mamba_d_state=shape.ssm_state_size,
-        mamba_d_conv=shape.conv_kernel, mamba_chunk_size=shape.chunk_size, intermediate_size=shape.mlp_intermediate_size,
+        mamba_d_conv=shape.conv_kernel, mamba_chunk_size=shape.chunk_size,
+        intermediate_size=shape.mlp_intermediate_size,
     )
     args.update(kw)
     return FalconH1Config(**args)

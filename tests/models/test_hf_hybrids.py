@@ -1,6 +1,7 @@
 """The hf model source on tiny GraniteMoeHybrid, Falcon-H1, Zamba2 and Jamba checkpoints written with
 save_pretrained: the search from the command line exports schedules that load and run on the
-checkpoint (and through `autoprune apply`), `autoprune analyze --model` reads them, and families without an adapter are refused."""
+checkpoint (and through `autoprune apply`), `autoprune analyze --model` reads them, and families
+without an adapter are refused."""
 
 from __future__ import annotations
 
