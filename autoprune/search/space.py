@@ -338,7 +338,8 @@ class SearchSpace:
                 or 1.0 not in sch.targets:
             return []
         kinds = signature.layer_kinds
-        cuts = [j + 1 for j, k in enumerate(kinds[:-1]) if k == "*"][:sch.max_stages]
+        # layers with attention, as align_cut counts them (P, S: with a Mamba2 beside it)
+        cuts = [j + 1 for j, k in enumerate(kinds[:-1]) if k in "*PS"][:sch.max_stages]
         if len(cuts) < sch.min_stages:
             return []
         base: dict[str, Any] = {"n_stages": len(cuts)}
