@@ -50,8 +50,9 @@ def _validate_common(sampler, trials, seed, objectives, over_budget, workers, ti
             raise ConfigError(f"objectives must be [score, latency] or [score, latency, energy], got {list(objectives)}")
     if over_budget is not None and over_budget not in OVER_BUDGET:
         raise ConfigError(f"over_budget must be one of {OVER_BUDGET}, got {over_budget!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"workers must be an integer >= 0 (0: create the study for `autoprune worker` processes), "
+                          f"got {workers!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if references is not None:

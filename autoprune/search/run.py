@@ -57,6 +57,7 @@ from .recovery import count_done, recover_orphans
 from .references import REFERENCES, Reference, reference_schedules
 from .samplers import check_sampler
 from .settings import StudySettings, load_settings, store_settings
+from .snapshot import study_snapshot
 from .space import SearchSpace, first_cut_layer, load_space
 from .storage import (
     StorageSpec,
@@ -375,6 +376,12 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
         log(f"study {plan.study_name}: {s.model} on {s.gpu_name}, budget {s.budget.text} (<= {s.budget_ms:.2f} ms; "
             f"unreduced {s.baseline_ms:.2f} ms), space {s.space.name}, sampler {s.sampler}; {remaining} of "
             f"{s.trials} trials to run on {plan.storage.display}")
+        if c.workers == 0:
+            close_storage(storage)
+            log(f"study {plan.study_name} is ready for workers: `autoprune worker --storage {plan.storage.display} "
+                f"--study {plan.study_name}` on each host; then {_resume_hint(plan)} validates and exports")
+            return SearchResult(plan.study_name, plan.run_dir, plan.storage.display, plan.storage, len(study.trials),
+                                recovered=recovered)
         try:
             if remaining and c.workers == 1:
                 run_worker(study, plan.inputs, s, 1 if joined else 0, spec=plan.storage, timeout=c.timeout,
@@ -397,7 +404,13 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
             validator = plan.inputs.validation()
             validate_study(study, s, validator, log=log)
         if c.export:
-            result.export = export_study(study, plan.run_dir)
+            # One consistent read of the study: workers on other hosts may still be running.
+            reader = open_storage(plan.storage, heartbeat_s=None, timeout_s=c.probe_timeout_s, snapshot=True)
+            try:
+                frozen = study_snapshot(optuna.load_study(study_name=plan.study_name, storage=reader))
+            finally:
+                close_storage(reader)
+            result.export = export_study(frozen, plan.run_dir)
             result.summary = result.export.summary
             log(result.summary)
             log(f"exported {len(result.export.pareto)} schedule(s) to {plan.run_dir / 'pareto'}; "

@@ -127,7 +127,7 @@ def probe_storage(spec: StorageSpec, timeout_s: float = 3.0) -> None:
 
 
 def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: float = 3.0,
-                 grace_s: int | None = None, retry_s: float = 300.0, max_retry: int = 2):
+                 grace_s: int | None = None, retry_s: float = 300.0, max_retry: int = 2, snapshot: bool = False):
     """An Optuna storage for ``spec``; StorageError (with the cause) if it cannot be opened.
 
     SQLite waits up to 60 s on a locked database (several workers write to it); RDB
@@ -135,7 +135,8 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: 
     through a lost connection for ``retry_s``), with the :data:`POOL` settings, and record heartbeats
     every ``heartbeat_s`` s (grace ``grace_s``, default ``6 × heartbeat_s``): a trial whose heartbeat
     is older is failed and re-queued, at most ``max_retry`` times for one trial (Optuna's
-    ``RetryHeartbeatStaleTrialCallback``).
+    ``RetryHeartbeatStaleTrialCallback``). ``snapshot``: every session of a server storage is one
+    REPEATABLE READ transaction (the reads of :func:`~autoprune.search.snapshot.study_snapshot`).
     """
     try:
         if spec.kind == "journal":
@@ -148,16 +149,18 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: 
             if backend in ("postgresql", "mysql", "mariadb"):
                 engine_kwargs["connect_args"] = {"connect_timeout": max(1, int(math.ceil(timeout_s)))}
             engine_kwargs.update(POOL)
+            if snapshot and backend in ("postgresql", "mysql", "mariadb"):
+                engine_kwargs["isolation_level"] = "REPEATABLE READ"
         hb: dict[str, Any] = {}
         # Heartbeats only on server databases: on SQLite (one host by nature) the heartbeat
         # thread's writes contend with the trial's own for the file lock (measured: +0.5 s
         # per trial); orphans there are found by their dead worker process instead.
-        if heartbeat_s and spec.kind == "rdb":
-            hb = dict(heartbeat_interval=int(heartbeat_s), grace_period=int(grace_s or 6 * heartbeat_s),
-                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                          max_retry=max_retry))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat_s and spec.kind == "rdb":
+                hb = dict(heartbeat_interval=int(heartbeat_s), grace_period=int(grace_s or 6 * heartbeat_s),
+                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                              max_retry=max_retry))
             if spec.kind == "rdb":
                 storage = ResilientRDBStorage(spec.url, retry_s=retry_s, engine_kwargs=engine_kwargs, **hb)
             else:

@@ -161,6 +161,8 @@ def run_worker(study, inputs: StudyInputs, settings: StudySettings, index: int, 
     failure_cap = max(MIN_FAILURE_CAP, settings.trials)
     stats = WorkerStats()
     start = time.monotonic()
+    retry_s = float(getattr(backend, "retry_s", 0.0))
+    outage_since, backoff = float("inf"), 0.25
     bar = _progress(study, settings.trials) if show_progress else None
     try:
         while True:
@@ -173,7 +175,20 @@ def run_worker(study, inputs: StudyInputs, settings: StudySettings, index: int, 
             # Judge others' heartbeats only a grace period after this worker's last storage trouble.
             heartbeats_fresh = time.monotonic() - getattr(backend, "last_trouble", float("-inf")) > grace
             recover_orphans(study, log=log, quiet=True, stale=heartbeats_fresh)
-            action, what = _claim(study, spec, settings.trials, failure_cap)
+            try:
+                action, what = _claim(study, spec, settings.trials, failure_cap)
+            except Exception as e:
+                if not is_connection_error(e) or time.monotonic() - outage_since > retry_s:
+                    raise
+                # The lock's own connection is not retried by the storage: wait here, as it does.
+                if hasattr(backend, "note_trouble"):
+                    backend.note_trouble()
+                outage_since = min(outage_since, time.monotonic())
+                log(f"storage unavailable ({type(e).__name__}); retrying in {backoff:g} s")
+                time.sleep(backoff)
+                backoff = min(8.0, backoff * 2)
+                continue
+            outage_since, backoff = float("inf"), 0.25
             if action == "stop":
                 stats.stopped = what
                 break
