@@ -315,7 +315,9 @@ def _add_references(study, plan: SearchPlan) -> None:
             queued.append((params, attrs))
             continue
         runner = runner or TrialRunner.from_settings(plan.settings, plan.inputs)
-        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")  # a short trial, no beats needed
+            trial = study.ask()
         trial.set_user_attr("worker", runner.worker)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)

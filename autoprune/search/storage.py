@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -161,10 +163,19 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: 
                 hb = dict(heartbeat_interval=int(heartbeat_s), grace_period=int(grace_s or 6 * heartbeat_s),
                           heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                               max_retry=max_retry))
-            if spec.kind == "rdb":
-                storage = ResilientRDBStorage(spec.url, retry_s=retry_s, engine_kwargs=engine_kwargs, **hb)
-            else:
-                storage = optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **hb)
+            for attempt in range(4):
+                try:
+                    if spec.kind == "rdb":
+                        storage = ResilientRDBStorage(spec.url, retry_s=retry_s, engine_kwargs=engine_kwargs, **hb)
+                    else:
+                        storage = optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **hb)
+                    break
+                except (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.OperationalError) as e:
+                    # Two processes opening a new database at once both create Optuna's tables: the
+                    # loser's CREATE fails ("already exists"); the tables are there on the next try.
+                    if attempt == 3 or not _creation_race(e):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
         if spec.kind == "sqlite":
             _sqlite_wal(storage.engine)
         return storage
@@ -172,6 +183,11 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: 
         raise
     except Exception as e:  # sqlalchemy.exc.*, OSError, driver errors
         raise StorageError(f"cannot open storage {spec.display!r}: {type(e).__name__}: {e}") from None
+
+
+def _creation_race(e: Exception) -> bool:
+    text = str(e).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text or "locked" in text
 
 
 def _sqlite_wal(engine) -> None:

@@ -131,7 +131,10 @@ def _claim(study, spec: StorageSpec | None, target: int, failure_cap: int):
             return "stop", f"{failed} trials failed (the cap is {failure_cap}); see their fail_reason"
         if done + running >= target:
             return "wait", None
-        trial = study.ask()
+        with warnings.catch_warnings():
+            # "Heartbeat of storage is supposed to be used with Study.optimize": this loop beats itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
         if _heartbeat_interval(study._storage):
             study._storage.record_heartbeat(trial._trial_id)  # a trial killed before its first beat still goes stale
         return "run", trial
