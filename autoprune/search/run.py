@@ -11,9 +11,12 @@
    SQLAlchemy URL, or an Optuna journal file), store its :class:`StudySettings`, and enqueue the
    **reference schedules** (:mod:`autoprune.search.references`) first;
 3. run the trials in this process or in ``workers`` processes on one storage
-   (:mod:`autoprune.search.workers`); on ``resume``, trials a dead worker left running are
-   re-queued first (:mod:`autoprune.search.recovery`);
-4. export the feasible Pareto front (:mod:`autoprune.search.export`) and print a summary.
+   (:mod:`autoprune.search.workers`: an ask/tell loop to exactly ``trials`` counted trials, COMPLETE
+   or PRUNED) — or none (``workers=0``: the study waits for ``autoprune worker`` processes); trials
+   a dead worker left running are re-queued (:mod:`autoprune.search.recovery`); a study that an
+   identical command created meanwhile is joined (creation runs under the storage's lock);
+4. validate (once, here) and export the feasible Pareto front from one consistent snapshot
+   (:mod:`autoprune.search.export`, :mod:`autoprune.search.snapshot`) and print a summary.
 
 The report is the command layer's business (``autoprune search`` writes it after this returns).
 References are enqueued with ``study.enqueue_trial(params, user_attrs={"reference": name})``

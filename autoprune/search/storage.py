@@ -90,7 +90,7 @@ def resolve_storage(storage: str | None, run_dir: Path) -> StorageSpec:
         url = url.set(drivername="postgresql+psycopg")  # the maintained driver (the postgres extra)
         s = url.render_as_string(hide_password=False)
     # No password in what is printed and stored: libpq finds it in PGPASSWORD or ~/.pgpass.
-    display = url.set(password=None).render_as_string() if url.password else url.render_as_string()
+    display = url._replace(password=None).render_as_string() if url.password else url.render_as_string()
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
             raise StorageError(f"storage {display!r} is in memory: the study would be lost; give a file")

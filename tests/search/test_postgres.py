@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from pg_fixtures import pg, pg_cluster, pg_db, start_worker, worker_env  # noqa: F401  (fixtures)
 
+from autoprune.cli import main
 from autoprune.errors import StorageError
 from autoprune.search.config import SearchConfig
 from autoprune.search.run import run_search
@@ -108,6 +109,9 @@ def test_a_worker_killed_mid_trial_has_its_trial_rerun_and_the_study_reaches_its
     assert len(reruns) == 1 and reruns[0].state in COUNTED and reruns[0].params == victim.params
     assert not reruns[0].user_attrs["worker"].startswith("host-0:")
     assert_complete_and_unique(study, 12)
+    # `autoprune report runs/<study>` finds the server in search.json (no --storage)
+    run_dir = tmp_path / "creator" / STUDY
+    assert main(["report", str(run_dir)]) == 0 and (run_dir / "report.html").is_file()
 
 
 def test_the_server_stopped_for_10_s_mid_study_is_ridden_out_by_every_worker(pg, pg_db, tmp_path):
