@@ -388,7 +388,7 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
             return SearchResult(plan.study_name, plan.run_dir, plan.storage.display, plan.storage, len(study.trials),
                                 recovered=recovered)
         try:
-            if remaining and c.workers == 1:
+            if remaining and c.workers == 1 and not c.devices:  # a pinned GPU needs a process of its own
                 run_worker(study, plan.inputs, s, 1 if joined else 0, spec=plan.storage, timeout=c.timeout,
                            show_progress=c.show_progress, log=log)
             elif remaining:

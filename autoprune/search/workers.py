@@ -26,6 +26,7 @@ sources through the study's model source; ``--devices 0,1`` gives each one GPU
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import threading
 import time
@@ -221,6 +222,12 @@ def _run_one(study, runner: TrialRunner, trial, interval: float | None, stats: W
             values = runner(trial)
         except optuna.TrialPruned:
             state = TrialState.PRUNED
+        except KeyboardInterrupt:
+            # Told FAIL at once (it does not count): a resume need not wait to find it orphaned.
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+                study.tell(trial, state=TrialState.FAIL)
+            raise
         except Exception as e:
             if is_connection_error(e):
                 raise  # the storage gave up retrying: this worker cannot go on

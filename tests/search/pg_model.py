@@ -1,6 +1,8 @@
 """A model source for the distributed-search tests: the synthetic model under a checkpoint
 fingerprint read from ``AUTOPRUNE_TEST_CHECKPOINT`` (default ``checkpoint-a``), as two hosts with
-different checkpoints behind the same path would differ. Named ``pg_model:source``."""
+different checkpoints behind the same path would differ; with ``AUTOPRUNE_TEST_DEVICE_LOG`` set to
+a folder, each process that builds it writes its ``CUDA_VISIBLE_DEVICES`` there. Named
+``pg_model:source``."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ class CheckpointSynthetic:
 
     def build(self, request):
         inputs = SyntheticSource().build(request)
+        log = os.environ.get("AUTOPRUNE_TEST_DEVICE_LOG")
+        if log:  # which GPU this worker process was given (tests of --devices)
+            with open(os.path.join(log, str(os.getpid())), "w") as f:
+                f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
         checkpoint = os.environ.get("AUTOPRUNE_TEST_CHECKPOINT", "checkpoint-a")
         old = inputs.evaluator.signature
         sig = ModelSignature(family=old.family, layer_kinds=old.layer_kinds,

@@ -1,6 +1,8 @@
 """Workers and joining, without a server: device lists, the version and model checks of
 ``autoprune worker``, ``--workers 0``, trial counts that mean counted trials, connection errors."""
 
+import os
+
 import optuna
 import pytest
 import sqlalchemy.exc
@@ -95,3 +97,14 @@ def test_a_lost_connection_is_told_from_other_storage_errors():
     assert is_connection_error(lost) and is_connection_error(wrapped)
     assert not is_connection_error(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
     assert not is_connection_error(ValueError("no"))
+
+
+def test_devices_give_each_spawned_worker_one_gpu_of_its_own(tmp_path, monkeypatch):
+    log = tmp_path / "devices"
+    log.mkdir()
+    monkeypatch.setenv("AUTOPRUNE_TEST_DEVICE_LOG", str(log))
+    r = run_search(cfg(tmp_path, model="pg_model:source", study="dev", workers=2, devices="3,cuda:5",
+                       validate=False), log=quiet)
+    seen = {f.read_text() for f in log.iterdir() if int(f.name) != os.getpid()}
+    assert seen == {"3", "5"}
+    assert r.export is not None and len(r.export.pareto) >= 1
