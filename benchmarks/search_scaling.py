@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,8 @@ def _cluster_module():
 
 def _env(host: str) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # after what is there: an installed autoprune (the device's /tmp/site) comes first
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), str(ROOT)) if p)
     env.update(AUTOPRUNE_WORKER_HOST=host, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
@@ -81,10 +83,36 @@ def _counted(url: str):
         close_storage(storage)
 
 
+def _postgres_cpu_s() -> float:
+    """CPU seconds used so far by the processes of the ``postgres`` user (the server), from /proc."""
+    import pwd
+
+    try:
+        uid = pwd.getpwnam("postgres").pw_uid
+    except KeyError:
+        uid = os.getuid()
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if d.stat().st_uid != uid or "postgres" not in (d / "comm").read_text():
+                continue
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def run_one(n: int, url: str, work: Path, args) -> dict:
+    import resource
+
     work.mkdir(parents=True)
     _create(url, work / "creator", args)
     pre = {t.number for t in _counted(url)}  # references evaluated at creation (not the workers')
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pg0 = _postgres_cpu_s()
     t0 = time.monotonic()
     procs = []
     for i in range(n):
@@ -101,6 +129,9 @@ def run_one(n: int, url: str, work: Path, args) -> dict:
         if p.returncode != 0:
             errs.append(err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}")
     wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    server_cpu = _postgres_cpu_s() - pg0
     trials = [t for t in _counted(url) if t.number not in pre]
     if errs:
         raise SystemExit(f"{n} workers: a worker failed: {errs}")
@@ -114,7 +145,12 @@ def run_one(n: int, url: str, work: Path, args) -> dict:
     return {"workers": n, "trials": len(trials), "wall_s": round(wall, 2),
             "trials_per_min": round(60 * len(trials) / wall, 1),
             "steady_s": round(steady, 2), "steady_trials_per_min": round(60 * len(trials) / steady, 1),
-            "per_worker": dict(sorted(share.items())), "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "per_worker": dict(sorted(share.items())),
+            # what saturates: the workers' CPU time against the machine's (wall × cores), and the server's
+            "workers_cpu_s": round(worker_cpu, 1), "server_cpu_s": round(server_cpu, 1),
+            "machine_cpu_share_workers": round(worker_cpu / (wall * os.cpu_count()), 3),
+            "machine_cpu_share_server": round(server_cpu / (wall * os.cpu_count()), 3),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv=None) -> int:
@@ -132,6 +168,8 @@ def main(argv=None) -> int:
                     help="default postgres where its binaries are installed, else sqlite")
     ap.add_argument("--tiny", action="store_true", help="the synthetic model, 24 trials, 1,2 workers")
     args = ap.parse_args(argv)
+    # a terminated run still stops its cluster and removes its folders (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.tiny:
         args.model, args.trials = "synthetic", args.trials or 24
         args.workers = args.workers or "1,2"
@@ -177,10 +215,13 @@ def main(argv=None) -> int:
             cluster.destroy()
         shutil.rmtree(root, ignore_errors=True)
     base = rows[0]["trials_per_min"] if rows else float("nan")
-    print(f"\n{'workers':>7} {'trials':>6} {'wall s':>7} {'trials/min':>10} {'steady/min':>10} {'speedup':>7}")
+    print(f"\n{'workers':>7} {'trials':>6} {'wall s':>7} {'trials/min':>10} {'steady/min':>10} {'speedup':>7} "
+          f"{'workers CPU':>11} {'server CPU':>10} {'load':>5}")
     for r in rows:
         print(f"{r['workers']:>7} {r['trials']:>6} {r['wall_s']:>7.1f} {r['trials_per_min']:>10.1f} "
-              f"{r['steady_trials_per_min']:>10.1f} {r['trials_per_min'] / base:>7.2f}")
+              f"{r['steady_trials_per_min']:>10.1f} {r['trials_per_min'] / base:>7.2f} "
+              f"{r['machine_cpu_share_workers']:>10.0%} {r['machine_cpu_share_server']:>10.0%} "
+              f"{r['load_average'][0]:>5.1f}")
     gpu_names = []
     if args.measure:
         import torch

@@ -82,7 +82,7 @@ BASE = ["search", "--model", "synthetic", "--no-progress"]
     (["--gpu", "a100", "--budget", "4x", "--space", "BAD_SPACE"], "unknown key(s) ['momentum']"),
     (["--spec", "BAD_SPEC"], "unknown key(s) ['trails']"),
     (["--budget", "4x"], "give --gpu"),
-    (["--gpu", "a100", "--budget", "4x", "--workers", "0"], "workers"),
+    (["--gpu", "a100", "--budget", "4x", "--workers", "-1"], "workers"),
 ])
 def test_bad_inputs_give_a_clear_error_and_leave_no_run_dir(in_tmp, capsys, args, fragment):
     args = [a.replace("BAD_SPACE", str(_bad_space(in_tmp))).replace("BAD_SPEC", str(_bad_spec(in_tmp)))

@@ -26,7 +26,13 @@ from .devices import pin_device
 from .identity import worker_identity
 from .quiet import optuna_quiet
 from .settings import StudySettings, load_settings
-from .storage import close_storage, open_storage, probe_storage, resolve_storage, study_names
+from .storage import (
+    close_storage,
+    open_storage,
+    probe_storage,
+    resolve_storage,
+    study_names,
+)
 from .workers import WorkerStats, run_worker, worker_index
 
 __all__ = ["join_study", "check_version", "check_model"]

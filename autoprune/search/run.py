@@ -53,9 +53,9 @@ from .config import (
     derive_study_name,
 )
 from .export import ExportResult, export_study
+from .locks import study_lock
 from .objective import TrialRunner
 from .quiet import optuna_quiet
-from .locks import study_lock
 from .recovery import count_done, recover_orphans
 from .references import REFERENCES, Reference, reference_schedules
 from .samplers import check_sampler

@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 
 from ..interfaces import SourceRequest, StudyInputs
 from ..models import get_model_source
-from .devices import parse_devices, pin_device
+from .devices import pin_device
 from .locks import study_lock
 from .objective import TrialRunner
 from .quiet import optuna_quiet

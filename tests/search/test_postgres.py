@@ -19,7 +19,9 @@ from autoprune.cli import main
 from autoprune.errors import StorageError
 from autoprune.search.config import SearchConfig
 from autoprune.search.run import run_search
-from autoprune.search.storage import open_storage, resolve_storage
+from autoprune.search.export import export_study
+from autoprune.search.snapshot import study_snapshot
+from autoprune.search.storage import close_storage, open_storage, resolve_storage
 
 STUDY = "pg-a100-4x"
 COMPACT = ("none", "fastv", "high_to_low")
@@ -72,8 +74,19 @@ def assert_complete_and_unique(study, trials):
 def test_four_workers_in_their_own_folders_lose_and_duplicate_no_trial_and_export_optunas_front(pg_db, tmp_path):
     create(tmp_path, pg_db, 40)
     procs = [start_worker(pg_db, STUDY, tmp_path / f"host-{i}", f"host-{i}", "--index", str(i)) for i in range(4)]
+    live = 0
+    while any(p.poll() is None for p in procs):  # exports while the workers write: each one self-consistent
+        reader = open_storage(resolve_storage(pg_db, Path(".")), heartbeat_s=None, snapshot=True)
+        snap = study_snapshot(optuna.load_study(study_name=STUDY, storage=reader))
+        close_storage(reader)
+        if snap.get_trials(states=(TrialState.COMPLETE,)):
+            index = json.loads(export_study(snap, tmp_path / "live").index_path.read_text())
+            assert index["agrees_with_optuna_best_trials"] and index["n_trials"] == len(snap.trials)
+            live += 1
+        time.sleep(0.5)
     for rc, _out, err in finish(procs):
         assert rc == 0, err
+    assert live >= 1
     study = load(pg_db)
     counted = assert_complete_and_unique(study, 40)
     hosts = {t.user_attrs["worker"].split(":")[0] for t in counted}

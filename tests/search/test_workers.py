@@ -9,8 +9,11 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from autoprune.cli import main
+from autoprune.cost.gpus import resolve
 from autoprune.errors import ConfigError
+from autoprune.interfaces import SourceRequest
 from autoprune.models.synthetic import SyntheticSource
+from autoprune.schedule import ModelSignature
 from autoprune.search.config import SearchConfig
 from autoprune.search.devices import parse_devices
 from autoprune.search.join import check_model, check_version
@@ -18,9 +21,6 @@ from autoprune.search.resilient import is_connection_error
 from autoprune.search.run import run_search
 from autoprune.search.settings import load_settings
 from autoprune.search.storage import resolve_storage
-from autoprune.interfaces import SourceRequest
-from autoprune.cost.gpus import resolve
-from autoprune.schedule import ModelSignature
 
 COMPACT = ("none", "fastv", "high_to_low")
 
