@@ -83,36 +83,35 @@ def _counted(url: str):
         close_storage(storage)
 
 
-def _postgres_cpu_s() -> float:
-    """CPU seconds used so far by the processes of the ``postgres`` user (the server), from /proc."""
-    import pwd
-
+def _server_cpu_s(cluster) -> float:
+    """CPU seconds the server has used: the postmaster's own and its reaped children's (every backend
+    that served a worker's connection), from /proc; 0 without a cluster (SQLite)."""
+    if cluster is None:
+        return 0.0
     try:
-        uid = pwd.getpwnam("postgres").pw_uid
-    except KeyError:
-        uid = os.getuid()
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+        pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    live = 0
+    for d in Path("/proc").iterdir():  # backends still running count too
         try:
-            if d.stat().st_uid != uid or "postgres" not in (d / "comm").read_text():
-                continue
-            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(f[11]) + int(f[12])) / tick
+            if d.name.isdigit() and (d / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                g = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                live += int(g[11]) + int(g[12])
         except (OSError, IndexError, ValueError):
             continue
-    return total
+    return (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]) + live) / os.sysconf("SC_CLK_TCK")
 
 
-def run_one(n: int, url: str, work: Path, args) -> dict:
+def run_one(n: int, url: str, work: Path, args, cluster=None) -> dict:
     import resource
 
     work.mkdir(parents=True)
     _create(url, work / "creator", args)
     pre = {t.number for t in _counted(url)}  # references evaluated at creation (not the workers')
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pg0 = _postgres_cpu_s()
+    pg0 = _server_cpu_s(cluster)
     t0 = time.monotonic()
     procs = []
     for i in range(n):
@@ -131,7 +130,7 @@ def run_one(n: int, url: str, work: Path, args) -> dict:
     wall = time.monotonic() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     worker_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
-    server_cpu = _postgres_cpu_s() - pg0
+    server_cpu = _server_cpu_s(cluster) - pg0
     trials = [t for t in _counted(url) if t.number not in pre]
     if errs:
         raise SystemExit(f"{n} workers: a worker failed: {errs}")
@@ -206,7 +205,7 @@ def main(argv=None) -> int:
                 url = cluster.url.rsplit("/", 1)[0] + "/" + db
             else:
                 url = f"sqlite:///{root / f'scaling_{n}.db'}"
-            row = run_one(n, url, root / f"w{n}", args)
+            row = run_one(n, url, root / f"w{n}", args, cluster)
             rows.append(row)
             print(f"{n} worker(s): {row['trials']} trials in {row['wall_s']:.1f} s = {row['trials_per_min']:.1f}/min "
                   f"(steady {row['steady_trials_per_min']:.1f}/min), per worker {row['per_worker']}", flush=True)
