@@ -420,7 +420,9 @@ def _save(fig, path) -> Path:
 
 
 def _layer_labels(layers, kinds):
-    return [f"{j}{ {'attention': 'A', 'linear': 'L'}.get(k, 'M')}" for j, k in zip(layers, kinds)]
+    # AM: a layer with both mixers; L: Gated DeltaNet
+    short = {"attention": "A", "mamba": "M", "attention+mamba": "AM", "linear": "L"}
+    return [f"{j}{short.get(k, 'M')}" for j, k in zip(layers, kinds)]
 
 
 def render_sparsity(res: SparsityResult, path) -> Path:

@@ -11,7 +11,7 @@ from . import commands
 from ._version import __version__
 from .errors import AutopruneError
 
-ORDER = ["search", "report", "apply", "profile", "gpus", "demo", "analyze"]
+ORDER = ["search", "worker", "report", "apply", "profile", "gpus", "demo", "analyze"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,12 @@ The model is changed only through removable hooks:
   and slices every per-token input of the layer (masks, position ids, RoPE cos/sin)
   to the tokens still present; kept tokens keep their original positions;
 - forward hooks on the evidence layers' own projections (``q_proj``/``k_proj`` of
-  attention, ``in_proj`` of Mamba2) capture what the language-aware score needs;
+  attention, ``in_proj`` of Mamba2, ``x_proj`` of Mamba1, a Gated DeltaNet's input
+  projections) capture what the language-aware
+  score needs (a pre-hook on the attention module where q/k are more than the projections'
+  outputs, as on Zamba2's shared attention); a layer with two mixers (Falcon-H1's parallel
+  attention + Mamba2, Zamba2's shared attention + Mamba2) blends both evidences,
+  ``w_attn·ê_attn + w_mamba·ê_mamba``, into one state update;
 - a pre-hook on the decoder stack starts a prefill and, during decoding after a
   reduced prefill, maps the full-length attention mask and positions onto the
   cache, which holds only the kept tokens.
@@ -46,10 +51,11 @@ from . import delta_rule, scoring
 from .adapters import HybridAdapter, get_adapter, get_input_stage
 from .errors import ReductionInputError
 from .kernels import causal_conv1d_act_ref, dispatch
-from .plan import ReductionPlan, plan_reduction
+from .plan import ReductionPlan, evidence_kind, plan_reduction
 from .schedule import Schedule
 
-__all__ = ["ReductionHandle", "attach_evidence_store", "attention_mask_4d", "first_true_indices", "mamba2_inputs",
+__all__ = ["ReductionHandle", "attach_evidence_store", "attention_mask_4d", "first_true_indices", "mamba1_inputs",
+           "mamba2_inputs",
            "reduce"]
 
 # decoder module -> evidence store attached for the duration of one call (see the module docstring)
@@ -116,6 +122,7 @@ class _Prefill:
         self.pending_q: dict[int, torch.Tensor] = {}
         self.pending_rope: dict[int, tuple] = {}
         self.pending_dn: dict[int, list] = {}
+        self.partial: dict[int, dict] = {}  # layer with two mixers -> the evidence of each seen so far
         self.store = None  # an attached evidence store (prefix activation cache), if any
 
     @property
@@ -336,6 +343,13 @@ class ReductionHandle:
     def _bind_ragged(self) -> None:
         """One plan per row; the union of prune and evidence layers; each prune layer's width."""
         kinds = self.adapter.layer_kinds
+        # Ragged masks are rebuilt for attention ("*") and Mamba2 ("M") layers only; the two-mixer
+        # and Mamba1 layers take masks of their own (Falcon-H1's mamba_attention_mask, Zamba2's
+        # positional masks), which a re-laid-out row would hand them stale.
+        unsupported = sorted(set(kinds) & set("PSA"))
+        if unsupported:
+            raise ReductionInputError(f"ragged batches are not supported on {self.adapter.model_type} "
+                                      f"(layer kinds {unsupported}); reduce rows of equal visual counts")
         by_count = {v: plan_reduction(self.schedule, kinds, v) for v in sorted(set(self.row_visual))}
         self.row_plans = tuple(by_count[v] for v in self.row_visual)
         prunes = sorted({i for p in by_count.values() for i in p.prune_layers})
@@ -493,9 +507,10 @@ class ReductionHandle:
         kinds = self.adapter.layer_kinds
         evidence_layers = dict(self.plan.evidence_layers)
         if self.record_evidence:
-            kind_of = {"*": "attention", "M": "mamba", "L": "linear"}  # short convs ("C") give none
-            evidence_layers.update({j: kind_of[k] for j, k in enumerate(kinds)
-                                    if k in kind_of and j not in evidence_layers})
+            for j, k in enumerate(kinds):
+                kind = evidence_kind(k, 1.0, 1.0)
+                if kind and j not in evidence_layers:
+                    evidence_layers[j] = kind
         return evidence_layers
 
     def _install_evidence(self):
@@ -503,20 +518,29 @@ class ReductionHandle:
             h.remove()
         self._evidence_hooks.clear()
         evidence_layers = self._evidence_installed = self._evidence_layers()
+        kinds = self.adapter.layer_kinds
         for j, kind in evidence_layers.items():
-            if kind == "attention":
-                parts = self.adapter.attention_parts(j)
-                self._evidence_hooks.append(parts.module.register_forward_pre_hook(self._attn_pre(j),
-                                                                                   with_kwargs=True))
-                self._evidence_hooks.append(parts.q_proj.register_forward_hook(self._q_hook(j, parts)))
-                self._evidence_hooks.append(parts.k_proj.register_forward_hook(self._k_hook(j, parts)))
-            elif kind == "linear":
-                parts = self.adapter.deltanet_parts(j)
-                for i, proj in enumerate(parts.projections):
-                    self._evidence_hooks.append(proj.register_forward_hook(self._deltanet_hook(j, i, parts)))
-            else:
-                parts = self.adapter.mamba2_parts(j)
-                self._evidence_hooks.append(parts.in_proj.register_forward_hook(self._in_proj_hook(j, parts)))
+            for part in kind.split("+"):
+                self._evidence_hooks.extend(self._capture(j, part, kinds[j]))
+
+    def _capture(self, j: int, part: str, letter: str) -> list:
+        """Hooks that compute the ``part`` (attention | mamba | linear) evidence of layer ``j``."""
+        if part == "attention":
+            parts = self.adapter.attention_parts(j)
+            if parts.project_q is not None:
+                return [parts.module.register_forward_pre_hook(self._attn_input_hook(j, parts), with_kwargs=True)]
+            return [parts.module.register_forward_pre_hook(self._attn_pre(j), with_kwargs=True),
+                    parts.q_proj.register_forward_hook(self._q_hook(j, parts)),
+                    parts.k_proj.register_forward_hook(self._k_hook(j, parts))]
+        if part == "linear":
+            parts = self.adapter.deltanet_parts(j)
+            return [proj.register_forward_hook(self._deltanet_hook(j, i, parts))
+                    for i, proj in enumerate(parts.projections)]
+        if letter == "A":
+            parts = self.adapter.mamba1_parts(j)
+            return [parts.x_proj.register_forward_hook(self._x_proj_hook(j, parts))]
+        parts = self.adapter.mamba2_parts(j)
+        return [parts.in_proj.register_forward_hook(self._in_proj_hook(j, parts))]
 
     def remove(self) -> None:
         for h in self._hooks + self._evidence_hooks:
@@ -659,6 +683,7 @@ class ReductionHandle:
     def _layer_pre(self, i: int):
         names = self.adapter.per_token_kwargs
         kinds = self.adapter.layer_kinds
+        arg_slots = self.adapter.per_token_args
 
         def hook(module, args, kwargs):
             pf = self._prefill
@@ -674,6 +699,11 @@ class ReductionHandle:
                 for name in names:
                     if name in kwargs and not (pf.ragged and name == "attention_mask"):
                         kwargs[name] = pf.slice_kwarg(name, kwargs[name])
+                if arg_slots and len(args) > 1:
+                    args = list(args)
+                    for a in arg_slots:
+                        if a < len(args):
+                            args[a] = pf.slice_kwarg(f"argument {a} of layer {i}", args[a])
             if pf.ragged:
                 if kinds[i] == "*":
                     pf.layer_valid[i] = pf.valid
@@ -701,7 +731,9 @@ class ReductionHandle:
         kind_w = self.plan.evidence_layers.get(layer)
         if kind_w is not None:
             sc = self.schedule.scorer
-            w = sc.w_attn if kind_w == "attention" else sc.w_mamba
+            # a blended "attention+mamba" evidence already carries its weights (see _part); Gated
+            # DeltaNet ("linear") evidence is weighted like Mamba's
+            w = {"attention": sc.w_attn, "mamba": sc.w_mamba, "linear": sc.w_mamba}.get(kind_w, sc.w_attn + sc.w_mamba)
             if not pf.ragged:
                 pf.state.update(ev, w)
                 return
@@ -710,6 +742,20 @@ class ReductionHandle:
             pf.state.update(torch.where(pf.vis_valid, ev, torch.zeros_like(ev)), w)
             rows = self.device_const(("evidence_rows", layer), ev.device)
             pf.state.scores = torch.where(rows[:, None], pf.state.scores, before)
+
+    def _part(self, pf: _Prefill, layer: int, part: str, ev: torch.Tensor):
+        """The ``part`` evidence of ``layer``; a layer with two mixers records once both are in."""
+        kind = self._evidence_installed.get(layer, part)
+        if kind == part:
+            self._record(pf, layer, part, ev)
+            return None
+        got = pf.partial.setdefault(layer, {})
+        got[part] = scoring.normalise(ev.float())
+        if len(got) == 2:
+            del pf.partial[layer]
+            sc = self.schedule.scorer
+            wa, wm = (sc.w_attn, sc.w_mamba) if sc.w_attn + sc.w_mamba > 0 else (1.0, 1.0)
+            self._record(pf, layer, kind, wa * got["attention"] + wm * got["mamba"])
 
     def _attn_pre(self, j):
         def hook(module, args, kwargs):
@@ -737,35 +783,36 @@ class ReductionHandle:
             if pf is None or not pf.active or j not in pf.pending_q:
                 return None
             with torch.no_grad():
-                q_idx, q_valid, v_idx = pf.indices()
-                q = pf.pending_q.pop(j)
-                b, Qn = q.shape[:2]
-                k = out.detach()
-                n = k.shape[1]
-                q = q.view(b, Qn, parts.num_heads, parts.head_dim)
-                k = k.view(b, n, parts.num_kv_heads, parts.head_dim)
-                if parts.q_norm is not None:  # QK-norm: the layer normalises per head before RoPE
-                    q = parts.q_norm(q)
-                if parts.k_norm is not None:
-                    k = parts.k_norm(k)
-                q, k = q.transpose(1, 2), k.transpose(1, 2)
-                rope = pf.pending_rope.pop(j, None)
-                if parts.rotary is not None:
-                    if rope is None:
-                        raise ReductionInputError(f"layer {j}: attention with RoPE was called without cos/sin")
-                    cos, sin = rope
-                    cos = cos.expand(b, *cos.shape[1:]) if cos.shape[0] == 1 else cos
-                    sin = sin.expand(b, *sin.shape[1:]) if sin.shape[0] == 1 else sin
-                    gi = q_idx[..., None].expand(-1, -1, cos.shape[-1])
-                    q, _ = parts.rotary(q, q, torch.gather(cos, 1, gi), torch.gather(sin, 1, gi))
-                    _, k = parts.rotary(k, k, cos, sin)
-                ev = scoring.attention_evidence(
-                    q, k, q_idx, v_idx, scaling=parts.scaling, head_agg=self.schedule.scorer.head_agg,
-                    key_valid=pf.valid, query_valid=q_valid, use_kernels=self.use_kernels,
-                )
-                self._record(pf, j, "attention", ev)
+                self._attention_evidence(pf, j, parts, pf.pending_q.pop(j), out.detach(), pf.pending_rope.pop(j, None))
             return None
         return hook
+
+    def _attention_evidence(self, pf: _Prefill, j: int, parts, q, k, rope):
+        """Evidence of attention layer ``j`` from q ``(b, Q, H·d)`` of the query rows and k ``(b, n, Hkv·d)``."""
+        q_idx, q_valid, v_idx = pf.indices()
+        b, Qn = q.shape[:2]
+        n = k.shape[1]
+        q = q.reshape(b, Qn, parts.num_heads, parts.head_dim)
+        k = k.reshape(b, n, parts.num_kv_heads, parts.head_dim)
+        if parts.q_norm is not None:  # QK-norm: the layer normalises per head before RoPE
+            q = parts.q_norm(q)
+        if parts.k_norm is not None:
+            k = parts.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        if parts.rotary is not None:
+            if rope is None:
+                raise ReductionInputError(f"layer {j}: attention with RoPE was called without cos/sin")
+            cos, sin = rope
+            cos = cos.expand(b, *cos.shape[1:]) if cos.shape[0] == 1 else cos
+            sin = sin.expand(b, *sin.shape[1:]) if sin.shape[0] == 1 else sin
+            gi = q_idx[..., None].expand(-1, -1, cos.shape[-1])
+            q, _ = parts.rotary(q, q, torch.gather(cos, 1, gi), torch.gather(sin, 1, gi))
+            _, k = parts.rotary(k, k, cos, sin)
+        ev = scoring.attention_evidence(
+            q, k, q_idx, v_idx, scaling=parts.scaling, head_agg=self.schedule.scorer.head_agg,
+            key_valid=pf.valid, query_valid=q_valid, use_kernels=self.use_kernels,
+        )
+        self._part(pf, j, "attention", ev)
 
     def _in_proj_hook(self, j, parts):
         def hook(module, args, out):
@@ -779,7 +826,37 @@ class ReductionHandle:
                     B, C, dt, A, q_idx, v_idx, decay=self.schedule.scorer.mamba_decay,
                     head_agg=self.schedule.scorer.head_agg, query_valid=q_valid, use_kernels=self.use_kernels,
                 )
-                self._record(pf, j, "mamba", ev)
+                self._part(pf, j, "mamba", ev)
+            return None
+        return hook
+
+    def _x_proj_hook(self, j, parts):
+        def hook(module, args, out):
+            pf = self._prefill
+            if pf is None or not pf.active:
+                return None
+            with torch.no_grad():
+                B, C, dt, A = mamba1_inputs(parts, out.detach())
+                q_idx, q_valid, v_idx = pf.indices()
+                ev = scoring.mamba1_evidence(
+                    B, C, dt, A, q_idx, v_idx, decay=self.schedule.scorer.mamba_decay,
+                    head_agg=self.schedule.scorer.head_agg, query_valid=q_valid,
+                )
+                self._part(pf, j, "mamba", ev)
+            return None
+        return hook
+
+    def _attn_input_hook(self, j, parts):
+        # q/k recomputed from the attention's own input (parts.project_q/k): query rows only for q
+        def hook(module, args, kwargs):
+            pf = self._prefill
+            if pf is None or not pf.active:
+                return None
+            with torch.no_grad():
+                x = (args[0] if args else kwargs["hidden_states"]).detach()
+                q_idx, _, _ = pf.indices()
+                q = parts.project_q(torch.gather(x, 1, q_idx[..., None].expand(-1, -1, x.shape[-1])))
+                self._attention_evidence(pf, j, parts, q, parts.project_k(x), kwargs.get("position_embeddings"))
             return None
         return hook
 
@@ -843,6 +920,8 @@ def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None
     """
     I, G, N = parts.intermediate_size, parts.n_groups, parts.state_size
     b, n, _ = zxbcdt.shape
+    if parts.in_proj_scale is not None:
+        zxbcdt = zxbcdt * parts.in_proj_scale.to(zxbcdt.dtype)
     conv_dim = I + 2 * G * N
     w = parts.conv_weight[I:conv_dim]
     bias = None if parts.conv_bias is None else parts.conv_bias[I:conv_dim]
@@ -862,6 +941,25 @@ def mamba2_inputs(parts, zxbcdt: torch.Tensor, valid: torch.Tensor | None = None
         dt = dt.clamp(min=lo, max=hi)
     A = -torch.exp(parts.A_log.to(f))
     return B, C, dt, A
+
+
+def mamba1_inputs(parts, x_dbc: torch.Tensor):
+    """B, C ``(b, n, N)`` (after their norms), dt ``(b, n, D)`` (after ``dt_proj`` and softplus) and
+    A ``(D, N)`` of a Mamba1 mixer from ``x_proj``'s output ``x_dbc (b, n, R + 2N)``; fp32 (float64
+    stays float64). ``x_proj``'s input is already masked at padding tokens, so B there is zero."""
+    f = torch.float64 if x_dbc.dtype == torch.float64 else torch.float32
+    R, N = parts.dt_rank, parts.state_size
+    ts, B, C = torch.split(x_dbc, [R, N, N], dim=-1)
+    if parts.dt_norm is not None:
+        ts = parts.dt_norm(ts)
+    if parts.b_norm is not None:
+        B = parts.b_norm(B)
+    if parts.c_norm is not None:
+        C = parts.c_norm(C)
+    dt = ts.to(f) @ parts.dt_proj_weight.to(f).T
+    if parts.dt_proj_bias is not None:
+        dt = dt + parts.dt_proj_bias.to(f)
+    return B.to(f), C.to(f), F.softplus(dt), -torch.exp(parts.A_log.to(f))
 
 
 def reduce(model: nn.Module, schedule: Schedule, visual_mask: torch.Tensor, query_mask: torch.Tensor | None = None,

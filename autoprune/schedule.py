@@ -38,8 +38,19 @@ from .errors import (
 )
 
 FORMAT = "autoprune.schedule/v1"
-LAYER_KIND_LETTERS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
-                      "L": "linear_attention", "C": "short_conv"}
+LAYER_KIND_LETTERS = {
+    "M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
+    # a layer running attention and Mamba2 in parallel on the same input (Falcon-H1)
+    "P": "parallel",
+    # a layer running a weight-tied shared attention block, then Mamba2 (Zamba2's hybrid layers)
+    "S": "shared_attention",
+    # a Mamba1 (selective-scan, per-channel) layer (Jamba)
+    "A": "mamba1",
+    # a Gated DeltaNet linear-attention layer (Qwen3.5, Qwen3-Next), its MLP in the same layer
+    "L": "linear_attention",
+    # a short-convolution layer (LFM2), its MLP in the same layer
+    "C": "short_conv",
+}
 HEAD_AGGREGATIONS = ("mean", "max")
 SELECTORS = ("language", "uniform_stride", "random")
 PREFILTERS = (None, "uniform_stride")
@@ -67,8 +78,11 @@ class ModelSignature:
     """Identifies the model a schedule belongs to.
 
     ``layer_kinds`` uses NemotronH's pattern letters, one per decoder layer:
-    ``M`` Mamba, ``*`` attention, ``-`` MLP, ``E`` MoE; and ``L`` linear attention (Gated
-    DeltaNet), ``C`` short convolution (LFM2), each a mixer with its MLP in the same layer. ``fingerprint`` hashes the
+    ``M`` Mamba(2), ``*`` attention, ``-`` MLP, ``E`` MoE, and for other families ``P``
+    attention and Mamba2 in parallel (Falcon-H1), ``S`` shared attention block then Mamba2
+    (Zamba2), ``A`` Mamba1 (Jamba), ``L`` linear attention (Gated DeltaNet), ``C`` short
+    convolution (LFM2), each a mixer with its MLP in the same layer; see
+    :data:`LAYER_KIND_LETTERS`. ``fingerprint`` hashes the
     architecture (see :func:`autoprune.adapters.fingerprint`); ``None`` skips that check.
     """
 
@@ -320,8 +334,9 @@ class Schedule:
     def check_model(self, signature: ModelSignature) -> None:
         """Raise :class:`ModelMismatchError` if this schedule was made for another model."""
         if len(self.keep) != signature.num_layers:
+            mine = "" if self.model is None else f" (for {self.model.family!r}, {self.model.layer_kinds!r})"
             raise ModelMismatchError(
-                f"schedule has {len(self.keep)} layers but the model {signature.family!r} has "
+                f"schedule has {len(self.keep)} layers{mine} but the model {signature.family!r} has "
                 f"{signature.num_layers} ({signature.layer_kinds!r})"
             )
         if self.model is None:

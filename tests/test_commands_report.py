@@ -58,3 +58,13 @@ def test_report_errors_name_what_is_missing(in_tmp, capsys):
     assert "no study 'other'" in err and "synthetic-a100-4x" in err
     assert main(["report", "runs/synthetic-a100-4x", "--latency-tolerance", "2"]) == 2
     assert "--latency-tolerance" in capsys.readouterr().err
+
+
+def test_report_of_a_run_dir_reads_the_journal_storage_search_json_records(in_tmp, capsys):
+    journal = in_tmp / "s.journal"
+    assert main(SEARCH + ["--study", "j2", "--storage", f"journal:{journal}"]) == 0
+    capsys.readouterr()
+    run = in_tmp / "runs" / "j2"
+    (run / "report.md").unlink()
+    assert main(["report", str(run)]) == 0  # no --storage: search.json says where the study lives
+    assert (run / "report.md").is_file()

@@ -82,7 +82,7 @@ BASE = ["search", "--model", "synthetic", "--no-progress"]
     (["--gpu", "a100", "--budget", "4x", "--space", "BAD_SPACE"], "unknown key(s) ['momentum']"),
     (["--spec", "BAD_SPEC"], "unknown key(s) ['trails']"),
     (["--budget", "4x"], "give --gpu"),
-    (["--gpu", "a100", "--budget", "4x", "--workers", "0"], "workers"),
+    (["--gpu", "a100", "--budget", "4x", "--workers", "-1"], "workers"),
     (["--gpu", "a100", "--budget", "-3ms"], "> 0 ms"),  # no '=' needed
     (["--gpu", "a100", "--budget", "4x", "--seed", "abc"], "--seed takes a non-negative integer"),
     (["--gpu", "a100", "--budget", "4x", "--seed", "-1"], "--seed takes a non-negative integer"),

@@ -7,9 +7,12 @@ import torch
 import autoprune
 from autoprune import ReductionInputError, Schedule, ScorerConfig
 from autoprune.adapters import get_adapter
+from tiny_hybrids import tiny_falcon_h1, tiny_granitemoehybrid, tiny_jamba, tiny_zamba2
 from tiny_models import tiny_bamba, tiny_nemotron_h
 
-FAMILIES = {"nemotron_h": tiny_nemotron_h, "bamba": tiny_bamba}
+# Granite 4.0-H has only Mamba2 and attention mixers (M, *): the ragged masks cover it
+FAMILIES = {"nemotron_h": tiny_nemotron_h, "bamba": tiny_bamba,
+            "granitemoehybrid": lambda: tiny_granitemoehybrid(rope=True)}
 
 
 def requests(n=8, seed=0):
@@ -94,6 +97,15 @@ def test_different_visual_counts_without_ragged_are_refused_with_a_hint():
     _, vm, _, _ = left_pad(rows, masks)
     with pytest.raises(ReductionInputError, match="ragged=True"):
         autoprune.reduce(model, schedule(model), visual_mask=vm)
+
+
+@pytest.mark.parametrize("make", [tiny_falcon_h1, tiny_zamba2, tiny_jamba], ids=["falcon_h1", "zamba2", "jamba"])
+def test_ragged_batches_are_refused_on_layers_that_take_masks_of_their_own(make):
+    model = make()
+    rows, masks = requests(n=2)
+    _, vm, tv, _ = left_pad(rows, masks)
+    with pytest.raises(ReductionInputError, match="ragged batches are not supported on"):
+        autoprune.reduce(model, schedule(model), visual_mask=vm, ragged=True, token_valid=tv)
 
 
 def test_pads_after_real_tokens_are_refused():

@@ -4,6 +4,7 @@ import csv
 import json
 
 import optuna
+import pytest
 
 from autoprune.cli import main
 from autoprune.schedule import Schedule
@@ -41,6 +42,20 @@ def test_default_search_on_the_demo_model_exports_the_feasible_front(tmp_path, c
         sched = Schedule.load(run / s["file"], model=ev.signature)
         assert sched.keep[0] == 1.0
         assert s["latency_ms"] <= budget_ms
+    # One token accounting: each exported schedule keeps the same share of the tokens at every
+    # evaluated length as at the served (latency) length, to within one token, and its speedup is
+    # the latency of those served tokens.
+    tok = index["provenance"]["tokens"]
+    served = tok["served_visual"]
+    assert served == 16384 and sorted(tok["evaluated_visual"]) == [256, 512, 1024]
+    for s in index["schedules"]:
+        sched = Schedule.load(run / s["file"])
+        assert all(k >= tok["floor"] - 1e-12 for k in sched.keep)  # exported already at the floor or above
+        at_served = [n / served for n in sched.tokens_per_layer(served)]
+        for v in tok["evaluated_visual"]:
+            evaluated = sched.replace(min_tokens=1).tokens_per_layer(v)
+            assert all(abs(n / v - b) <= 1.0 / v + 1e-12 for n, b in zip(evaluated, at_served))
+        assert s["speedup"] == pytest.approx(index["target"]["baseline_ms"] / s["latency_ms"])
     study = optuna.load_study(study_name="demo-a100-4x", storage=f"sqlite:///{run / 'study.db'}")
     assert len(study.trials) == 12
     assert (run / "report.md").is_file() and (run / "figures" / "pareto.png").is_file()

@@ -6,11 +6,23 @@ layer is, and how to read the inputs of evidence from a layer's own modules.
 
 from __future__ import annotations
 
-from . import bamba, evs, lfm2, nemotron_h, qwen3_5, qwen3_next  # noqa: F401  (registration side effect)
+from . import (  # noqa: F401  (registration side effect)
+    bamba,
+    evs,
+    falcon_h1,
+    granitemoehybrid,
+    jamba,
+    lfm2,
+    nemotron_h,
+    qwen3_5,
+    qwen3_next,
+    zamba2,
+)
 from .base import (
                    AttentionParts,
                    GatedDeltaNetParts,
                    HybridAdapter,
+                   Mamba1Parts,
                    Mamba2Parts,
                    fingerprint,
                    get_adapter,
@@ -23,6 +35,7 @@ __all__ = [
     "AttentionParts",
     "GatedDeltaNetParts",
     "HybridAdapter",
+    "Mamba1Parts",
     "Mamba2Parts",
     "fingerprint",
     "get_adapter",

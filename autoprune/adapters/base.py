@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from ..schedule import ModelSignature
+from ..schedule import LAYER_KIND_LETTERS, ModelSignature
 
 _REGISTRY: dict[str, type[HybridAdapter]] = {}
 # Wrappers whose decoder receives another sequence than the wrapper's input (EVS), by model_type.
@@ -99,6 +99,11 @@ class AttentionParts:
     # LFM2's q_layernorm/k_layernorm); None where the family has none.
     q_norm: nn.Module | None = None
     k_norm: nn.Module | None = None
+    # Where q/k are not the outputs of q_proj/k_proj alone (Zamba2's per-layer LoRA adapters on
+    # its shared attention): hidden (b, n, D) -> (b, n, H*d) and -> (b, n, Hkv*d), computed from
+    # the input the attention module is called with (a pre-hook captures it); q only for query rows.
+    project_q: Callable | None = None
+    project_k: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,8 @@ class Mamba2Parts:
     A_log: torch.Tensor
     dt_limit: tuple[float, float]
     activation_name: str = "silu"  # the config's name for ``activation`` (kernels know "silu")
+    # Multiplies in_proj's output before it is split (Falcon-H1's µP ``mup_vector``); None: none.
+    in_proj_scale: torch.Tensor | None = None
 
     @classmethod
     def from_mixer(cls, m: nn.Module) -> Mamba2Parts:
@@ -127,6 +134,36 @@ class Mamba2Parts:
             activation=m.act, intermediate_size=m.intermediate_size, n_groups=m.n_groups,
             state_size=m.ssm_state_size, num_heads=m.num_heads, dt_bias=m.dt_bias, A_log=m.A_log,
             dt_limit=tuple(m.time_step_limit), activation_name=m.activation,
+            in_proj_scale=getattr(m, "mup_vector", None),
+        )
+
+
+@dataclass(frozen=True)
+class Mamba1Parts:
+    """What evidence needs from a Mamba1 mixer (Jamba): ``x_proj``'s output splits as [dt, B, C].
+
+    ``x_proj`` reads the post-conv, post-activation (and padding-masked) channels; ``dt`` goes
+    through ``dt_norm`` and ``dt_proj`` (weight and bias, then softplus), ``B``/``C`` through
+    their norms (Jamba's RMSNorms; None where a family has none).
+    """
+
+    module: nn.Module
+    x_proj: nn.Module
+    dt_rank: int
+    state_size: int
+    dt_proj_weight: torch.Tensor  # (D, R)
+    dt_proj_bias: torch.Tensor | None
+    A_log: torch.Tensor  # (D, N)
+    dt_norm: Callable | None = None
+    b_norm: Callable | None = None
+    c_norm: Callable | None = None
+
+    @classmethod
+    def from_jamba_mixer(cls, m: nn.Module) -> Mamba1Parts:
+        return cls(
+            module=m, x_proj=m.x_proj, dt_rank=m.time_step_rank, state_size=m.ssm_state_size,
+            dt_proj_weight=m.dt_proj.weight, dt_proj_bias=m.dt_proj.bias, A_log=m.A_log,
+            dt_norm=m.dt_layernorm, b_norm=m.b_layernorm, c_norm=m.c_layernorm,
         )
 
 
@@ -161,6 +198,9 @@ class HybridAdapter:
     shape_fields: ClassVar[tuple[str, ...]] = ()
     # Layer kwargs that carry one entry per token and must follow the kept tokens.
     per_token_kwargs: ClassVar[tuple[str, ...]] = ("attention_mask", "position_ids")
+    # Positional layer arguments after the hidden states that do too (Zamba2 passes its original
+    # embeddings and both masks positionally), by index into ``args``.
+    per_token_args: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, decoder: nn.Module):
         self.decoder = decoder
@@ -187,7 +227,10 @@ class HybridAdapter:
         raise NotImplementedError
 
     def deltanet_parts(self, layer_idx: int) -> GatedDeltaNetParts:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has no Gated DeltaNet layers")
+
+    def mamba1_parts(self, layer_idx: int) -> Mamba1Parts:
+        raise NotImplementedError(f"{type(self).__name__} has no Mamba1 layers")
 
     # -- shared
     @property
@@ -203,7 +246,6 @@ class HybridAdapter:
         )
 
     def kind(self, layer_idx: int) -> str:
-        """``attention``, ``mamba``, ``linear`` (Gated DeltaNet), ``conv`` (short convolution), ``mlp``
-        or ``moe``."""
-        return {"*": "attention", "M": "mamba", "L": "linear", "C": "conv", "-": "mlp",
-                "E": "moe"}[self.layer_kinds[layer_idx]]
+        """``attention``, ``mamba``, ``mlp``, ``moe``, ``parallel``, ``shared_attention``, ``mamba1``,
+        ``linear_attention`` (Gated DeltaNet) or ``short_conv`` (short convolution)."""
+        return LAYER_KIND_LETTERS[self.layer_kinds[layer_idx]]

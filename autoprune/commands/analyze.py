@@ -15,8 +15,9 @@ def register(subparsers) -> None:
                    help="use an untrained demo model (smoke test of the pipeline; numbers mean nothing)")
     p.add_argument("--jsonl", default=None, help="evaluate on this JSONL dataset instead of demo videos")
     p.add_argument("--model", default=None, metavar="PATH",
-                   help="analyse this transformers checkpoint (the hf model source) on --jsonl records instead of "
-                        "the demo model")
+                   help="analyse a transformers checkpoint (the hf model source: NemotronH, Bamba, Granite 4.0-H, "
+                        "Falcon-H1, Zamba2, Jamba, Qwen3.5, Qwen3-Next, LFM2, NemotronH Omni) on the records of "
+                        "--jsonl instead of the demo model")
     p.add_argument("--samples", type=int, default=256, help="demo test videos for the schedule sweep")
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--evidence-samples", type=int, default=128, help="samples for the evidence statistics")

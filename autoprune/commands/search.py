@@ -98,7 +98,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", help="sampler seed (default 0; 'none' for unseeded)")
     p.add_argument("--storage", help="SQLAlchemy URL or journal:PATH (default sqlite:///<out>/<study>/study.db)")
     p.add_argument("--resume", action="store_true", help="continue an existing study")
-    p.add_argument("--workers", type=int, help="worker processes on the one storage (default 1)")
+    p.add_argument("--workers", type=int, help="worker processes on the one storage (default 1, or one per --devices)")
+    p.add_argument("--devices", metavar="0,1,…", help="GPUs of this node, one worker each (CUDA_VISIBLE_DEVICES "
+                                                     "per worker); with --workers N they are dealt round-robin")
+    p.add_argument("--heartbeat", type=int, metavar="S", help="seconds between heartbeats of a running trial on a "
+                                                              "server storage (default 10; grace 6x)")
     p.add_argument("--measure", action="store_true", default=None, help="time candidates on the present GPU")
     p.add_argument("--energy", action="store_true", help="add energy (J) as a third objective (needs --measure)")
     p.add_argument("--over-budget", choices=["project", "reject"],
@@ -135,7 +139,7 @@ def search_command(args) -> int:
     seed = parse_seed(args.seed) if seed_given else 0
     overrides = dict(
         gpu=args.gpu, budget=args.budget, study=study, model=model, task=args.task, space=args.space,
-        sampler=args.sampler, trials=args.trials, storage=args.storage, workers=args.workers,
+        sampler=args.sampler, trials=args.trials, storage=args.storage, workers=_workers(args),
         measure=args.measure, timeout=args.timeout, over_budget=args.over_budget,
         model_options=options,
         objectives=("score", "latency", "energy") if args.energy else None,
@@ -144,7 +148,9 @@ def search_command(args) -> int:
         race=False if args.no_racing else None,
     )
     common = dict(out=args.out, resume=args.resume, show_progress=not args.no_progress,
-                  validate=not args.no_validation)
+                  validate=not args.no_validation, devices=args.devices or ())
+    if args.heartbeat is not None:
+        common["heartbeat_s"] = args.heartbeat
     if spec is not None:
         config = SearchConfig.from_spec(spec, **overrides, **common)
         if seed_given:
@@ -155,6 +161,13 @@ def search_command(args) -> int:
     if result.export is not None:
         report_run_dir(result.run_dir, storage=result.storage_spec, study=result.study_name)
     return 0
+
+
+def _workers(args) -> int | None:
+    """``--workers``, or one worker per ``--devices`` entry when only those are given."""
+    if args.workers is None and args.devices:
+        return len([d for d in args.devices.split(",") if d.strip()])
+    return args.workers
 
 
 def _replace(config, **kw):

@@ -16,3 +16,7 @@ Modules (import them directly; nothing heavy is imported here, torch included):
 
 Measuring (timers, NVML, the per-layer benchmark, measured latency) is :mod:`autoprune.profiler`.
 """
+
+# Registers the ModelShape conversions of the GraniteMoeHybrid, Falcon-H1, Zamba2 and Jamba
+# families with autoprune.cost.shapes (pure Python; transformers is imported only when used).
+from . import hybrid_shapes  # noqa: E402, F401

@@ -412,8 +412,9 @@ class LatencyModel:
             if i in plan.prune_layers:
                 gg, hh, ex = self.term_ms("gather", text + (V if i == 0 else plan.counts[i - 1]))
                 g, h, gather, extrap = g + gg, h + hh, gather + gg, extrap or ex
-            if i in plan.evidence_layers:
-                what = scoring_term(plan.evidence_layers[i], schedule.scorer)
+            # a layer with two mixers ("attention+mamba") scores both
+            for part in plan.evidence_layers[i].split("+") if i in plan.evidence_layers else ():
+                what = scoring_term(part, schedule.scorer)
                 gg, hh, ex = self.term_ms(what, n)
                 g, h, scoring, extrap = g + gg, h + hh, scoring + gg, extrap or ex
             gpu.append(g)

@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 FORMAT = "autoprune.profile/v1"
-KIND_NAMES = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe", "L": "linear_attention", "C": "short_conv"}
+KIND_NAMES = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe", "L": "linear_attention", "C": "short_conv",
+              "P": "parallel", "S": "shared_attention", "A": "mamba1"}
 SCORING_KEYS = ("attention", "mamba", "mamba_decay", "linear", "linear_decay", "linear_exact")
 _TOP = {"format", "gpu", "device_name", "shape", "method", "prefix_tokens", "query_tokens", "scoring_impl",
         "layers", "scoring", "gather", "head", "skipped", "environment", "created", "autoprune"}

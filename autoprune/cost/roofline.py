@@ -97,6 +97,18 @@ def layer_bytes(shape: ModelShape, kind: str, tokens: int) -> float:
     if kind == "E":
         active = shape.moe_top_k * shape.moe_intermediate_size + shape.moe_shared_intermediate_size
         return float(2 * h * active * b + 4 * n * active * b + n * h * b + block)
+    if kind == "P":  # the two mixers share the block's norm and residual
+        return layer_bytes(shape, "M", tokens) + layer_bytes(shape, "*", tokens) - block
+    if kind == "S":  # Mamba2 + shared block (attention read at 2h, gated MLP, output linear; adapters ignored)
+        Hq, Hk, d, Im = shape.num_attention_heads, shape.num_kv_heads, shape.head_dim, shape.mlp_intermediate_size
+        attn = (2 * h * (Hq + 2 * Hk) * d + Hq * d * h) * b + 2 * n * (Hq + 2 * Hk) * d * b + 2 * n * Hq * d * b
+        shared = attn + 3 * h * Im * b + 6 * n * Im * b + h * h * b + 4 * n * 2 * h * b + block
+        return layer_bytes(shape, "M", tokens) + float(shared)
+    if kind == "A":  # Mamba1: weights, in_proj/conv/x_proj/dt/scan activations, fp32 dt
+        D, N, R, K = shape.mamba_intermediate, shape.ssm_state_size, shape.mamba_dt_rank, shape.conv_kernel
+        weights = (h * 2 * D + D * (R + 2 * N) + R * D + D * h + D * K + 2 * D * N + 2 * D) * b
+        acts = 2 * n * 2 * D * b + 2 * n * D * b + 2 * n * (R + 2 * N) * b + 2 * n * D * 4 + 3 * n * D * b + n * h * b
+        return float(weights + acts + block)
     raise ConfigError(f"unknown layer kind {kind!r}")
 
 
@@ -192,6 +204,11 @@ DEFAULT_EFFICIENCY: Mapping[str, KindEfficiency] = {
     # transformers' torch loop over chunks where FLA is absent: lower); short conv: GEMMs + a conv.
     "L": KindEfficiency(compute=0.3, memory=0.5, overhead_ms=0.08),
     "C": KindEfficiency(compute=0.55, memory=0.6, overhead_ms=0.03),
+    # two mixers per layer: between a Mamba2 and an attention layer, launches of both
+    "P": KindEfficiency(compute=0.4, memory=0.6, overhead_ms=0.08),
+    "S": KindEfficiency(compute=0.4, memory=0.6, overhead_ms=0.1),
+    # Mamba1's selective scan is memory-bound and sequential over tokens in chunks
+    "A": KindEfficiency(compute=0.25, memory=0.5, overhead_ms=0.06),
 }
 DEFAULT_OVERHEAD_EFFICIENCY = KindEfficiency(compute=1.0, memory=0.5, overhead_ms=0.05)
 

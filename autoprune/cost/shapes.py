@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 
 __all__ = ["ModelShape", "TokenLayout", "PRESETS", "ffn_flops", "get_shape", "layer_flops", "mixer_flops",
-           "prefill_flops", "to_transformers_config"]
+           "prefill_flops", "register_shape_family", "to_transformers_config"]
+
+# Letters a shape may use: NemotronH's M * - E, P (attention + Mamba2 in parallel, Falcon-H1),
+# S (shared attention block + Mamba2, Zamba2), A (Mamba1, Jamba), L (Gated DeltaNet, Qwen3.5 and
+# Qwen3-Next), C (short convolution, LFM2); see autoprune.schedule.
+SHAPE_LETTERS = "M*-EPSALC"
+# model_type -> (config -> ModelShape, ModelShape -> transformers config) for families whose
+# conversions live in autoprune.cost.hybrid_shapes (registered there, see register_shape_family).
+_FAMILIES: dict = {}
 
 _KIND_LETTER = {"linear_attention": "M", "mamba": "M", "full_attention": "*", "attention": "*", "mlp": "-",
                 "moe": "E"}
@@ -48,7 +56,13 @@ class TokenLayout:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Cost-relevant architecture of a hybrid decoder (one letter per layer in ``layer_kinds``)."""
+    """Cost-relevant architecture of a hybrid decoder (one letter per layer in ``layer_kinds``).
+
+    Mamba1 (``A``) layers read ``mamba_num_heads × mamba_head_dim`` as their channel count
+    (d_inner), ``ssm_state_size`` as N and ``mamba_dt_rank`` as the dt projection's rank. The
+    MLP/MoE inside a layer whose letter names its mixer (Bamba, Granite, Falcon-H1, Jamba) is not
+    counted; Zamba2's shared block (``S``) counts its attention, gated MLP and output linear.
+    """
 
     name: str
     family: str
@@ -69,6 +83,7 @@ class ModelShape:
     moe_top_k: int = 0
     moe_shared_intermediate_size: int = 0
     dtype: str = "bfloat16"
+    mamba_dt_rank: int = 0
     # Gated DeltaNet ("L") widths; ``conv_kernel`` is its conv's (and a short conv's, "C") kernel.
     linear_num_key_heads: int = 0
     linear_num_value_heads: int = 0
@@ -81,8 +96,9 @@ class ModelShape:
     mixer_mlp: bool = False
 
     def __post_init__(self):
-        if not self.layer_kinds or set(self.layer_kinds) - set("M*-ELC"):
-            raise ConfigError(f"ModelShape.layer_kinds must use letters M * - E L C, got {self.layer_kinds!r}")
+        if not self.layer_kinds or set(self.layer_kinds) - set(SHAPE_LETTERS):
+            raise ConfigError(f"ModelShape.layer_kinds must use letters {' '.join(SHAPE_LETTERS)}, "
+                              f"got {self.layer_kinds!r}")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
@@ -137,8 +153,12 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config, name: str | None = None, dtype: str = "bfloat16") -> ModelShape:
-        """From a transformers ``NemotronHConfig`` (or Bamba config)."""
+        """From a transformers ``NemotronHConfig``, Bamba config, a Qwen3.5 / Qwen3-Next / LFM2(-VL)
+        config, or one of the families of :mod:`autoprune.cost.hybrid_shapes` (GraniteMoeHybrid,
+        Falcon-H1, Zamba2, Jamba)."""
         mt = getattr(config, "model_type", "")
+        if mt in _FAMILIES:
+            return _FAMILIES[mt][0](cls, config, name, dtype)
         if mt == "nemotron_h":
             kinds = "".join(_KIND_LETTER[k] for k in config.layers_block_type)
             return cls(
@@ -188,6 +208,20 @@ class ModelShape:
         kw.update(overrides)
         return NemotronHConfig(**kw)
 
+    def to_family_config(self, **overrides):
+        """A transformers config of this shape's own family (random-weight benchmarks), for the
+        families of :mod:`autoprune.cost.hybrid_shapes`."""
+        if self.family not in _FAMILIES:
+            raise ConfigError(f"no transformers config conversion for family {self.family!r}; "
+                              f"known: {sorted(_FAMILIES)}")
+        return _FAMILIES[self.family][1](self, **overrides)
+
+
+def register_shape_family(model_type: str, from_config, to_config) -> None:
+    """``from_config(ModelShape, config, name, dtype) -> ModelShape`` and ``to_config(shape, **kw)``
+    for ``model_type`` (used by :meth:`ModelShape.from_config` and :meth:`ModelShape.to_family_config`)."""
+    _FAMILIES[model_type] = (from_config, to_config)
+
 
 def _qwen_gdn_config(shape, kw, cls_name):
     import transformers
@@ -235,6 +269,8 @@ def to_transformers_config(shape: ModelShape, **overrides):
     """A transformers config of ``shape``'s family and widths (for random-weight benchmarks)."""
     if shape.family == "nemotron_h":
         return shape.to_nemotron_h_config(**overrides)
+    if shape.family in _FAMILIES:
+        return shape.to_family_config(**overrides)
     if shape.family not in _TO_CONFIG:
         raise ConfigError(f"no transformers config for ModelShape family {shape.family!r}")
     return _TO_CONFIG[shape.family](shape, overrides)
@@ -333,8 +369,55 @@ LFM2_1_2B = ModelShape(
     mlp_intermediate_size=8192, vocab_size=65536, mixer_mlp=True, **_GDN_ZERO_MAMBA,
 )
 
+# Granite-4.0-H-Small (ibm-granite/granite-4.0-h-small config.json: hidden 4096, 40 layers of which
+# 4 attention, 32 heads / 8 KV, 72 experts top-10 of 768, shared MLP 1536, mamba_d_state 128,
+# d_conv 4, expand 2, vocab 100352). Not in the excerpt checked here, so transformers'
+# GraniteMoeHybridConfig defaults: 128 Mamba heads (d_head 8192/128 = 64), 1 group, chunk 256;
+# attention at layers 5, 15, 25, 35 (unverified: the pattern's cost does not depend on the positions).
+GRANITE_4_H_SMALL = ModelShape(
+    name="granite-4.0-h-small", family="granitemoehybrid",
+    layer_kinds="".join("*" if i in (5, 15, 25, 35) else "M" for i in range(40)),
+    hidden_size=4096, num_attention_heads=32, num_kv_heads=8, head_dim=128, mamba_num_heads=128,
+    mamba_head_dim=64, n_groups=1, ssm_state_size=128, conv_kernel=4, mlp_intermediate_size=768,
+    vocab_size=100352, chunk_size=256, moe_intermediate_size=768, moe_top_k=10, moe_shared_intermediate_size=1536,
+)
+
+# Falcon-H1-7B (tiiuae/Falcon-H1-7B-Base config.json; the table in transformers' FalconH1 docs):
+# 44 parallel layers, hidden 3072, 12 heads / 2 KV of 128, 24 Mamba2 heads of 128 (d_ssm 3072),
+# 1 group, d_state 256, d_conv 4, chunk 128, MLP 12288, vocab 130048.
+FALCON_H1_7B = ModelShape(
+    name="falcon-h1-7b", family="falcon_h1", layer_kinds="P" * 44,
+    hidden_size=3072, num_attention_heads=12, num_kv_heads=2, head_dim=128, mamba_num_heads=24,
+    mamba_head_dim=128, n_groups=1, ssm_state_size=256, conv_kernel=4, mlp_intermediate_size=12288,
+    vocab_size=130048, chunk_size=128,
+)
+
+# Zamba2-7B (Zyphra/Zamba2-7B config.json): 81 layers, 13 of them hybrid (shared attention) at
+# 6, 11, 17, ..., 77; hidden 3584, 32 heads (= KV) of 2·3584/32 = 224 on the 7168-wide concatenated
+# input, Mamba2 expand 2 with head dim 64 (112 heads), 2 groups, d_state 64, d_conv 4, shared MLP
+# 14336, 2 shared blocks, vocab 32000. Chunk size: transformers' default (256).
+ZAMBA2_7B = ModelShape(
+    name="zamba2-7b", family="zamba2",
+    layer_kinds="".join("S" if i in (6,) + tuple(range(11, 81, 6)) else "M" for i in range(81)),
+    hidden_size=3584, num_attention_heads=32, num_kv_heads=32, head_dim=224, mamba_num_heads=112,
+    mamba_head_dim=64, n_groups=2, ssm_state_size=64, conv_kernel=4, mlp_intermediate_size=14336,
+    vocab_size=32000, chunk_size=256,
+)
+
+# Jamba-Mini (ai21labs/AI21-Jamba-Mini-1.5; the widths of ai21labs/Jamba-v0.1, transformers'
+# JambaConfig defaults): 32 layers, attention every 8th from layer 4, hidden 4096, 32 heads / 8 KV,
+# Mamba1 expand 2 (8192 channels), d_state 16, d_conv 4, dt rank 256; MLP 14336 with 16 experts
+# top-2 on every other layer from 1 (not counted, see ModelShape); vocab 65536.
+JAMBA_MINI = ModelShape(
+    name="jamba-mini", family="jamba", layer_kinds="".join("*" if i % 8 == 4 else "A" for i in range(32)),
+    hidden_size=4096, num_attention_heads=32, num_kv_heads=8, head_dim=128, mamba_num_heads=8192,
+    mamba_head_dim=1, n_groups=1, ssm_state_size=16, conv_kernel=4, mlp_intermediate_size=14336,
+    vocab_size=65536, mamba_dt_rank=256, moe_intermediate_size=14336, moe_top_k=2,
+)
+
 PRESETS: dict[str, ModelShape] = {s.name: s for s in (NEMOTRON_H_8B, QWEN3_5_9B, QWEN3_5_27B, QWEN3_NEXT_80B_A3B,
-                                                       LFM2_1_2B)}
+                                                      LFM2_1_2B, GRANITE_4_H_SMALL, FALCON_H1_7B, ZAMBA2_7B,
+                                                      JAMBA_MINI)}
 
 
 def get_shape(name: str) -> ModelShape:
@@ -403,6 +486,19 @@ def mixer_flops(shape: ModelShape, kind: str, tokens: int, kv_tokens: int | None
     if kind == "E":
         experts = shape.moe_top_k * shape.moe_intermediate_size + shape.moe_shared_intermediate_size
         return float(2 * 2 * n * h * experts)
+    if kind == "P":  # both mixers on every token
+        return mixer_flops(shape, "M", tokens) + mixer_flops(shape, "*", tokens, kv_tokens)
+    if kind == "S":  # Mamba2 + the shared block: attention on 2h-wide input, gated MLP, output linear
+        kv = n if kv_tokens is None else kv_tokens
+        Hq, Hk, d = shape.num_attention_heads, shape.num_kv_heads, shape.head_dim
+        proj = 2 * n * (2 * h) * (Hq * d + 2 * Hk * d) + 2 * n * Hq * d * h
+        causal_pairs = n * kv - n * (n - 1) / 2 if kv >= n else n * kv / 2
+        mlp = 3 * 2 * n * h * shape.mlp_intermediate_size
+        return mixer_flops(shape, "M", tokens) + float(proj + 2 * 2 * Hq * d * causal_pairs + mlp + 2 * n * h * h)
+    if kind == "A":  # Mamba1: in/x/dt/out projections, conv, and the selective scan (~6 FLOPs per d, N, token)
+        D, N, R = shape.mamba_intermediate, shape.ssm_state_size, shape.mamba_dt_rank
+        proj = 2 * n * h * 2 * D + 2 * n * D * (R + 2 * N) + 2 * n * R * D + 2 * n * D * h
+        return float(proj + 2 * n * D * shape.conv_kernel + 6 * n * D * N)
     raise ConfigError(f"unknown layer kind {kind!r}")
 
 

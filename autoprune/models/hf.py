@@ -250,6 +250,10 @@ FAMILIES: dict[str, HFFamily] = {
                                 omni=True),
     "nemotron_h": HFFamily("nemotron_h", "AutoModelForCausalLM", ("embeddings",)),
     "bamba": HFFamily("bamba", "AutoModelForCausalLM", ("embeddings",)),
+    "granitemoehybrid": HFFamily("granitemoehybrid", "AutoModelForCausalLM", ("embeddings",)),
+    "falcon_h1": HFFamily("falcon_h1", "AutoModelForCausalLM", ("embeddings",)),
+    "zamba2": HFFamily("zamba2", "AutoModelForCausalLM", ("embeddings",)),
+    "jamba": HFFamily("jamba", "AutoModelForCausalLM", ("embeddings",)),
     # linear-attention / short-conv hybrids: Qwen3.5's language model, Qwen3-Next, LFM2
     "qwen3_5_text": HFFamily("qwen3_5_text", "AutoModelForCausalLM", ("embeddings",)),
     "qwen3_next": HFFamily("qwen3_next", "AutoModelForCausalLM", ("embeddings",)),

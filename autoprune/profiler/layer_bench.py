@@ -69,7 +69,7 @@ def int32_limit_tokens(shape: ModelShape, what: str) -> int | None:
     with int32 offsets: past 2^31 elements the scan reads out of bounds (seen on an H200 at
     131,072 tokens of NemotronH-8B: an illegal memory access that kills the CUDA context).
     """
-    if what not in ("mamba",):
+    if what not in ("mamba", "parallel", "shared_attention"):  # every layer kind with a Mamba2 mixer
         return None
     row = 2 * shape.mamba_intermediate + 2 * shape.n_groups * shape.ssm_state_size + shape.mamba_num_heads
     return (2**31 - 1) // row
@@ -104,6 +104,14 @@ def activation_bytes(shape: ModelShape, kind: str, tokens: int) -> int:
         kv = 2 * shape.linear_num_key_heads * shape.linear_key_head_dim + \
             2 * shape.linear_num_value_heads * shape.linear_value_head_dim
         return int(io + ffn + n * kv * (b * 3 + 4 * 6))
+    if kind == "P":
+        return activation_bytes(shape, "M", tokens) + activation_bytes(shape, "*", tokens)
+    if kind == "S":  # the shared block reads 2h-wide input and runs an MLP
+        return 2 * activation_bytes(shape, "*", tokens) + activation_bytes(shape, "M", tokens) + int(
+            6 * n * shape.mlp_intermediate_size * b)
+    if kind == "A":  # Mamba1 (torch scan where mamba-ssm's CUDA scan is absent): fp32 (n, D, N) states
+        D, N = shape.mamba_intermediate, shape.ssm_state_size
+        return int(io + n * D * (8 * b + 3 * N * 4))
     raise ConfigError(f"unknown layer kind {kind!r}")
 
 
@@ -232,6 +240,32 @@ def _linear_scoring_setup(ctx: _Ctx, block, decay: bool, correction: bool):
     kd = 2 * shape.linear_num_key_heads * shape.linear_key_head_dim
     return setup, lambda n: n * (sum(widths) * 2 + kd * 16 + shape.linear_num_value_heads * 16
                                  + 4 * ctx.query * shape.linear_num_value_heads * (8 if correction else 1))
+
+
+def _mamba1_scoring_setup(ctx: _Ctx, block, decay: bool):
+    """What the runtime's ``x_proj`` hook does at a Mamba1 (Jamba) evidence layer with ``n`` tokens present."""
+    from .. import scoring as sc
+    from ..adapters.base import Mamba1Parts
+    from ..runtime import mamba1_inputs
+
+    torch, shape = ctx.torch, ctx.shape
+    parts = Mamba1Parts.from_jamba_mixer(block.mixer)
+    width = parts.x_proj.out_features
+    D = shape.mamba_intermediate
+
+    def setup(n, pos):
+        V, q_idx, v_idx = ctx.indices(n)
+        rot = ctx.rotations(n * width * shape.dtype_bytes)
+        zs = ctx.inputs(n, width, rot)
+        state = sc.ImportanceState(1, V, momentum=0.5, device=ctx.dev)
+
+        def fn(i):
+            with torch.inference_mode():
+                B, C, dt, A = mamba1_inputs(parts, zs[i])
+                ev = sc.mamba1_evidence(B, C, dt, A, q_idx, v_idx, decay=decay, head_agg="mean")
+                state.update(ev, 1.0)
+        return fn, rot
+    return setup, lambda n: n * (width * 8 + D * 4 * 4) + (64 * D * shape.ssm_state_size * 4 * 4 if decay else 0)
 
 
 def _gather_setup(ctx: _Ctx):
@@ -501,7 +535,7 @@ def profile_shape(
             if s is not None:
                 layers[name] = s
             pts = [n for n in grid if n > text]
-            if scoring and kind == "*":
+            if scoring and kind in "*PS":  # P: Falcon-H1's attention beside its Mamba2; S: Zamba2's shared one
                 setup, need = _attention_scoring_setup(ctx, config)
                 s = run_grid("score:attn", pts, setup, need)
                 if s is not None:
@@ -513,10 +547,10 @@ def profile_shape(
                     s = run_grid(f"score:{key}", pts, setup, need)
                     if s is not None:
                         scoring_series[key] = s
-            if scoring and kind == "M":
+            if scoring and kind in "MPSA":  # every kind with a Mamba mixer (block.mixer; A: Mamba1)
                 for decay in (False, True):
                     key = "mamba_decay" if decay else "mamba"
-                    setup, need = _mamba_scoring_setup(ctx, block, decay)
+                    setup, need = (_mamba1_scoring_setup if kind == "A" else _mamba_scoring_setup)(ctx, block, decay)
                     s = run_grid(f"score:{key}", pts, setup, need)
                     if s is not None:
                         scoring_series[key] = s

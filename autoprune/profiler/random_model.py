@@ -8,6 +8,7 @@ and scores are real).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..cost.shapes import ModelShape, to_transformers_config
@@ -69,13 +70,23 @@ def build_block(shape: ModelShape, kind: str, device, dtype):
         raise ConfigError(f"shape {shape.name!r} has no layer of kind {kind!r}")
     if shape.family in _LAYERED:
         return _layered_block(shape, kind, device, dtype)
+    if kind in "PSA":  # kinds NemotronH has no block for: the family's own layer
+        from .family_blocks import build_family_block
+
+        block, config = build_family_block(shape, kind, device, dtype)
+        return spread_ssm_parameters_(block), config
     overrides: dict[str, Any] = {}
     if "E" in shape.layer_kinds:
         overrides.update(moe_intermediate_size=shape.moe_intermediate_size, num_experts_per_tok=shape.moe_top_k,
                          moe_shared_expert_intermediate_size=shape.moe_shared_intermediate_size)
+    idx = shape.layer_kinds.index(kind)
+    if shape.family != "nemotron_h":
+        # Mamba2 / attention / MLP / MoE of another family: NemotronH's block of that kind at the
+        # shape's widths (the same ops); the other family's own letters stand in as Mamba2 layers
+        stand_in = shape.layer_kinds.translate(str.maketrans("PSA", "MMM"))
+        shape = dataclasses.replace(shape, family="nemotron_h", layer_kinds=stand_in)
     config = shape.to_nemotron_h_config(**overrides)
     config._attn_implementation = "sdpa"
-    idx = shape.layer_kinds.index(kind)
     prev = torch.get_default_dtype()
     torch.manual_seed(1234 + idx)
     try:
@@ -91,7 +102,8 @@ def build_block(shape: ModelShape, kind: str, device, dtype):
 
 def build_random_model(shape: ModelShape, device, dtype, seed: int = 0):
     """Whole ``NemotronHForCausalLM`` of ``shape`` (``Qwen3_5ForCausalLM``, ``Qwen3NextForCausalLM``,
-    ``Lfm2ForCausalLM`` for those families) with random weights, built directly on ``device`` (SDPA
+    ``Lfm2ForCausalLM``, and the CausalLM of the GraniteMoeHybrid / Falcon-H1 / Zamba2 / Jamba
+    shapes, for those families) with random weights, built directly on ``device`` (SDPA
     attention, SSM/DeltaNet parameters spread like a trained model's)."""
     import importlib
 
@@ -99,9 +111,13 @@ def build_random_model(shape: ModelShape, device, dtype, seed: int = 0):
 
     if shape.family in _LAYERED:
         mod, _, lm_cls, _ = _LAYERED[shape.family]
-        NemotronHForCausalLM = getattr(importlib.import_module(f"transformers.models.{mod}.modeling_{mod}"), lm_cls)
+        make = getattr(importlib.import_module(f"transformers.models.{mod}.modeling_{mod}"), lm_cls)
+    elif shape.family != "nemotron_h":  # the families of autoprune.cost.hybrid_shapes
+        from transformers import AutoModelForCausalLM
+
+        make = AutoModelForCausalLM.from_config
     else:
-        from transformers import NemotronHForCausalLM
+        from transformers import NemotronHForCausalLM as make
     config = to_transformers_config(shape, use_cache=False)
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
@@ -109,7 +125,7 @@ def build_random_model(shape: ModelShape, device, dtype, seed: int = 0):
     try:
         torch.set_default_dtype(dtype)
         with torch.device(device):
-            model = NemotronHForCausalLM(config)
+            model = make(config)
     finally:
         torch.set_default_dtype(prev)
     return spread_ssm_parameters_(model.to(device=device, dtype=dtype).eval())

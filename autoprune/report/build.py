@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import _io
 from ..errors import ConfigError
+from ..search.snapshot import study_snapshot
 from ..search.storage import (
     StorageSpec,
     close_storage,
@@ -380,7 +381,7 @@ def report_run_dir(run_dir: str | Path, *, storage: str | StorageSpec | None = N
         raise ConfigError(f"no study storage at {spec.display}: give the run directory autoprune search wrote, or "
                           "--storage URL / journal:PATH")
     probe_storage(spec)
-    handle = open_storage(spec, heartbeat_s=None)
+    handle = open_storage(spec, heartbeat_s=None, snapshot=True)
     try:
         name = study or _study_name(run_dir, meta, handle, spec.display)
         try:
@@ -388,7 +389,8 @@ def report_run_dir(run_dir: str | Path, *, storage: str | StorageSpec | None = N
         except KeyError:
             names = sorted(x.study_name for x in optuna.get_all_study_summaries(handle, include_best_trial=False))
             raise ConfigError(f"storage {spec.display} has no study {name!r}; it has {names}") from None
-        return write_report(s, run_dir, tolerance=tolerance, importance=importance, log=log)
+        # a frozen copy: workers may still be adding trials while the report reads it several times
+        return write_report(study_snapshot(s), run_dir, tolerance=tolerance, importance=importance, log=log)
     finally:
         close_storage(handle)
 

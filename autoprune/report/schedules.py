@@ -132,7 +132,7 @@ def draw_schedules(data: ScheduleFigureData):
                         ls=style.reference_linestyle(ln.reference), label=ln.label)
         # Attention layers (the other evidence kind) as faint bands through the plot.
         for i, c in enumerate(data.layer_kinds):
-            if c == "*":
+            if c in "*PS":  # layers with attention (P, S: beside a Mamba2)
                 ax.axvspan(i, i + 1, color=style.KIND_COLORS["*"], alpha=0.08, lw=0, zorder=0)
         ax.set_xlim(0, max(L, 1))
         ax.set_ylim(0, 1.04)

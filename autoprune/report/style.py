@@ -46,8 +46,12 @@ REFERENCE_LINESTYLES = {"none": "-", "uniform": (0, (5, 2)), "fastv": (0, (1, 1.
                         "high_to_low": (0, (3, 1, 1, 1, 1, 1)), "low_to_high": (0, (2, 2)), "prefilter": (0, (6, 1))}
 
 # Layer kinds along depth (NemotronH pattern letters).
-KIND_NAMES = {"M": "Mamba", "*": "attention", "-": "MLP", "E": "MoE", "L": "Gated DeltaNet", "C": "short conv"}
-KIND_COLORS = {"M": GREEN, "*": VERMILLION, "-": "#D9D9D9", "E": PURPLE, "L": BLUE, "C": SKY}
+KIND_NAMES = {"M": "Mamba", "*": "attention", "-": "MLP", "E": "MoE", "L": "Gated DeltaNet", "C": "short conv",
+              "P": "attention ∥ Mamba2", "S": "shared attention + Mamba2", "A": "Mamba1"}
+# L and S, C and A share a colour: no supported family has both letters of a pair (Qwen3.5/Qwen3-Next
+# L *, LFM2 C *, Zamba2 M S, Jamba A *), and the palette has no more colours that read on white.
+KIND_COLORS = {"M": GREEN, "*": VERMILLION, "-": "#D9D9D9", "E": PURPLE, "L": BLUE, "C": SKY, "P": ORANGE, "S": BLUE,
+               "A": SKY}
 
 FONT = 10.0
 SMALL = 8.5

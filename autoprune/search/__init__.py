@@ -7,12 +7,15 @@ budget. One module a concept:
 - :mod:`.space`, :mod:`.knobs`  search spaces: a trial's parameters → a monotone schedule;
 - :mod:`.references`  the one registry of named schedule shapes (references, analysis);
 - :mod:`.samplers`    the sampler registry;
-- :mod:`.storage`     where a study lives (resolve, probe, open, close);
+- :mod:`.storage`     where a study lives (resolve, probe, open, close); :mod:`.resilient` its calls
+  retried through a lost server; :mod:`.locks` the storage-wide lock (creation, trial claims);
 - :mod:`.objective`   the trial: budget projection, evaluation, constraint;
 - :mod:`.records`     what a trial stores, written and read in one place;
 - :mod:`.identity`, :mod:`.recovery`  which worker ran a trial; re-queueing a dead worker's;
-- :mod:`.workers`     trials in this process or in spawned workers;
+- :mod:`.workers`     the ask/tell loop with heartbeats, in this process or spawned workers
+  (:mod:`.devices`: one GPU each); :mod:`.join` a worker joining from any host;
 - :mod:`.run`         :func:`run_search`;
+- :mod:`.snapshot`    a frozen copy of a study for export and report while workers run;
 - :mod:`.export`      the feasible Pareto front as schedule files, ``pareto.json``, ``trials.csv``;
 - :mod:`.apply`       a schedule file's score and latency on its model.
 

@@ -16,6 +16,7 @@ from typing import Any
 from .._io import find_data_file, read_yaml_mapping
 from ..budget import Budget, parse_budget
 from ..errors import AutopruneError, ConfigError, check_keys
+from .devices import parse_devices
 from .references import REFERENCES, parse_reference
 from .samplers import SAMPLERS
 from .settings import OBJECTIVES, OVER_BUDGET
@@ -49,8 +50,9 @@ def _validate_common(sampler, trials, seed, objectives, over_budget, workers, ti
             raise ConfigError(f"objectives must be [score, latency] or [score, latency, energy], got {list(objectives)}")
     if over_budget is not None and over_budget not in OVER_BUDGET:
         raise ConfigError(f"over_budget must be one of {OVER_BUDGET}, got {over_budget!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"workers must be an integer >= 0 (0: create the study for `autoprune worker` processes), "
+                          f"got {workers!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if references is not None:
@@ -156,6 +158,8 @@ class SearchConfig:
     validate: bool = True
     heartbeat_s: int = 10
     probe_timeout_s: float = 3.0
+    grace_s: int | None = None
+    devices: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "budget", coerce_budget(self.budget))
@@ -169,6 +173,14 @@ class SearchConfig:
             raise ConfigError(f"model_options must be a mapping, got {self.model_options!r}")
         if self.race is not None and not isinstance(self.race, bool):
             raise ConfigError(f"race must be true or false, got {self.race!r}")
+        for name in ("heartbeat_s", "grace_s"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a whole number of seconds >= 1, got {v!r}")
+        try:
+            object.__setattr__(self, "devices", parse_devices(self.devices or None))
+        except ValueError as e:
+            raise ConfigError(f"--devices: {e}") from None
 
     @classmethod
     def from_spec(cls, spec: StudySpec, **overrides) -> SearchConfig:

@@ -2,6 +2,10 @@
 
 Every trial records its worker first thing, so that a trial left RUNNING by a process that died
 can be told from one that is still running (see :mod:`autoprune.search.recovery`).
+
+The host is ``AUTOPRUNE_WORKER_HOST`` when set, else the host name: containers that share a host
+name but not a process table (``--network host``, some batch systems) must set it, or a worker
+would judge another's trial by a pid that is not its own.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ def _start_time(pid: int) -> str:
         return "?"
 
 
+def _host() -> str:
+    return os.environ.get("AUTOPRUNE_WORKER_HOST") or socket.gethostname()
+
+
 def worker_identity() -> str:
     """``host:pid:start`` of this process (start time from /proc where available)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+    return f"{_host()}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
 def worker_alive(identity: str | None) -> bool | None:
@@ -35,7 +43,7 @@ def worker_alive(identity: str | None) -> bool | None:
         pid = int(pid_s)
     except ValueError:
         return False
-    if host != socket.gethostname():
+    if host != _host():
         return None
     if start != "?":
         return _start_time(pid) == start

@@ -17,42 +17,56 @@ from optuna.trial import TrialState
 
 from .identity import worker_alive
 
-__all__ = ["recover_orphans", "finished_states", "count_finished"]
+__all__ = ["recover_orphans", "counted_states", "count_done", "COUNTED"]
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def finished_states() -> tuple:
-    return FINISHED
+# What ``trials`` counts: a trial that was evaluated (or rejected/raced out on purpose). A FAIL
+# trial (a raise, an out-of-memory, a dead worker) does not count: the study runs another.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def count_finished(study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def counted_states() -> tuple:
+    return COUNTED
 
 
-def recover_orphans(study, *, log: Callable[[str], None] = print) -> list[int]:
+def count_done(study) -> int:
+    """The study's counted trials (COMPLETE or PRUNED)."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def recover_orphans(study, *, log: Callable[[str], None] = print, quiet: bool = False,
+                    stale: bool = True) -> list[int]:
     """Fail and re-queue RUNNING trials whose worker is gone (see the module docstring); returns
-    their numbers."""
+    their numbers. ``quiet``: say nothing of trials left alone; ``stale``: also fail trials whose
+    heartbeat is stale (False right after this process lost the storage: every heartbeat is old)."""
     storage = study._storage
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(study)  # RDB with heartbeats only; re-queues via the callback
-    recovered = sorted(before - {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))})
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not before:
+        return []
+    if stale:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # RDB with heartbeats only; re-queues via the callback
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    recovered = sorted(before - {t.number for t in running})
+    # (a finished trial takes no attribute: a stale one is known by its re-queued copy's failed_trial)
     now = datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in running:
         owner = t.user_attrs.get("worker")
         alive = worker_alive(owner)
         if owner is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < 60:
             # A worker records itself first thing in a trial: give a just-started one time to do so.
-            log(f"trial {t.number} started {(now - t.datetime_start).total_seconds():.0f} s ago and names no "
-                "worker yet; left alone")
+            if not quiet:
+                log(f"trial {t.number} started {(now - t.datetime_start).total_seconds():.0f} s ago and names no "
+                    "worker yet; left alone")
             continue
         if alive:
-            log(f"trial {t.number} is still running in {owner}; left alone")
+            if not quiet:
+                log(f"trial {t.number} is still running in {owner}; left alone")
             continue
         if alive is None:
-            log(f"trial {t.number} is RUNNING in {owner} on another host; left alone (no heartbeat says it is dead)")
+            if not quiet:
+                log(f"trial {t.number} is RUNNING in {owner} on another host; left alone (no heartbeat says it is "
+                    "dead)")
             continue
         reason = f"orphaned: worker {owner or '(unknown)'} ended while the trial was running; re-queued on resume"
         try:
@@ -71,5 +85,5 @@ def recover_orphans(study, *, log: Callable[[str], None] = print) -> list[int]:
         ))
         recovered.append(t.number)
     if recovered:
-        log(f"resume: trial(s) {recovered} were left running by a dead worker: marked FAIL and re-queued")
+        log(f"trial(s) {recovered} were left running by a dead worker: marked FAIL and re-queued")
     return recovered

@@ -131,7 +131,7 @@ def _uniform(signature: ModelSignature, scorer: ScorerConfig, at: int | None):
 
 def _first_attention_cut(signature: ModelSignature, scorer: ScorerConfig) -> int:
     lo = first_cut_layer(signature, scorer)
-    attn = [j for j, c in enumerate(signature.layer_kinds[:-1]) if c == "*"]
+    attn = [j for j, c in enumerate(signature.layer_kinds[:-1]) if c in "*PS"]  # P, S layers attend too
     at = attn[0] + 1 if attn and scorer.w_attn > 0 and scorer.selector == "language" else lo
     return max(lo, at)
 
@@ -268,7 +268,7 @@ def reference_schedules(space: SearchSpace, signature: ModelSignature, num_visua
     out, seen = [], set()
     refs = _fitted(space, signature, num_visual, latency_ms, limit_ms, names, floor, keep_unfitted, scorer)
     shots = [int(r.name.split("@")[1].split(":")[0]) for r in refs if "@" in r.name and r.fitted]
-    anchors = {j + 1 for j, c in enumerate(signature.layer_kinds) if c == "*"}
+    anchors = {j + 1 for j, c in enumerate(signature.layer_kinds) if c in "*PS"}
     chosen = set(_spread(sorted(shots), anchors, max_one_shot))
     expanded = {n for n in expand_references(names, signature, scorer)} - set(names)
     for ref in refs:

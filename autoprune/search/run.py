@@ -11,9 +11,12 @@
    SQLAlchemy URL, or an Optuna journal file), store its :class:`StudySettings`, and enqueue the
    **reference schedules** (:mod:`autoprune.search.references`) first;
 3. run the trials in this process or in ``workers`` processes on one storage
-   (:mod:`autoprune.search.workers`); on ``resume``, trials a dead worker left running are
-   re-queued first (:mod:`autoprune.search.recovery`);
-4. export the feasible Pareto front (:mod:`autoprune.search.export`) and print a summary.
+   (:mod:`autoprune.search.workers`: an ask/tell loop to exactly ``trials`` counted trials, COMPLETE
+   or PRUNED) — or none (``workers=0``: the study waits for ``autoprune worker`` processes); trials
+   a dead worker left running are re-queued (:mod:`autoprune.search.recovery`); a study that an
+   identical command created meanwhile is joined (creation runs under the storage's lock);
+4. validate (once, here) and export the feasible Pareto front from one consistent snapshot
+   (:mod:`autoprune.search.export`, :mod:`autoprune.search.snapshot`) and print a summary.
 
 The report is the command layer's business (``autoprune search`` writes it after this returns).
 References are enqueued with ``study.enqueue_trial(params, user_attrs={"reference": name})``
@@ -22,6 +25,7 @@ when the space can express them; one it cannot is evaluated here and stored with
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 from collections.abc import Callable
@@ -49,12 +53,14 @@ from .config import (
     derive_study_name,
 )
 from .export import ExportResult, export_study
+from .locks import study_lock
 from .objective import TrialRunner
 from .quiet import optuna_quiet
-from .recovery import count_finished, recover_orphans
+from .recovery import count_done, recover_orphans
 from .references import REFERENCES, Reference, reference_schedules
 from .samplers import check_sampler
 from .settings import StudySettings, load_settings, store_settings
+from .snapshot import study_snapshot
 from .space import SearchSpace, first_cut_layer, load_space
 from .storage import (
     StorageSpec,
@@ -63,6 +69,7 @@ from .storage import (
     probe_storage,
     resolve_storage,
     storage_has_study,
+    study_names,
 )
 from .validate import validate_study
 from .workers import run_worker, run_workers
@@ -215,7 +222,8 @@ def plan_search(config: SearchConfig) -> SearchPlan:
             f"{run_dir} already exists: pass --resume to continue study {study_name!r}, or choose another --study"
         )
     if storage_has_study(spec, study_name, timeout_s=c.probe_timeout_s):
-        raise ConfigError(f"study {study_name!r} already exists in {spec.display}: pass --resume, or another --study")
+        raise ConfigError(f"study {study_name!r} already exists in {spec.display}: pass --resume, or another --study "
+                          f"(while it runs, `autoprune worker --storage URL --study {study_name}` joins it)")
     if c.gpu is None:
         raise ConfigError("give --gpu (e.g. --gpu a100), or a --spec that sets it")
     if c.budget is None:
@@ -264,21 +272,48 @@ def plan_search(config: SearchConfig) -> SearchPlan:
     return SearchPlan(c, study_name, run_dir, spec, settings, inputs, references, False)
 
 
-def _create_or_load(plan: SearchPlan, storage):
+def _create_or_load(plan: SearchPlan, storage) -> tuple:
+    """``(study, settings, joined)``: the study loaded (resume), created, or — when an identical
+    command created it meanwhile — joined with its stored settings (``joined`` True).
+
+    Creation runs under the storage's ``create:<study>`` lock (:mod:`autoprune.search.locks`), so
+    of two commands started at once one creates the study (settings, references) and the other
+    waits for it, then joins.
+    """
     s = plan.settings
     if plan.exists:
         study = optuna.load_study(study_name=plan.study_name, storage=storage)
         store_settings(study, s)  # the new total, sampler, seed, model options
-        return study
-    directions = ["maximize", "minimize"] + (["minimize"] if "energy" in s.objectives else [])
-    study = optuna.create_study(study_name=plan.study_name, storage=storage, directions=directions,
-                                load_if_exists=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([s.metric, "latency_ms"] + (["energy_j"] if len(directions) == 3 else []))
-    store_settings(study, s)
-    _add_references(study, plan)
-    return study
+        return study, s, False
+    with study_lock(plan.storage, storage, f"create:{plan.study_name}"):
+        if plan.study_name in study_names(storage):
+            study = optuna.load_study(study_name=plan.study_name, storage=storage)
+            try:
+                stored = load_settings(study)
+            except ConfigError:
+                raise ConfigError(f"study {plan.study_name!r} in {plan.storage.display} is being created by another "
+                                  "process (its settings are not stored yet): join it with --resume or "
+                                  "`autoprune worker` in a moment") from None
+            _check_resume(plan.config, stored, plan.study_name)
+            if stored.signature != s.signature:
+                raise ConfigError(f"study {plan.study_name!r} was made for model {stored.signature.to_dict()}, "
+                                  f"this process has {s.signature.to_dict()}")
+            return study, stored, True
+        directions = ["maximize", "minimize"] + (["minimize"] if "energy" in s.objectives else [])
+        study = optuna.create_study(study_name=plan.study_name, storage=storage, directions=directions,
+                                    load_if_exists=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([s.metric, "latency_ms"] + (["energy_j"] if len(directions) == 3 else []))
+        try:
+            store_settings(study, s)
+            _add_references(study, plan)
+        except BaseException:
+            # Nobody joined yet (they wait for this lock): what this process made is removed again.
+            with contextlib.suppress(Exception):
+                optuna.delete_study(study_name=plan.study_name, storage=storage)
+            raise
+        return study, s, False
 
 
 def _add_references(study, plan: SearchPlan) -> None:
@@ -296,7 +331,9 @@ def _add_references(study, plan: SearchPlan) -> None:
             queued.append((params, attrs))
             continue
         runner = runner or TrialRunner.from_settings(plan.settings, plan.inputs)
-        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")  # a short trial, no beats needed
+            trial = study.ask()
         trial.set_user_attr("worker", runner.worker)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
@@ -314,6 +351,13 @@ def _add_references(study, plan: SearchPlan) -> None:
         study.enqueue_trial(params, user_attrs={"warm_start": True})
 
 
+def _has_study(plan: SearchPlan) -> bool:
+    try:
+        return storage_has_study(plan.storage, plan.study_name, timeout_s=plan.config.probe_timeout_s)
+    except Exception:
+        return True  # cannot tell: keep the folder
+
+
 def _resume_hint(plan: SearchPlan) -> str:
     c = plan.config
     return (f"`autoprune search --study {plan.study_name} --resume`"
@@ -329,30 +373,44 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
     """
     plan = plan_search(config)
     c, s = plan.config, plan.settings
-    created_dir = not plan.run_dir.exists()
+    try:  # atomic: of two commands started at once, only the one that made the folder may remove it
+        plan.run_dir.mkdir(parents=True)
+        created_dir = True
+    except FileExistsError:
+        created_dir = False
     with optuna_quiet():
         try:
-            plan.run_dir.mkdir(parents=True, exist_ok=True)
-            storage = open_storage(plan.storage, heartbeat_s=c.heartbeat_s, timeout_s=c.probe_timeout_s)
-            study = _create_or_load(plan, storage)
+            storage = open_storage(plan.storage, heartbeat_s=c.heartbeat_s, timeout_s=c.probe_timeout_s,
+                                   grace_s=c.grace_s)
+            study, s, joined = _create_or_load(plan, storage)
         except BaseException:
-            if created_dir and not plan.exists:
+            if created_dir and not plan.exists and not _has_study(plan):
                 shutil.rmtree(plan.run_dir, ignore_errors=True)
             raise
         _io.write_json(plan.run_dir / "search.json", {**s.to_dict(), "storage": plan.storage.display,
                                                      "study": plan.study_name})
+        if joined:
+            log(f"study {plan.study_name} was created by another process meanwhile: joined it")
         recovered = recover_orphans(study, log=log) if plan.exists else []
-        remaining = max(0, s.trials - count_finished(study))
+        remaining = max(0, s.trials - count_done(study))
         log(f"study {plan.study_name}: {s.model} on {s.gpu_name}, budget {s.budget.text} (<= {s.budget_ms:.2f} ms; "
             f"unreduced {s.baseline_ms:.2f} ms), space {s.space.name}, sampler {s.sampler}; {remaining} of "
             f"{s.trials} trials to run on {plan.storage.display}")
+        if c.workers == 0:
+            close_storage(storage)
+            log(f"study {plan.study_name} is ready for workers: `autoprune worker --storage {plan.storage.display} "
+                f"--study {plan.study_name}` on each host; then {_resume_hint(plan)} validates and exports")
+            return SearchResult(plan.study_name, plan.run_dir, plan.storage.display, plan.storage, len(study.trials),
+                                recovered=recovered)
         try:
-            if remaining and c.workers == 1:
-                run_worker(study, plan.inputs, s, 0, remaining, c.timeout, c.show_progress)
+            if remaining and c.workers == 1 and not c.devices:  # a pinned GPU needs a process of its own
+                run_worker(study, plan.inputs, s, 1 if joined else 0, spec=plan.storage, timeout=c.timeout,
+                           show_progress=c.show_progress, log=log)
             elif remaining:
                 close_storage(storage)
-                run_workers(plan.storage, plan.study_name, workers=c.workers, remaining=remaining,
-                            heartbeat_s=c.heartbeat_s, timeout=c.timeout, show_progress=c.show_progress, log=log)
+                run_workers(plan.storage, plan.study_name, workers=c.workers, total=s.trials,
+                            heartbeat_s=c.heartbeat_s, grace_s=c.grace_s, timeout=c.timeout,
+                            show_progress=c.show_progress, log=log, devices=c.devices)
                 storage = open_storage(plan.storage, heartbeat_s=None, timeout_s=c.probe_timeout_s)
                 study = optuna.load_study(study_name=plan.study_name, storage=storage)
         except KeyboardInterrupt:
@@ -360,11 +418,19 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
             raise
         result = SearchResult(plan.study_name, plan.run_dir, plan.storage.display, plan.storage, len(study.trials),
                               recovered=recovered)
-        if c.export and c.validate and plan.inputs.validation is not None:
+        # Validation runs once per study, here, by the command that created or resumed it (not by a
+        # process that joined, nor by `autoprune worker`).
+        if c.export and c.validate and plan.inputs.validation is not None and not joined:
             validator = plan.inputs.validation()
             validate_study(study, s, validator, log=log)
         if c.export:
-            result.export = export_study(study, plan.run_dir)
+            # One consistent read of the study: workers on other hosts may still be running.
+            reader = open_storage(plan.storage, heartbeat_s=None, timeout_s=c.probe_timeout_s, snapshot=True)
+            try:
+                frozen = study_snapshot(optuna.load_study(study_name=plan.study_name, storage=reader))
+            finally:
+                close_storage(reader)
+            result.export = export_study(frozen, plan.run_dir)
             result.summary = result.export.summary
             log(result.summary)
             log(f"exported {len(result.export.pareto)} schedule(s) to {plan.run_dir / 'pareto'}; "

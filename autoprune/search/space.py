@@ -52,6 +52,7 @@ from optuna.distributions import (
 
 from .._io import data_dir, find_data_file, read_yaml_mapping
 from ..errors import ConfigError, ScheduleError, check_keys
+from ..plan import evidence_kind
 from ..schedule import ModelSignature, Schedule, ScorerConfig
 from .knobs import (
     KNOBS,
@@ -154,7 +155,7 @@ def align_cut(cut: int, kinds: str, how: str) -> int:
     or after ``cut``; ``cut`` itself when there is none or ``how`` is ``any``."""
     if how == "attention":
         for j in range(cut - 1, len(kinds) - 1):
-            if kinds[j] == "*":
+            if kinds[j] in "*PS":  # layers with attention (P, S: with a Mamba2 beside it)
                 return j + 1
     return cut
 
@@ -184,7 +185,8 @@ def first_cut_layer(signature: ModelSignature, scorer: ScorerConfig | None = Non
     """The first layer at which tokens may be removed.
 
     With the language-aware selector a prune point needs an evidence layer before it: a
-    Mamba layer (``w_mamba > 0``) or an attention layer (``w_attn > 0``). With
+    Mamba or Gated DeltaNet layer (``w_mamba > 0``), an attention layer (``w_attn > 0``), or a
+    two-mixer layer with either weight (see :func:`autoprune.plan.evidence_kind`). With
     ``scorer=None`` both kinds count (the static bound of the parameter ranges).
     Query-agnostic selectors may cut from layer 1 on. Raises ScheduleError if no layer
     qualifies.
@@ -192,11 +194,11 @@ def first_cut_layer(signature: ModelSignature, scorer: ScorerConfig | None = Non
     kinds = signature.layer_kinds
     if scorer is not None and scorer.selector != "language":
         return 1
-    # Gated DeltaNet ("L") evidence is weighted by w_mamba like Mamba's; short convolutions give none.
-    usable = {"M", "L", "*"} if scorer is None else {
-        k for k, w in (("M", scorer.w_mamba), ("L", scorer.w_mamba), ("*", scorer.w_attn)) if w > 0}
+    w_attn, w_mamba = (1.0, 1.0) if scorer is None else (scorer.w_attn, scorer.w_mamba)
     for j, k in enumerate(kinds[:-1]):
-        if k in usable:
+        # any mixer letter (M * P S A L) whose kind has weight; Gated DeltaNet ("L") evidence is
+        # weighted by w_mamba like Mamba's, short convolutions ("C") give none
+        if evidence_kind(k, w_attn, w_mamba):
             return j + 1
     raise ScheduleError(
         f"no layer of {kinds!r} before the last one gives evidence for the language-aware score"
@@ -336,7 +338,8 @@ class SearchSpace:
                 or 1.0 not in sch.targets:
             return []
         kinds = signature.layer_kinds
-        cuts = [j + 1 for j, k in enumerate(kinds[:-1]) if k == "*"][:sch.max_stages]
+        # layers with attention, as align_cut counts them (P, S: with a Mamba2 beside it)
+        cuts = [j + 1 for j, k in enumerate(kinds[:-1]) if k in "*PS"][:sch.max_stages]
         if len(cuts) < sch.min_stages:
             return []
         base: dict[str, Any] = {"n_stages": len(cuts)}

@@ -3,12 +3,21 @@ opening it for several workers, and closing it.
 
 ``--storage`` is None (SQLite ``runs/<study>/study.db``), any SQLAlchemy URL (SQLite, PostgreSQL,
 MySQL), ``journal:PATH`` or a path ending in ``.journal``/``.log`` (an Optuna journal file).
+
+PostgreSQL is the storage for many hosts: ``postgresql://user@host:5432/db`` uses psycopg 3
+(``pip install 'autoprune[postgres]'``; a URL naming another driver, ``postgresql+psycopg2://``,
+keeps it). The password is best left out of the URL (libpq reads ``PGPASSWORD`` or
+``~/.pgpass``): the URL is printed and recorded in ``search.json`` without it. Each process opens
+a small pool (:data:`POOL`: two connections and two more on demand, each checked before use so that
+a restarted server's dead connections are replaced), and every call retries through a lost
+connection (:mod:`autoprune.search.resilient`).
 """
 
 from __future__ import annotations
 
 import math
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +26,21 @@ from typing import Any
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..errors import AutopruneError, StorageError
+from .resilient import ResilientRDBStorage
 
-__all__ = ["StorageSpec", "resolve_storage", "probe_storage", "open_storage", "close_storage", "storage_has_study"]
+__all__ = ["StorageSpec", "resolve_storage", "probe_storage", "open_storage", "close_storage", "storage_has_study",
+           "POOL", "study_names"]
+
+# Per process: the trial's calls and the heartbeat thread use one connection each, the lock of
+# trial claims (autoprune.search.locks) a third. N workers hold at most 4 N connections: PostgreSQL's
+# default max_connections (100) serves ~24 workers; raise it for more. pool_recycle avoids
+# connections that a firewall or PgBouncer dropped silently.
+POOL = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 60}
 
 
 @dataclass(frozen=True)
@@ -67,8 +85,12 @@ def resolve_storage(storage: str | None, run_dir: Path) -> StorageSpec:
         url = make_url(s)
     except ArgumentError as e:
         raise StorageError(f"storage URL {storage!r} is not valid: {e}") from None
-    display = url.render_as_string(hide_password=True)
     backend = url.get_backend_name()
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")  # the maintained driver (the postgres extra)
+        s = url.render_as_string(hide_password=False)
+    # No password in what is printed and stored: libpq finds it in PGPASSWORD or ~/.pgpass.
+    display = url._replace(password=None).render_as_string() if url.password else url.render_as_string()
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
             raise StorageError(f"storage {display!r} is in memory: the study would be lost; give a file")
@@ -102,16 +124,21 @@ def probe_storage(spec: StorageSpec, timeout_s: float = 3.0) -> None:
     try:
         url.get_dialect().import_dbapi()
     except ImportError as e:
-        raise StorageError(f"storage {spec.display!r}: the {backend} driver is not installed ({e})") from None
+        hint = " (pip install 'autoprune[postgres]')" if backend == "postgresql" else ""
+        raise StorageError(f"storage {spec.display!r}: the {backend} driver is not installed{hint}: {e}") from None
 
 
-def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: float = 3.0):
+def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: float = 3.0,
+                 grace_s: int | None = None, retry_s: float = 300.0, max_retry: int = 2, snapshot: bool = False):
     """An Optuna storage for ``spec``; StorageError (with the cause) if it cannot be opened.
 
     SQLite waits up to 60 s on a locked database (several workers write to it); RDB
-    server storages (PostgreSQL, MySQL) record heartbeats every ``heartbeat_s`` s (grace
-    ``6 × heartbeat_s``) and re-queue a stale trial once (Optuna's
-    ``RetryHeartbeatStaleTrialCallback``).
+    server storages (PostgreSQL, MySQL) are a :class:`ResilientRDBStorage` (each call retries
+    through a lost connection for ``retry_s``), with the :data:`POOL` settings, and record heartbeats
+    every ``heartbeat_s`` s (grace ``grace_s``, default ``6 × heartbeat_s``): a trial whose heartbeat
+    is older is failed and re-queued, at most ``max_retry`` times for one trial (Optuna's
+    ``RetryHeartbeatStaleTrialCallback``). ``snapshot``: every session of a server storage is one
+    REPEATABLE READ transaction (the reads of :func:`~autoprune.search.snapshot.study_snapshot`).
     """
     try:
         if spec.kind == "journal":
@@ -123,16 +150,32 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: 
             backend = make_url(spec.url).get_backend_name()
             if backend in ("postgresql", "mysql", "mariadb"):
                 engine_kwargs["connect_args"] = {"connect_timeout": max(1, int(math.ceil(timeout_s)))}
+            engine_kwargs.update(POOL)
+            if snapshot and backend in ("postgresql", "mysql", "mariadb"):
+                engine_kwargs["isolation_level"] = "REPEATABLE READ"
         hb: dict[str, Any] = {}
         # Heartbeats only on server databases: on SQLite (one host by nature) the heartbeat
         # thread's writes contend with the trial's own for the file lock (measured: +0.5 s
         # per trial); orphans there are found by their dead worker process instead.
-        if heartbeat_s and spec.kind == "rdb":
-            hb = dict(heartbeat_interval=int(heartbeat_s), grace_period=int(6 * heartbeat_s),
-                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **hb)
+            if heartbeat_s and spec.kind == "rdb":
+                hb = dict(heartbeat_interval=int(heartbeat_s), grace_period=int(grace_s or 6 * heartbeat_s),
+                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                              max_retry=max_retry))
+            for attempt in range(4):
+                try:
+                    if spec.kind == "rdb":
+                        storage = ResilientRDBStorage(spec.url, retry_s=retry_s, engine_kwargs=engine_kwargs, **hb)
+                    else:
+                        storage = optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **hb)
+                    break
+                except (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.OperationalError) as e:
+                    # Two processes opening a new database at once both create Optuna's tables: the
+                    # loser's CREATE fails ("already exists"); the tables are there on the next try.
+                    if attempt == 3 or not _creation_race(e):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
         if spec.kind == "sqlite":
             _sqlite_wal(storage.engine)
         return storage
@@ -140,6 +183,11 @@ def open_storage(spec: StorageSpec, *, heartbeat_s: int | None = 10, timeout_s: 
         raise
     except Exception as e:  # sqlalchemy.exc.*, OSError, driver errors
         raise StorageError(f"cannot open storage {spec.display!r}: {type(e).__name__}: {e}") from None
+
+
+def _creation_race(e: Exception) -> bool:
+    text = str(e).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text or "locked" in text
 
 
 def _sqlite_wal(engine) -> None:
@@ -176,11 +224,16 @@ def storage_has_study(spec: StorageSpec, name: str, *, timeout_s: float = 3.0) -
     """Whether ``spec`` holds a study called ``name`` (False when its file does not exist yet)."""
     if spec.kind in ("sqlite", "journal") and not spec.path.exists():
         return False
-    storage = open_storage(spec, heartbeat_s=None, timeout_s=timeout_s)
+    storage = open_storage(spec, heartbeat_s=None, timeout_s=timeout_s, retry_s=0)
     try:
-        return name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+        return name in study_names(storage)
     finally:
         close_storage(storage)
+
+
+def study_names(storage) -> set[str]:
+    """The names of the studies an open storage holds."""
+    return {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
 
 
 def close_storage(storage) -> None:

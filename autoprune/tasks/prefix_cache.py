@@ -57,9 +57,12 @@ def prefix_of(schedule: Schedule, layer_kinds: str, num_visual: int) -> tuple[in
 
 
 def _evidence_key(layer: int, kind: str, scorer: ScorerConfig) -> tuple:
-    # what the evidence of one layer depends on besides its (unreduced) input
+    # what the evidence of one layer depends on besides its (unreduced) input; a two-mixer
+    # layer's ("attention+mamba") is the blend of both by the weights
     if kind == "linear":
         return (layer, kind, scorer.head_agg, (scorer.mamba_decay, scorer.delta_correction))
+    if "+" in kind:
+        return (layer, kind, scorer.head_agg, scorer.mamba_decay, scorer.w_attn, scorer.w_mamba)
     return (layer, kind, scorer.head_agg, scorer.mamba_decay if kind == "mamba" else None)
 
 

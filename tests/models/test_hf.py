@@ -230,9 +230,10 @@ def test_a_checkpoint_of_an_unsupported_family_is_refused_with_the_supported_one
     (d / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (d / "model.safetensors").write_bytes(b"")
     _refused(tmp_path, ["search", "--model", str(d), "--data", str(omni / "tiny.jsonl"), "--gpu", "h100",
-                        "--budget", "2x"], "UnsupportedModelError", "supported: ['bamba', 'lfm2', 'nemotron_h', "
-                                                                      "'nemotron_h_omni', 'qwen3_5_text', 'qwen3_next']",
-              capsys)
+                        "--budget", "2x"], "UnsupportedModelError", "supported: ['bamba', 'falcon_h1', "
+                                                                      "'granitemoehybrid', 'jamba', 'lfm2', 'nemotron_h', "
+                                                                      "'nemotron_h_omni', 'qwen3_5_text', 'qwen3_next', "
+                                                                      "'zamba2']", capsys)
 
 
 def test_a_video_that_cannot_be_decoded_names_its_file_and_line_and_nothing_is_written(tmp_path, omni, capsys):

@@ -177,6 +177,15 @@ def test_warm_starts_cut_after_each_attention_layer_and_vary_one_categorical_kno
     assert space.warm_starts(ModelSignature(family="nemotron_h", layer_kinds="MMM-MMM-")) == []
 
 
+def test_warm_starts_cut_after_the_attention_of_two_mixer_layers_too(tmp_path):
+    space = _budgeted(tmp_path, True)
+    sig = ModelSignature(family="zamba2", layer_kinds="MMSMMMSMMMSM")  # S: shared attention, then Mamba2
+    starts = space.warm_starts(sig)
+    assert starts
+    keep = space.schedule_from_params(starts[0], sig).keep
+    assert [i for i in range(1, 12) if keep[i] < keep[i - 1]] == [3, 7, 11]
+
+
 def test_no_warm_starts_unless_the_space_asks_for_them(tmp_path):
     space = _budgeted(tmp_path, False)
     assert space.warm_starts(ModelSignature(family="nemotron_h", layer_kinds="M*M-M*M-M*M-")) == []

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU runs of one stop in one device command (each step bounded by `timeout`, its output kept
+# under $OUT even when a later step fails). Run from the repository root after
+# scripts/build_device_wheels.sh, carrying .whl/:
+#
+#   bash benchmarks/device_batch.sh 1     # tests, serving, Qwen3.5, Falcon-H1
+#   bash benchmarks/device_batch.sh 2     # Zamba2, latency few-shot, hf omni, search scaling
+set -uo pipefail
+part="${1:?part 1 or 2}"
+. scripts/device_env.sh
+export PYTHONPATH="$PWD:/tmp/site"
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT/run"
+R="$OUT/run"
+step() {  # step NAME SECONDS CMD...
+  local name=$1 secs=$2; shift 2
+  local t0=$SECONDS
+  echo "=== $name (limit ${secs}s)"
+  timeout "$secs" "$@" > "$R/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name rc=$rc in $((SECONDS - t0))s"; tail -25 "$R/$name.log"
+  tar -C "$OUT" -czf "$OUT/run.tgz" run
+}
+nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.max.sm --format=csv,noheader > "$R/nvidia-smi.txt"
+if [ "$part" = 1 ]; then
+  step gpu_tests 170 python3 -P -m pytest -q --import-mode=append -p no:cacheprovider \
+      tests/test_gpu_runtime.py tests/kernels tests/adapters/test_gpu_families.py tests/test_gpu_serving.py
+  step serving 190 python3 -P benchmarks/serving.py --out "$R/serving.json" --budget-s 150
+  step prefill_speed_linear 110 python3 -P benchmarks/prefill_speed_linear.py --shape qwen3.5-9b --visual 16384 \
+      --rep-ms 1000 --out "$R/prefill_speed_linear.json"
+  step prefill_speed_falcon 60 python3 -P benchmarks/prefill_speed.py --shape falcon-h1-7b --visual 16384 \
+      --rep-ms 800 --output "$R/prefill_speed-falcon-h1-7b.json"
+else
+  step prefill_speed_zamba2 100 python3 -P benchmarks/prefill_speed.py --shape zamba2-7b --visual 16384 \
+      --rep-ms 800 --output "$R/prefill_speed-zamba2-7b.json"
+  step hf_omni 200 python3 -P benchmarks/gpu_hf_omni.py "$R/hf_omni" --experts 64 --extra-trials 0
+fi
+tar -C "$OUT" -czf "$OUT/run.tgz" run && rm -rf "$R"
