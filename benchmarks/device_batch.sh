@@ -4,9 +4,10 @@
 # scripts/build_device_wheels.sh, carrying .whl/:
 #
 #   bash benchmarks/device_batch.sh 1     # tests, serving, Qwen3.5, Falcon-H1
-#   bash benchmarks/device_batch.sh 2     # Zamba2, latency few-shot, hf omni, search scaling
+#   bash benchmarks/device_batch.sh 2     # kernel tests, Falcon-H1, Zamba2, latency few-shot (16k)
+#   bash benchmarks/device_batch.sh 3     # search scaling baseline (1 worker), hf omni
 set -uo pipefail
-part="${1:?part 1 or 2}"
+part="${1:?part 1, 2 or 3}"
 . scripts/device_env.sh
 export PYTHONPATH="$PWD:/tmp/site"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT/run"
@@ -29,9 +30,17 @@ if [ "$part" = 1 ]; then
       --rep-ms 1000 --out "$R/prefill_speed_linear.json"
   step prefill_speed_falcon 60 python3 -P benchmarks/prefill_speed.py --shape falcon-h1-7b --visual 16384 \
       --rep-ms 800 --output "$R/prefill_speed-falcon-h1-7b.json"
+elif [ "$part" = 2 ]; then
+  step kernel_tests 100 python3 -P -m pytest -q --import-mode=append -p no:cacheprovider \
+      tests/kernels/test_deltanet_evidence.py tests/adapters/test_gpu_families.py
+  step prefill_speed_falcon 120 python3 -P benchmarks/prefill_speed.py --shape falcon-h1-7b --visual 16384 \
+      --rep-ms 600 --output "$R/prefill_speed-falcon-h1-7b.json"
+  step prefill_speed_zamba2 120 python3 -P benchmarks/prefill_speed.py --shape zamba2-7b --visual 16384 \
+      --rep-ms 600 --output "$R/prefill_speed-zamba2-7b.json"
+  step latency_quick 190 python3 -P benchmarks/latency_model.py --visual 16384 --no-energy --repeats 3 --budget 150 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
 else
-  step prefill_speed_zamba2 100 python3 -P benchmarks/prefill_speed.py --shape zamba2-7b --visual 16384 \
-      --rep-ms 800 --output "$R/prefill_speed-zamba2-7b.json"
-  step hf_omni 200 python3 -P benchmarks/gpu_hf_omni.py "$R/hf_omni" --experts 64 --extra-trials 0
+  step search_scaling 150 python3 -P benchmarks/search_scaling.py --measure --trials 16 \
+      --out "$R/search_scaling_h200.json"
+  step hf_omni 190 python3 -P benchmarks/gpu_hf_omni.py "$R/hf_omni" --experts 64 --extra-trials 0
 fi
 tar -C "$OUT" -czf "$OUT/run.tgz" run && rm -rf "$R"
