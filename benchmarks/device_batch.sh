@@ -39,8 +39,9 @@ elif [ "$part" = 2 ]; then
       --rep-ms 600 --output "$R/prefill_speed-zamba2-7b.json"
   step latency_quick 190 python3 -P benchmarks/latency_model.py --visual 16384 --no-energy --repeats 3 --budget 150 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
 else
-  step search_scaling 150 python3 -P benchmarks/search_scaling.py --measure --trials 16 \
+  step latency_quick_64k 160 python3 -P benchmarks/latency_model.py --visual 65536 --no-energy --repeats 2 --budget 140 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
+  step search_scaling 130 python3 -P benchmarks/search_scaling.py --measure --trials 16 \
       --out "$R/search_scaling_h200.json"
-  step hf_omni 190 python3 -P benchmarks/gpu_hf_omni.py "$R/hf_omni" --experts 64 --extra-trials 0
+  step hf_omni 170 python3 -P benchmarks/gpu_hf_omni.py "$R/hf_omni" --experts 64 --extra-trials 0
 fi
 tar -C "$OUT" -czf "$OUT/run.tgz" run && rm -rf "$R"
