@@ -173,3 +173,35 @@ def test_the_target_gpu_name_is_resolved_in_one_place_per_study():
     # workers read the resolved spec from the stored settings; they never resolve a name
     workers = MODULES["autoprune.search.workers"].read_text()
     assert "resolve" not in workers.replace("resolve_storage", "")
+
+
+def _defined_names(path: Path) -> set[str]:
+    """Names a module binds at its top level (definitions, assignments, imports)."""
+    out = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                out |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.If, ast.Try)):
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.FunctionDef, ast.ClassDef)):
+                    out.add(sub.name)
+                elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+                    out |= {(a.asname or a.name).split(".")[0] for a in sub.names}
+                elif isinstance(sub, ast.Assign):
+                    out |= {n.id for t in sub.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return out
+
+
+def test_every_import_of_an_autoprune_name_resolves_even_inside_functions():
+    # A lazy import (on a GPU-only path, say) fails only when that path runs: check them all here.
+    defined = {name: _defined_names(path) for name, path in MODULES.items()}
+    missing = [f"{name}:{line} imports {target}.{attr}"
+               for name, path in MODULES.items() for target, attr, line in _imports(name, path)
+               if attr is not None and target in MODULES and attr not in defined[target]
+               and "__getattr__" not in defined[target]]
+    assert missing == []

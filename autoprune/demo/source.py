@@ -211,8 +211,8 @@ def measured_latency(setup: DemoSetup, gpu: str) -> MeasuredLatency:
 
     ev = setup.evaluator
     if ev.device.type == "cuda":
-        from ..profiler.layer_bench import build_random_model
-        from ..profiler.timing import GpuMonitor
+        from ..profiler.random_model import build_random_model
+        from ..profiler.monitor import GpuMonitor
 
         proxy = build_random_model(setup.shape, ev.device, torch.bfloat16)
         lay = setup.layout
