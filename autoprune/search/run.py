@@ -347,7 +347,8 @@ def _add_references(study, plan: SearchPlan) -> None:
             study.tell(trial, list(values))
     for params, attrs in queued:
         study.enqueue_trial(params, user_attrs=attrs)
-    for params in plan.settings.space.warm_starts(sig):
+    room = max(0, plan.settings.trials - len(plan.references))  # no warm start left waiting past the count
+    for params in plan.settings.space.warm_starts(sig)[:room]:
         study.enqueue_trial(params, user_attrs={"warm_start": True})
 
 

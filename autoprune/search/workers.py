@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import threading
 import time
 import warnings
@@ -35,6 +36,8 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import os
 
 import optuna
 from optuna.trial import TrialState
@@ -260,6 +263,7 @@ class WorkerTask:
     grace_s: int | None
     timeout: float | None
     device: str | None = None
+    threads: int | None = None
 
     @property
     def storage(self) -> StorageSpec:
@@ -271,6 +275,10 @@ def _worker_main(task: dict) -> None:
     inputs, run the loop."""
     t = WorkerTask(**task)
     pin_device(t.device)
+    if t.threads is not None:
+        import torch
+
+        torch.set_num_threads(t.threads)
     with optuna_quiet():
         storage = open_storage(t.storage, heartbeat_s=t.heartbeat_s, grace_s=t.grace_s)
         try:
@@ -279,6 +287,13 @@ def _worker_main(task: dict) -> None:
             run_worker(study, build_inputs(settings), settings, t.index, spec=t.storage, timeout=t.timeout)
         finally:
             close_storage(storage)
+
+
+def threads_per_worker(workers: int, cpus: int | None = None) -> int:
+    """CPU threads each of ``workers`` processes on one machine may use: an equal share of the cores,
+    at least one (torch's default of every core per process oversubscribes the CPU many times over)."""
+    cpus = os.cpu_count() if cpus is None else cpus
+    return max(1, (cpus or 1) // max(1, workers))
 
 
 def run_workers(spec: StorageSpec, study_name: str, *, workers: int, total: int, heartbeat_s: int,
@@ -291,7 +306,7 @@ def run_workers(spec: StorageSpec, study_name: str, *, workers: int, total: int,
     for i in range(workers):
         device = devices[i % len(devices)] if devices else None
         task = WorkerTask(spec.kind, spec.url, str(spec.path) if spec.path else None, spec.display, study_name, i,
-                          heartbeat_s, grace_s, timeout, device)
+                          heartbeat_s, grace_s, timeout, device, threads_per_worker(workers))
         p = ctx.Process(target=_worker_main, args=(asdict(task),), name=f"autoprune-worker-{i}")
         p.start()
         procs.append(p)

@@ -108,3 +108,12 @@ def test_devices_give_each_spawned_worker_one_gpu_of_its_own(tmp_path, monkeypat
     seen = {f.read_text() for f in log.iterdir() if int(f.name) != os.getpid()}
     assert seen == {"3", "5"}
     assert r.export is not None and len(r.export.pareto) >= 1
+
+
+def test_workers_on_one_machine_share_its_cores_instead_of_each_taking_all():
+    from autoprune.search.workers import threads_per_worker
+
+    assert threads_per_worker(2, cpus=2) == 1
+    assert threads_per_worker(4, cpus=16) == 4
+    assert threads_per_worker(8, cpus=2) == 1  # never zero
+    assert threads_per_worker(1, cpus=2) == 2
