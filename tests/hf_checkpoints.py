@@ -179,30 +179,34 @@ QUESTIONS = ["what colour is the square", "where is the square moving", "how man
 CHOICES = [["red", "green", "blue"], ["left", "right", "up", "down"], ["1", "2", "3"]]
 
 
-def video_records(folder: Path, n: int = 3, *, labelled: bool = True) -> Path:
-    """``tiny.jsonl`` with ``n`` two-second videos beside it."""
+def video_records(folder: Path, n: int = 3, *, labelled: bool = True, stem: str = "clip", jsonl: str = "tiny.jsonl",
+                  first: int = 0) -> Path:
+    """``jsonl`` with ``n`` two-second videos ``{stem}-{i}.mp4`` beside it (ids ``{stem}-{i}``, ``i`` from ``first``)."""
     rows = []
-    for i in range(n):
-        write_video(folder / f"clip-{i}.mp4", seed=i)
-        row = {"id": f"clip-{i}", "video": f"clip-{i}.mp4", "question": QUESTIONS[i % 3], "choices": CHOICES[i % 3]}
-        if labelled:
-            row["answer"] = i % len(CHOICES[i % 3])
-        rows.append(row)
-    return _write(folder / "tiny.jsonl", rows)
-
-
-def embedding_records(folder: Path, hidden: int, n: int = 3, visual: int = 48, *, labelled: bool = True) -> Path:
-    """``tiny.jsonl`` with ``n`` ``.npy`` visual embeddings of width ``hidden`` beside it."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        np.save(folder / f"emb-{i}.npy", rng.standard_normal((visual // 8, 8, hidden)).astype(np.float32))
-        row = {"id": f"emb-{i}", "embeddings": f"emb-{i}.npy", "question": QUESTIONS[i % 3],
+    for i in range(first, first + n):
+        write_video(folder / f"{stem}-{i}.mp4", seed=i)
+        row = {"id": f"{stem}-{i}", "video": f"{stem}-{i}.mp4", "question": QUESTIONS[i % 3],
                "choices": CHOICES[i % 3]}
         if labelled:
             row["answer"] = i % len(CHOICES[i % 3])
         rows.append(row)
-    return _write(folder / "tiny.jsonl", rows)
+    return _write(folder / jsonl, rows)
+
+
+def embedding_records(folder: Path, hidden: int, n: int = 3, visual: int = 48, *, labelled: bool = True,
+                      stem: str = "emb", jsonl: str = "tiny.jsonl", seed: int = 0) -> Path:
+    """``jsonl`` with ``n`` ``.npy`` visual embeddings ``{stem}-{i}.npy`` of width ``hidden`` beside it
+    (ids ``{stem}-{i}``)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        np.save(folder / f"{stem}-{i}.npy", rng.standard_normal((visual // 8, 8, hidden)).astype(np.float32))
+        row = {"id": f"{stem}-{i}", "embeddings": f"{stem}-{i}.npy", "question": QUESTIONS[i % 3],
+               "choices": CHOICES[i % 3]}
+        if labelled:
+            row["answer"] = i % len(CHOICES[i % 3])
+        rows.append(row)
+    return _write(folder / jsonl, rows)
 
 
 def _write(path: Path, rows) -> Path:

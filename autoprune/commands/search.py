@@ -48,7 +48,8 @@ def checkpoint_arguments(p) -> None:
     """The flags of a real checkpoint (the ``hf`` model source): they become its model options."""
     g = p.add_argument_group("checkpoint (--model PATH: a transformers checkpoint, the hf model source)")
     g.add_argument("--data", metavar="FILE.jsonl", help="evaluation records (autoprune.tasks.records); needs --model")
-    g.add_argument("--validation", metavar="FILE.jsonl", help="held-out records, passed through to the export")
+    g.add_argument("--validation", metavar="FILE.jsonl",
+                   help="held-out records (disjoint from --data): the export validates the front on them")
     g.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="weights dtype (default bf16 on a GPU, fp32 on CPU)")
     g.add_argument("--device", help="torch device of the model (default cuda when there is one)")
     g.add_argument("--limit", type=int, metavar="N", help="evaluate the first N records only")

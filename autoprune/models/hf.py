@@ -34,11 +34,21 @@ EVS do not change with the schedule; a measuring study times them once on the pr
 (first video record) and reports them beside the prefill in the study's latency info as
 ``vision_ms`` (time to first token = ``vision_ms`` + prefill); ``evs_rate`` changes how many
 tokens enter layer 0.
+
+Validation: ``--validation HELD_OUT.jsonl`` (option ``validation``) is a disjoint set of records,
+scored by the same objective as the search (accuracy when the search scores accuracy — then every
+held-out record needs an answer — else fidelity). After the trials, the export validates the
+candidates on it (:mod:`autoprune.search.validate`: the search front, near-ties, references,
+Optuna's front) and takes the front on validation scores. A held-out file that repeats a search
+record (the same id, or the same video and question; :func:`autoprune.tasks.records.find_overlap`)
+is refused before anything loads. Both files are named in the study's provenance with their
+record count and SHA-256 (``evaluation_info``). ``limit`` applies to the search records only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -53,7 +63,8 @@ from ..interfaces import SourceRequest, StudyInputs
 from . import register_model_source
 
 __all__ = ["HFSource", "study_inputs", "HFOptions", "HFModel", "HFQA", "HFSetup", "FAMILIES", "HF_OPTIONS", "resolve_checkpoint",
-           "load_checkpoint", "load_setup", "checkpoint_shape", "render_prompt", "embed_after_evs", "DTYPES"]
+           "load_checkpoint", "load_setup", "validation_evaluator", "check_validation_records", "evaluation_info",
+           "checkpoint_shape", "render_prompt", "embed_after_evs", "DTYPES"]
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -61,7 +72,8 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 HF_OPTIONS = {
     "path": "checkpoint directory, or a repo id in the local Hugging Face cache (required)",
     "data": "JSONL evaluation records (required; format in autoprune.tasks.records)",
-    "validation": "JSONL records held out for validating exported schedules (passed through)",
+    "validation": "JSONL records held out from data: the export validates the front on them (same objective; "
+                  "every record, limit aside)",
     "dtype": "bf16, fp16 or fp32 (default: bf16 on a GPU, fp32 on the CPU)",
     "device": "torch device of the model (default: cuda when there is one, else cpu)",
     "limit": "evaluate the first N records only",
@@ -201,7 +213,7 @@ def resolve_checkpoint(path: str) -> Path:
     else:
         raise ConfigError(f"--model {path}: no such directory (and not an org/name repo id)")
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
-    present, absent = _weight_files(folder)
+    _, absent = _weight_files(folder)
     missing += absent
     if missing:
         what = "not a checkpoint" if "config.json" in missing else "an incomplete checkpoint"
@@ -598,8 +610,6 @@ def load_setup(options: HFOptions | Mapping[str, Any], task: str | None = None, 
     (``task``: None = accuracy when labelled, else fidelity)."""
 
     from ..cost.shapes import ModelShape, get_shape
-    from ..tasks.evaluate import AccuracyEvaluator, FidelityEvaluator
-    from ..tasks.prefix_cache import PrefixCache
     from ..tasks.records import load_jsonl
 
     opts = options if isinstance(options, HFOptions) else HFOptions.from_mapping(options)
@@ -614,18 +624,9 @@ def load_setup(options: HFOptions | Mapping[str, Any], task: str | None = None, 
     elif opts.evs_rate is not None:
         hf.set_evs_rate(opts.evs_rate)
     if qa is None:
-        qa = HFQA(hf, num_frames=opts.num_frames, fps=opts.fps, chat_template=opts.chat_template,
-                  progress=opts.progress)
-    data = qa.prepare(records)
-    labelled = data.labelled and all(g.has_choices for g in data.groups)
-    if task == "accuracy" and not labelled:
-        raise ConfigError(f"--task accuracy needs an answer and choices in every record of {opts.data}")
-    cls = AccuracyEvaluator if (task == "accuracy" or (task is None and labelled)) else FidelityEvaluator
-    cache = _cache_bytes(opts, hf.device)
-    kw = {"batch_size": opts.batch_size, "seed": opts.seed, "n_boot": opts.n_boot, "progress": opts.progress}
-    if cache > 0:
-        kw["prefix_cache"] = PrefixCache(qa.module, max_bytes=cache)
-    evaluator = cls(qa, data, **kw)
+        qa = _qa(hf, opts)
+    evaluator = _evaluator(opts, task, qa, records, where=f"--data {opts.data}")
+    data = evaluator.data
     layout, g = _layout(data)
     if opts.latency_visual is not None:
         layout = dataclasses.replace(layout, visual=opts.latency_visual)
@@ -650,6 +651,99 @@ def load_setup(options: HFOptions | Mapping[str, Any], task: str | None = None, 
             info["vision_prepare_ms_per_record"] = 1e3 * qa.vision_seconds / len(qa.video_tokens_before_evs)
     return HFSetup(evaluator=evaluator, hf=hf, qa=qa, shape=shape, layout=layout, sample_embeds=x,
                    sample_mask=vm, info=info)
+
+
+def _qa(hf: HFModel, opts: HFOptions) -> HFQA:
+    return HFQA(hf, num_frames=opts.num_frames, fps=opts.fps, chat_template=opts.chat_template, progress=opts.progress)
+
+
+def _evaluator(opts: HFOptions, task: str | None, qa: HFQA, records: Sequence, *, where: str):
+    """The evaluator of ``records`` embedded by ``qa``: accuracy for ``task`` accuracy, or for
+    None when every record is labelled; fidelity otherwise."""
+    from ..tasks.evaluate import AccuracyEvaluator, FidelityEvaluator
+    from ..tasks.prefix_cache import PrefixCache
+
+    data = qa.prepare(records)
+    labelled = data.labelled and all(g.has_choices for g in data.groups)
+    if task == "accuracy" and not labelled:
+        raise ConfigError(f"{where}: scoring accuracy needs an answer and choices in every record")
+    cls = AccuracyEvaluator if (task == "accuracy" or (task is None and labelled)) else FidelityEvaluator
+    cache = _cache_bytes(opts, qa.hf.device)
+    kw = {"batch_size": opts.batch_size, "seed": opts.seed, "n_boot": opts.n_boot, "progress": opts.progress}
+    if cache > 0:
+        kw["prefix_cache"] = PrefixCache(qa.module, max_bytes=cache)
+    return cls(qa, data, **kw)
+
+
+def validation_evaluator(setup: HFSetup, options: HFOptions, records: Sequence | None = None):
+    """The evaluator of the held-out records (``records``, default those of ``options.validation``)
+    with the same objective as ``setup``'s and its model; every record (``limit`` is the search's).
+    The search's prefix cache is emptied first: the search is over, and its memory is this one's."""
+    from ..tasks.records import load_jsonl
+
+    if records is None:
+        if options.validation is None:
+            raise ConfigError("no validation records: --validation FILE.jsonl")
+        records = load_jsonl(options.validation)
+    cache = getattr(setup.evaluator, "prefix_cache", None)
+    if cache is not None:
+        cache.clear()
+    return _evaluator(options, setup.evaluator.metric, _qa(setup.hf, options), list(records),
+                      where=f"--validation {options.validation}")
+
+
+def _labelled(records: Sequence) -> bool:
+    return all(r.answer is not None and r.choices for r in records)
+
+
+def check_validation_records(options: HFOptions, task: str | None, *, probe: bool = True) -> tuple[list, list]:
+    """``(search records, held-out records)`` of ``options.data`` and ``options.validation``, read
+    and checked before anything loads: the held-out file repeats no search record, has answers
+    wherever the search scores accuracy, and (``probe``) its videos decode. ConfigError or
+    RecordError, one line, otherwise."""
+    from ..tasks.records import find_overlap, load_jsonl, probe_video
+
+    search, held_out = load_jsonl(options.data), load_jsonl(options.validation)
+    clashes = find_overlap(search, held_out)
+    if clashes:
+        h, twin, why = clashes[0]
+        raise ConfigError(f"--validation {options.validation}: {len(clashes)} of {len(held_out)} record(s) repeat "
+                          f"search records of --data (first: {h.source} and {twin.source}: {why}); a validation "
+                          "set must be held out from the search data")
+    accuracy = task == "accuracy" or (task is None and _labelled(search))
+    if accuracy:
+        missing = next((r for r in held_out if not (r.answer is not None and r.choices)), None)
+        if missing is not None:
+            raise ConfigError(f"--validation {missing.source}: no answer (or no choices); the search scores accuracy "
+                              "(every --data record is labelled), so every validation record needs one")
+    if probe:
+        for r in held_out:
+            probe_video(r)
+    return search, held_out
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def evaluation_info(options: HFOptions, n_search: int, n_validation: int | None = None) -> dict:
+    """What a study evaluates, for provenance: each JSONL file (absolute path, SHA-256 of its bytes
+    — the records, not the videos they name), the records evaluated, and how the sets are kept apart."""
+    def part(path: str, n: int) -> dict:
+        return {"data": str(Path(path).resolve()), "n": n, "sha256": _sha256(path)}
+
+    search = part(options.data, n_search) if options.data else {"n": n_search}
+    if options.limit:
+        search["limit"] = options.limit
+    validation = None
+    if options.validation is not None and n_validation is not None:
+        validation = {**part(options.validation, n_validation),
+                      "disjoint": "no shared record id, nor the same visual input with the same question"}
+    return {"search": search, "validation": validation}
 
 
 def _check_task(task: str | None) -> None:
@@ -677,6 +771,10 @@ class HFSource:
     options = HF_OPTIONS
 
     def check(self, request: SourceRequest) -> None:
+        self._checked(request)
+
+    def _checked(self, request: SourceRequest) -> tuple[HFOptions, list | None]:
+        """The request's options and held-out records (None without ``validation``), checked."""
         _check_task(request.task)
         opts = HFOptions.from_mapping(request.options)
         if opts.data is None:
@@ -685,24 +783,34 @@ class HFSource:
         config = read_config(folder)
         if opts.evs_rate is not None and config.model_type != "nemotron_h_omni":
             raise ConfigError(f"evs_rate is an option of nemotron_h_omni checkpoints, not {config.model_type}")
+        if opts.validation is None:
+            return opts, None
+        return opts, check_validation_records(opts, request.task)[1]
 
     def build(self, request: SourceRequest) -> StudyInputs:
-        self.check(request)
-        opts = HFOptions.from_mapping(request.options)
+        opts, held_out = self._checked(request)
         if request.measure and opts.device is None and not request.gpu.is_cpu:
             import torch
 
             if torch.cuda.is_available():
                 opts = dataclasses.replace(opts, device="cuda")
-        return study_inputs(load_setup(opts, request.task), request, stack=opts.stack)
+        setup = load_setup(opts, request.task)
+        validation = None
+        if held_out is not None:
+            def validation(setup=setup, opts=opts, records=held_out):
+                return validation_evaluator(setup, opts, records)
+        info = evaluation_info(opts, len(setup.evaluator.data), None if held_out is None else len(held_out))
+        return study_inputs(setup, request, stack=opts.stack, validation=validation, evaluation_info=info)
 
 
 def study_inputs(setup: HFSetup, request: SourceRequest, *, model: str = "hf", monitor=None,
-                 timer_kw: Mapping[str, Any] | None = None, stack: str = "eager") -> StudyInputs:
+                 timer_kw: Mapping[str, Any] | None = None, stack: str = "eager", validation=None,
+                 evaluation_info: Mapping[str, Any] | None = None) -> StudyInputs:
     """The :class:`StudyInputs` of a loaded setup: its evaluator, and the language model's prefill
     latency predicted for ``request.gpu`` or (``request.measure``) measured on the present device
     (``monitor``: an NVML monitor for energy; ``timer_kw``: options of the timer; ``stack``: what
-    is timed, see :class:`~autoprune.profiler.measured.MeasuredLatency`)."""
+    is timed, see :class:`~autoprune.profiler.measured.MeasuredLatency``); ``validation`` and
+    ``evaluation_info`` as in :class:`~autoprune.interfaces.StudyInputs`."""
     from ..cost.latency import LatencyModel
     from ..profiler.measured import MeasuredLatency
 
@@ -725,4 +833,6 @@ def study_inputs(setup: HFSetup, request: SourceRequest, *, model: str = "hf", m
         info.update(latency.describe())
     info["latency"] = "language-model prefill (vision encoder and EVS excluded; the vision side is in vision_*_ms)"
     return StudyInputs(evaluator=ev, latency=latency, predictor=predictor, model=model,
-                       task=request.task or ev.metric, shape=setup.shape, layout=lay, latency_info=info)
+                       task=request.task or ev.metric, shape=setup.shape, layout=lay, latency_info=info,
+                       validation=validation,
+                       evaluation_info=evaluation_info or {})

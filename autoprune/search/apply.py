@@ -42,6 +42,9 @@ def apply_schedule(path: str | os.PathLike, *, model: str | None = None, task: s
     if gpu is None:
         raise ConfigError(f"{path}: the schedule names no target GPU; give --gpu")
     stored = dict(prov.get("model_options") or {}) if model == prov.get("model") else {}
+    # the study's held-out set validated its front once; applying evaluates one set (--data), and a
+    # stored held-out file would be checked against it (and refused when --data is that file)
+    stored.pop("validation", None)
     options = {**stored, **dict(model_options or {})}  # given options override the study's
     source = get_model_source(model)
     request = SourceRequest(gpu=resolve_gpu(gpu, measure=measure), task=task, measure=measure, options=options)

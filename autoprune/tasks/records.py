@@ -26,6 +26,10 @@ the clip, or ``fps`` frames per second of it, or every frame when neither is giv
 ``default_sample_indices_fn``; a model source passes its options, e.g. ``--model-option
 num_frames=32`` of the ``hf`` source). A file that cannot be decoded, or that has fewer frames than
 asked for, is a :class:`RecordError` naming the record.
+
+A held-out set must not repeat the records it is held out from: :func:`find_overlap` finds the
+records of one file that share an id (where both give one) or a visual input and question with
+another's.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from pathlib import Path
 from ..errors import AutopruneError
 
 __all__ = ["MCRecord", "RecordError", "load_jsonl", "parse_record", "write_jsonl", "load_embeddings", "load_video",
-           "VISUAL_KEYS"]
+           "probe_video", "find_overlap", "VISUAL_KEYS"]
 
 VISUAL_KEYS = ("frames", "video", "embeddings")
 _KEYS = {"id", "family", "prefix", *VISUAL_KEYS, "embeddings_key", "question", "choices", "answer"}
@@ -65,6 +69,9 @@ class MCRecord:
     video: Path | None = None
     source: str = ""  # "file:line", for error messages
     extra: dict = field(default_factory=dict, compare=False)
+    # False when the file gave no id (the default "line-<n>" names a line, not a sample: two files
+    # both have a "line-1", which says nothing about whether they share a sample)
+    id_given: bool = field(default=True, compare=False)
 
     @property
     def labelled(self) -> bool:
@@ -151,7 +158,7 @@ def parse_record(obj, *, where: str, base: Path, check_files: bool = True, defau
         id=_string(obj, "id", where, default=default_id or where),
         question=question, choices=tuple(choices), answer=answer, family=_string(obj, "family", where, "all"),
         prefix=_string(obj, "prefix", where, ""), frames=frames, embeddings=emb, embeddings_key=key, video=video,
-        source=where,
+        source=where, id_given="id" in obj,
     )
 
 
@@ -271,3 +278,50 @@ def load_video(record: MCRecord, *, num_frames: int | None = None, fps: float | 
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[0] == 0:
         raise RecordError(f"{record.source}: video {record.video.name} decoded to no frames")
     return frames, meta
+
+
+def probe_video(record: MCRecord) -> None:
+    """Decode the first frame of the record's ``video`` (a cheap check that the file is a video,
+    for records decoded only later); RecordError naming the record otherwise. No-op for others."""
+    if record.video is None:
+        return
+    from .._deps import require
+
+    require("av", feature="video records", install="'autoprune[video]' (PyAV)")
+    import av
+
+    try:
+        with av.open(str(record.video)) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            next(container.decode(video=0))
+    except Exception as e:  # noqa: BLE001 — PyAV's errors (and StopIteration): the file is at fault
+        raise RecordError(f"{record.source}: cannot decode video {record.video.name}: {type(e).__name__}: {e}") from None
+
+
+def _visual_key(r: MCRecord) -> tuple:
+    if r.video is not None:
+        return ("video", r.video.resolve())
+    if r.frames is not None:
+        return ("frames", tuple(f.resolve() for f in r.frames))
+    return ("embeddings", r.embeddings.resolve() if r.embeddings is not None else None, r.embeddings_key)
+
+
+def find_overlap(records: Sequence[MCRecord], held_out: Sequence[MCRecord]) -> list[tuple[MCRecord, MCRecord, str]]:
+    """The records of ``held_out`` that repeat one of ``records``: ``(held-out record, its twin,
+    why)`` — the same id (where both files give one), or the same visual input (the same file,
+    after resolving paths) with the same question (whitespace and case aside)."""
+    by_id = {r.id: r for r in records if r.id_given}
+    by_input = {(_visual_key(r), " ".join(r.question.lower().split())): r for r in records}
+    out = []
+    for h in held_out:
+        twin = by_id.get(h.id) if h.id_given else None
+        if twin is not None:
+            out.append((h, twin, f"same id {h.id!r}"))
+            continue
+        twin = by_input.get((_visual_key(h), " ".join(h.question.lower().split())))
+        if twin is not None:
+            kind, path = _visual_key(h)[:2]
+            name = path[0].name + ", …" if kind == "frames" else getattr(path, "name", path)
+            out.append((h, twin, f"same {kind} {name} and question"))
+    return out
