@@ -6,8 +6,11 @@
 #   bash benchmarks/device_batch.sh 1     # tests, serving, Qwen3.5, Falcon-H1
 #   bash benchmarks/device_batch.sh 2     # kernel tests, Falcon-H1, Zamba2, latency few-shot (16k)
 #   bash benchmarks/device_batch.sh 3     # search scaling baseline (1 worker), hf omni
+#   bash benchmarks/device_batch.sh 4     # every GPU test (kernels first, then runtime/serving), scaling baseline
+#   bash benchmarks/device_batch.sh 5     # hf omni measured study (16 routed experts), scaling baseline (16 trials)
+#   bash benchmarks/device_batch.sh 6     # runtime/serving GPU tests (verbose), serving batches 8 and 16
 set -uo pipefail
-part="${1:?part 1, 2 or 3}"
+part="${1:?part 1 to 6}"
 . scripts/device_env.sh
 export PYTHONPATH="$PWD:/tmp/site"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT/run"
@@ -38,6 +41,25 @@ elif [ "$part" = 2 ]; then
   step prefill_speed_zamba2 120 python3 -P benchmarks/prefill_speed.py --shape zamba2-7b --visual 16384 \
       --rep-ms 600 --output "$R/prefill_speed-zamba2-7b.json"
   step latency_quick 190 python3 -P benchmarks/latency_model.py --visual 16384 --no-energy --repeats 3 --budget 150 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
+elif [ "$part" = 4 ]; then
+  # -rA: each test's outcome by name in the log (the last runs timed out without saying which ran)
+  step gpu_kernel_tests 230 python3 -P -m pytest -q -rA --durations=15 --import-mode=append -p no:cacheprovider \
+      tests/kernels tests/adapters/test_gpu_families.py
+  step gpu_runtime_tests 190 python3 -P -m pytest -q -rA --durations=15 --import-mode=append -p no:cacheprovider \
+      tests/test_gpu_runtime.py tests/test_gpu_serving.py tests/test_runtime_ragged.py
+  step search_scaling 130 python3 -P benchmarks/search_scaling.py --measure --trials 24 \
+      --out "$R/search_scaling_h200.json"
+elif [ "$part" = 5 ]; then
+  export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  step hf_omni 390 python3 -P benchmarks/gpu_hf_omni.py "$R/hf_omni" --experts 16
+  step search_scaling 170 python3 -P benchmarks/search_scaling.py --measure --trials 16 \
+      --out "$R/search_scaling_h200.json"
+elif [ "$part" = 6 ]; then
+  # -v: each test's name as it finishes (part 4 timed out after 5 tests without naming them)
+  step gpu_runtime_tests 330 python3 -P -m pytest -v --durations=15 --import-mode=append -p no:cacheprovider \
+      tests/test_gpu_runtime.py tests/test_gpu_serving.py tests/test_runtime_ragged.py
+  step serving_batches 200 python3 -P benchmarks/serving.py --out "$R/serving_batches.json" --headline 16384 \
+      --batches 8,16 --budget-s 160
 else
   step latency_quick_64k 160 python3 -P benchmarks/latency_model.py --visual 65536 --no-energy --repeats 2 --budget 140 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
   step search_scaling 130 python3 -P benchmarks/search_scaling.py --measure --trials 16 \

@@ -61,6 +61,9 @@ from autoprune.tasks.records import MCRecord
 NANO_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
 TINY_PATTERN = "*M-M-*M-M-*M-M-"
 _BLOCK = {"M": "linear_attention", "E": "moe", "*": "full_attention", "-": "mlp"}
+# the strongest hand schedules of the demo's validated runs (fastv: one cut after the first attention
+# layer, wherever the pattern puts it); each costs one trial of every study
+REFERENCES = ("fastv", "high_to_low", "low_to_high", "low_to_high:attn")
 QUESTIONS = ["what happens in the video", "where does the square move", "how many objects are there"]
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
@@ -236,18 +239,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
     p.add_argument("--tiny", action="store_true", help="tiny widths on the CPU (the same code path)")
-    p.add_argument("--trials", type=int, default=None, help="trials of the 2x study (default 20; --tiny 6)")
+    p.add_argument("--trials", type=int, default=None, help="trials of the 2x study, the references included (default 24; --tiny 6)")
     p.add_argument("--extra-trials", type=int, default=None,
-                   help="trials of each of the 3x and 4x studies (default 6; --tiny 3; 0 skips them)")
+                   help="trials of each of the 3x and 4x studies (default 10; --tiny 5; 0 skips them)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default 128; --tiny 16)")
     p.add_argument("--videos", type=int, default=2)
     p.add_argument("--questions", type=int, default=3, help="questions per video")
     p.add_argument("--evs-rate", type=float, default=0.5)
     p.add_argument("--experts", type=int, default=128, help="routed experts per MoE layer (published: 128)")
     args = p.parse_args(argv)
-    trials = args.trials or (6 if args.tiny else 20)
+    trials = args.trials or (6 if args.tiny else 24)
     if args.extra_trials is None:
-        args.extra_trials = 3 if args.tiny else 6
+        args.extra_trials = 5 if args.tiny else 10
     frames = args.frames or (16 if args.tiny else 128)
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -258,6 +261,9 @@ def main(argv=None) -> int:
     check = processor_check(args, tok, fe)
     model = build_model(args, tok, device)
     t_build = time.perf_counter() - t0
+    gib = (lambda: torch.cuda.max_memory_allocated() / 2**30) if device == "cuda" else (lambda: 0.0)
+    print(f"built {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters in {t_build:.0f} s; "
+          f"peak GPU memory {gib():.1f} GiB", flush=True)
     hf = HFModel(model=model, family=FAMILIES["nemotron_h_omni"], tokenizer=tok, front_end=fe,
                  name="nemotron-3-nano-omni-widths" if not args.tiny else "tiny-omni")
     size = 64 if args.tiny else 512
@@ -277,6 +283,7 @@ def main(argv=None) -> int:
 
     base = setup_at(args.evs_rate)
     t_setup = time.perf_counter() - t0
+    print(f"set up {len(recs)} samples in {t_setup - t_build:.0f} s; peak GPU memory {gib():.1f} GiB", flush=True)
 
     @register_model_source("gpu-hf-omni")
     class Source:
@@ -305,6 +312,7 @@ def main(argv=None) -> int:
             continue
         cfg = SearchConfig(model="gpu-hf-omni", gpu="auto" if measure else "h200", budget=budget, trials=n,
                            measure=measure, task="fidelity", out=str(args.out / "runs"), show_progress=False,
+                           references=REFERENCES,
                            study=f"hf-omni-{'measured' if measure else 'tiny'}-{budget}")
         try:
             result = run_search(cfg, log=print)
@@ -389,6 +397,7 @@ def main(argv=None) -> int:
                   "latency_source": sorted(set(done["latency_source"]))},
         "evs_sweep": {str(k): v for k, v in sweep.items()},
         "best_at": rows,
+        "peak_gpu_memory_gib": gib(),
         "seconds": {"build": t_build, "setup": t_setup - t_build, "search": t_search - t_setup,
                     "total": time.perf_counter() - t0},
     }
