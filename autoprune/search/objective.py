@@ -42,10 +42,11 @@ from ..budget import Budget, fit_to_budget
 from ..errors import AutopruneError, ScheduleError
 from ..interfaces import LatencyEstimate, RacingEvaluator, StudyInputs, TaskResult
 from ..schedule import Schedule
+from .correction import PredictionCorrection
 from .identity import worker_identity
 from .records import reason, record_result, record_schedule
 from .settings import StudySettings
-from .space import SearchSpace
+from .space import SearchSpace, first_cut_layer
 
 __all__ = ["TrialRunner"]
 
@@ -71,6 +72,7 @@ class TrialRunner:
         self._incumbents: list[tuple[float, float, int]] = []  # (latency, score, trial number) of completed trials
         self._evaluated: dict[int, Schedule] = {}  # trial number -> the schedule its evaluator ran
         self._latest_cut: dict[float, int] = {}
+        self.correction = PredictionCorrection()  # used only where the predictor is not the objective's source
         self.inputs = inputs
         self.evaluator = inputs.evaluator
         self.signature = inputs.evaluator.signature
@@ -108,6 +110,8 @@ class TrialRunner:
         try:
             schedule, est, gamma, reject = self._latency(self.accounting.clamp(schedule), reference, target)
             record_schedule(trial, schedule, est, gamma)
+            if self.inputs.predictor is not self.inputs.latency:
+                trial.set_user_attr("predictor_correction", self.correction.ratio)
             constraint = self.budget.constraint(est.latency_ms, self.limit_ms)
             if reject:
                 trial.set_user_attr("rejected", reject)
@@ -204,8 +208,14 @@ class TrialRunner:
 
     def _latency(self, schedule: Schedule, reference: str | None, target: float = 1.0
                  ) -> tuple[Schedule, LatencyEstimate, float, str | None]:
-        """(schedule to evaluate, its latency, gamma, rejection reason or None)."""
+        """(schedule to evaluate, its latency, gamma, rejection reason or None).
+
+        A measuring study (predictor ≠ the objective's source) aims the predictor at the goal
+        divided by the measured/predicted ratio learned so far, and refits a fitted candidate whose
+        measurement misses its goal by more than 2 % (at most twice), learning from each measurement.
+        """
         latency, predictor = self.inputs.latency, self.inputs.predictor
+        measuring = predictor is not latency
         memo: dict[tuple, LatencyEstimate] = {}
         floor = self.accounting.floor
 
@@ -215,26 +225,62 @@ class TrialRunner:
             return est.latency_ms
 
         def objective_estimate(s: Schedule) -> LatencyEstimate:
-            est = memo.get(s.keep) if predictor is latency else None
+            est = memo.get(s.keep) if not measuring else None
             return est or latency.estimate(s)
 
         gamma = 1.0
         fit_both_ways = self.space.fits_to_budget and not schedule.is_identity  # the baseline stays the baseline
-        if fit_both_ways and reference is None:
-            schedule = self._pull_first_cut(schedule, self.limit_ms * target, predict)
-        if fit_both_ways or (reference is None and self.over_budget == "project"):
-            goal = self.limit_ms * (target if fit_both_ways else 1.0)
-            proj = fit_to_budget(schedule, predict, goal, self.num_visual, floor=floor,
-                                 gamma_low=1e-3 if fit_both_ways else 1.0)
-            if not proj.met:
-                return schedule, objective_estimate(schedule), 1.0, (
-                    f"cannot meet the budget: even every reduced layer at the token floor ({floor:.2%}) gives "
-                    f"{self.baseline_ms / proj.latency_ms:.2f}x ({proj.latency_ms:.2f} ms > {goal:.2f} ms)"
-                )
-            gamma, schedule = proj.gamma, proj.schedule
-        est = objective_estimate(schedule)
+        fitted = fit_both_ways or (reference is None and self.over_budget == "project")
+        goal = self.limit_ms * (target if fit_both_ways else 1.0)
+        sampled = schedule
+        est = None
+        for attempt in range(3 if measuring and fitted else 1):
+            aim = self.correction.predicted_goal(goal) if measuring else goal
+            schedule = sampled
+            if fit_both_ways and reference is None:
+                schedule = self._pull_first_cut(schedule, aim, predict)
+            if fitted:
+                proj = fit_to_budget(schedule, predict, aim, self.num_visual, floor=floor,
+                                     gamma_low=1e-3 if fit_both_ways else 1.0)
+                if not proj.met:
+                    return schedule, objective_estimate(schedule), 1.0, (
+                        f"cannot meet the budget: even every reduced layer at the token floor ({floor:.2%}) gives "
+                        f"{self.baseline_ms / proj.latency_ms:.2f}x ({proj.latency_ms:.2f} ms > {aim:.2f} ms"
+                        + (f", the predictor's goal after its measured correction x{self.correction.ratio:.3f}"
+                           if measuring else "") + ")"
+                    )
+                gamma, schedule = proj.gamma, proj.schedule
+            too_early = self._cut_before_evidence(schedule)
+            if too_early:
+                return schedule, objective_estimate(schedule), gamma, too_early
+            est = objective_estimate(schedule)
+            if not (measuring and fitted):
+                break
+            predicted = memo[schedule.keep].latency_ms if schedule.keep in memo else predict(schedule)
+            self.correction.observe(predicted, est.latency_ms)
+            over = not Budget.meets(est.latency_ms, self.limit_ms)
+            if not over and (not fit_both_ways or abs(est.latency_ms / goal - 1.0) <= 0.02):
+                break
         if (reference is None or fit_both_ways) and not Budget.meets(est.latency_ms, self.limit_ms):
             return schedule, est, gamma, (
                 f"over budget: {est.latency_ms:.2f} ms > {self.limit_ms:.2f} ms ({est.source}); not evaluated"
             )
         return schedule, est, gamma, None
+
+    def _cut_before_evidence(self, schedule: Schedule) -> str | None:
+        """The rejection reason when ``schedule`` cuts before its own scorer has evidence (an
+        attention-only score on a pattern whose first layers are Mamba), else None."""
+        keep = schedule.keep
+        first = next((i for i in range(1, len(keep)) if keep[i] < keep[i - 1]), None)
+        if first is None:
+            return None
+        try:
+            lo = first_cut_layer(self.signature, schedule.scorer)
+        except ScheduleError as e:
+            return f"cannot cut: {e}"
+        if first >= lo:
+            return None
+        return (f"cannot meet the budget with this scorer: it first cuts at layer {first}, but with "
+                f"w_attn={schedule.scorer.w_attn:g}, w_mamba={schedule.scorer.w_mamba:g} the first layer that "
+                f"may cut is {lo}; not evaluated")
+

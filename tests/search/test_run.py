@@ -2,6 +2,7 @@
 handling, references, failures, reproducibility, resume after a kill, several workers on one
 storage."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from autoprune.errors import BudgetError, ConfigError, StorageError, UnknownGPUE
 from autoprune.interfaces import SourceRequest, StudyInputs
 from autoprune.models import register_model_source
 from autoprune.models.synthetic import SyntheticSource
+from autoprune.schedule import Schedule, ScorerConfig
 from autoprune.search.config import SearchConfig, derive_study_name
 from autoprune.search.objective import TrialRunner
 from autoprune.search.records import read_trial
@@ -399,3 +401,61 @@ def test_an_unknown_model_option_is_refused_before_anything_loads(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['colour'\] for model 'synthetic'"):
         run_search(cfg(tmp_path, model_options={"colour": 3}), log=quiet)
     assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------- a measuring study's predictor is off
+class _SlowerThanPredicted:
+    """Stands in for a measurement: the reduced part takes ``factor`` times what the predictor says
+    (as NemotronH Omni's MoE layers did on an H200), the unreduced prefill is as predicted."""
+
+    def __init__(self, inner, factor):
+        self.inner, self.gpu, self.factor, self.calls = inner, inner.gpu, factor, 0
+
+    def estimate(self, schedule):
+        self.calls += 1
+        e = self.inner.estimate(schedule)
+        if schedule.is_identity:
+            return e
+        return dataclasses.replace(e, latency_ms=e.latency_ms * self.factor, source="measured",
+                                   low_ms=None, high_ms=None, interval_level=None)
+
+
+def _measuring_runner(factor):
+    inputs = build_inputs("a100")
+    measured = _SlowerThanPredicted(inputs.latency, factor)
+    inputs = dataclasses.replace(inputs, latency=measured, predictor=inputs.latency)
+    base = inputs.latency.estimate(Schedule.identity(inputs.evaluator.signature.num_layers, model=inputs.evaluator.signature)).baseline_ms
+    return TrialRunner(space=load_space("budgeted"), inputs=inputs, budget=parse_budget("4x"),
+                       limit_ms=base / 4, baseline_ms=base, objectives=("score", "latency"),
+                       over_budget="project"), measured
+
+
+def test_a_measuring_study_learns_how_far_its_predictor_is_off_and_fits_to_the_measured_budget():
+    runner, measured = _measuring_runner(1.15)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(runner, n_trials=16)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    # every schedule the predictor fits to 4x measures 4/1.15 = 3.5x: without the correction every
+    # trial would be rejected over budget
+    assert len(complete) >= 14, [t.user_attrs.get("rejected") for t in study.trials]
+    assert all(Budget.meets(t.values[1], runner.limit_ms) for t in complete)
+    assert runner.correction.ratio == pytest.approx(1.15, rel=1e-6)
+    assert all(t.user_attrs["predictor_correction"] == pytest.approx(1.15, rel=1e-6) for t in complete[2:])
+
+
+def test_a_schedule_cutting_before_its_scorers_evidence_is_rejected_not_failed():
+    runner = _runner("project")
+    sig = runner.signature
+    attn = sig.layer_kinds.index("*")
+    assert sig.layer_kinds.index("M") < attn - 1, "the synthetic pattern starts with Mamba layers"
+    # an attention-only score cutting at layer 2, long before the first attention layer
+    s = Schedule(keep=(1.0, 1.0) + (0.3,) * (sig.num_layers - 2), model=sig, min_tokens=16,
+                 scorer=ScorerConfig(w_attn=1.0, w_mamba=0.0))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        runner.run(trial, s)
+    study.tell(trial, state=TrialState.PRUNED)
+    assert runner.evaluator.evaluations == 0
+    assert f"the first layer that may cut is {attn + 1}" in study.trials[0].user_attrs["rejected"]
