@@ -124,6 +124,7 @@ class _Prefill:
         self.pending_dn: dict[int, list] = {}
         self.partial: dict[int, dict] = {}  # layer with two mixers -> the evidence of each seen so far
         self.store = None  # an attached evidence store (prefix activation cache), if any
+        self.priority = handle.device_priority(device)  # (b, L) over original positions, or None
 
     @property
     def reduced(self) -> bool:
@@ -158,6 +159,10 @@ class _Prefill:
                 pick = scoring.select_random(b, n_vis, n_keep, seed=sc.seed * 1_000_003 + layer,
                                              device=hidden.device)
                 self.state.gather(pick)
+            elif self.priority is not None:
+                # the visual tokens still present, by original position: which of them go first
+                first = torch.gather(self.priority, 1, torch.gather(self.pos, 1, v_idx))
+                pick = self.state.keep(n_keep, first=first)
             else:
                 pick = self.state.keep(n_keep)
         chosen = torch.gather(v_idx, 1, pick)
@@ -275,6 +280,13 @@ class ReductionHandle:
     ``attention_mask``. ``query_slots``: a fixed number of query rows (at least the longest
     row's query), so that prompts of other lengths keep every shape (CUDA-graph replays).
 
+    ``priority (b, L) bool`` (optional): visual tokens kept before any other at every cut the
+    language-aware selector makes (``scorer.selector == "language"``, layers ≥ 1; the layer-0
+    prefilter stays query-agnostic): ranked first, the importance score ranks them among
+    themselves and fills the rest of the keep. An analysis tool (an oracle that knows which tokens
+    hold the answer, :mod:`autoprune.headroom`), not an inference option; refused in ragged mode,
+    through an input stage (EVS) and with the query-agnostic selectors.
+
     After each prefill, ``last`` holds what happened: ``pos`` (original positions of
     the tokens that reached the last layer, i.e. those in the cache; ragged: ``valid`` marks
     the real ones),
@@ -285,7 +297,8 @@ class ReductionHandle:
     def __init__(self, model: nn.Module, schedule: Schedule, visual_mask: torch.Tensor,
                  query_mask: torch.Tensor | None = None, *, use_kernels: bool | None = None,
                  record_evidence: bool = False, adapter: HybridAdapter | None = None, ragged: bool = False,
-                 token_valid: torch.Tensor | None = None, query_slots: int | None = None):
+                 token_valid: torch.Tensor | None = None, query_slots: int | None = None,
+                 priority: torch.Tensor | None = None):
         self.model = model
         self.ragged = bool(ragged)
         self.query_slots = query_slots
@@ -302,6 +315,7 @@ class ReductionHandle:
         self._stage = get_input_stage(model)
         if self.ragged and self._stage is not None:
             raise ReductionInputError("ragged batches are not supported through an input stage (EVS)")
+        self._priority = None if priority is None else self._check_priority(priority, self._given[0])
         self._prefill: _Prefill | None = None
         self.last: _Prefill | None = None
         self._cache_ref = None
@@ -395,6 +409,36 @@ class ReductionHandle:
                 out[r, :k] = row
             return out
         raise KeyError(key)
+
+    def _check_priority(self, priority, visual_mask) -> torch.Tensor:
+        if self.ragged:
+            raise ReductionInputError("priority= is not supported in ragged mode (ragged=True): reduce rows of "
+                                      "equal visual counts")
+        if self._stage is not None:
+            raise ReductionInputError("priority= is not supported through an input stage (EVS)")
+        if self.schedule.scorer.selector != "language":
+            raise ReductionInputError(f"priority= needs the language-aware selector (scorer.selector='language'), "
+                                      f"not {self.schedule.scorer.selector!r}")
+        if not isinstance(priority, torch.Tensor):
+            raise ReductionInputError(f"priority must be a torch.Tensor, got {type(priority).__name__}")
+        pr = priority[None] if priority.dim() == 1 else priority
+        if pr.dtype != torch.bool:
+            raise ReductionInputError(f"priority must be a boolean mask, got dtype {pr.dtype}")
+        pr = pr.detach().cpu()
+        if pr.shape != visual_mask.shape:
+            raise ReductionInputError(f"priority has shape {tuple(pr.shape)}, visual_mask {tuple(visual_mask.shape)}")
+        if bool((pr & ~visual_mask).any()):
+            raise ReductionInputError("priority marks a token that is not visual (only visual tokens are ever removed)")
+        return pr
+
+    def device_priority(self, device) -> torch.Tensor | None:
+        """``priority`` given at construction, on ``device`` (copied once, like the masks), or None."""
+        if self._priority is None:
+            return None
+        key = ("priority", torch.device(device))
+        if key not in self._on_device:
+            self._on_device[key] = _to_device(self._priority, torch.device(device))
+        return self._on_device[key]
 
     @staticmethod
     def _check_token_valid(token_valid, visual_mask) -> torch.Tensor:

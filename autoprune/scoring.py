@@ -207,8 +207,16 @@ class ImportanceState:
         self.scores = normalise(self.momentum * self.scores + (1.0 - self.momentum) * weight * e)
         self.updates += 1
 
-    def keep(self, k: int) -> torch.Tensor:
-        idx = select_topk(self.scores, k)
+    def keep(self, k: int, first: torch.Tensor | None = None) -> torch.Tensor:
+        """``first (b, n) bool`` (optional): tokens ranked before all others (by ``S`` among
+        themselves); the others fill the rest of the ``k`` by ``S``."""
+        if first is None:
+            idx = select_topk(self.scores, k)
+        else:
+            order = torch.sort(self.scores, dim=-1, descending=True, stable=True).indices
+            # a stable sort on the flag keeps the score order within each class
+            lead = torch.sort((~torch.gather(first, 1, order)).to(torch.int8), dim=-1, stable=True).indices
+            idx = torch.sort(torch.gather(order, 1, lead)[:, :k], dim=-1).values
         self.scores = torch.gather(self.scores, 1, idx)
         return idx
 

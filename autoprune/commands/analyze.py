@@ -25,6 +25,17 @@ def register(subparsers) -> None:
     p.add_argument("--no-sweep", action="store_true", help="skip the schedule sweep")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--headroom", action="store_true",
+                   help="instead: the headroom of keep schedules on the demo's validation videos (split val from "
+                        "seed 1,000,000, 64/128/256 frames mixed, as a study validates): accuracy as is, with an "
+                        "oracle that keeps the answer tokens first, and with a query-agnostic floor, per family; "
+                        "answer-token recall per layer; where the lost questions lose their answer tokens. "
+                        "Writes headroom.json and headroom.png")
+    p.add_argument("--schedule", nargs="+", action="extend", default=None, metavar="FILE",
+                   help="--headroom: schedule JSON files (default: the high_to_low and fastv shapes at mean keep 0.25)")
+    p.add_argument("--n", type=int, default=1536, metavar="N", help="--headroom: validation videos (default 1536)")
+    p.add_argument("--floor-selector", default="uniform_stride", choices=("uniform_stride", "random"),
+                   help="--headroom: the query-agnostic selector of the floor (default uniform_stride)")
     p.set_defaults(func=analyze_command)
 
 
@@ -40,6 +51,8 @@ def analyze_command(args) -> int:
     from ..tasks.records import load_jsonl
 
     t0 = time.perf_counter()
+    if args.headroom:
+        return _headroom(args, t0)
     if args.model is not None:
         from ..errors import ConfigError
         from ..models.hf import HFOptions, load_setup
@@ -106,3 +119,72 @@ def _report(args, ev, t0, *, weights: str) -> int:
 
 def _f(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
+
+
+# Where the studies validate (autoprune.demo.source.STUDY_DEFAULTS): split val from this seed on,
+# this length mix with equal visual tokens per length.
+HEADROOM_SPLIT, HEADROOM_START, HEADROOM_FRAMES = "val", 1_000_000, (64, 128, 256)
+HEADROOM_DEFAULT_SHAPES, HEADROOM_DEFAULT_KEEP = ("high_to_low", "fastv"), 0.25
+
+
+def _headroom(args, t0) -> int:
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from .. import model_signature
+    from ..demo import video as V
+    from ..demo.model import CPU_CHUNK_SIZE, DemoVideoVLM, load
+    from ..demo.source import split_counts
+    from ..demo.task import DemoQA
+    from ..errors import ConfigError
+    from ..headroom import headroom, headroom_table, render_headroom
+    from ..schedule import Schedule
+    from ..search.references import shape_at_mean_keep
+    from ..tasks.evaluate import AccuracyEvaluator
+    from ..tasks.prepared import PreparedSet
+
+    if args.model is not None or args.jsonl:
+        raise ConfigError("--headroom runs on the demo videos, which know each question's answer tokens; "
+                          "--model/--jsonl records do not")
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if args.random_weights:
+        torch.manual_seed(args.seed)
+        model = DemoVideoVLM().eval()
+        model.set_chunk_size(CPU_CHUNK_SIZE)
+    else:
+        model = load(args.weights)
+    sig = model_signature(model)
+    # every schedule is read (and checked against the model) before anything runs or is written
+    schedules, labels = [], []
+    for f in args.schedule or ():
+        s = Schedule.load(f, model=sig)  # its errors name the file; model=: refuses another model's
+        schedules.append(s)
+        labels.append(Path(f).stem)
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--schedule: two files share a name ({labels}); the labels are the file names")
+    qa = DemoQA(model)
+    counts = split_counts(args.n, HEADROOM_FRAMES)
+    with torch.inference_mode():
+        sets = [qa.prepare_videos(V.make_split(HEADROOM_SPLIT, k, f, HEADROOM_START)) for f, k in counts.items() if k]
+    data = sets[0] if len(sets) == 1 else PreparedSet.concat(sets)
+    ev = AccuracyEvaluator(qa, data, batch_size=args.batch_size, seed=args.seed)
+    if not schedules:
+        for shape in HEADROOM_DEFAULT_SHAPES:
+            schedules.append(shape_at_mean_keep(shape, sig, HEADROOM_DEFAULT_KEEP, ev.num_visual))
+            labels.append(f"{shape}@{HEADROOM_DEFAULT_KEEP}")
+    print(f"headroom: {len(data)} validation videos ({', '.join(f'{k}×{f} frames' for f, k in counts.items() if k)}), "
+          f"layers {sig.layer_kinds}, {len(schedules)} schedule(s)")
+    info = {"data": "procedural demo videos", "split": HEADROOM_SPLIT, "start": HEADROOM_START,
+            "frames": {str(f): k for f, k in counts.items() if k},
+            "weights": "random" if args.random_weights else (args.weights or "shipped")}
+    res = headroom(ev, schedules, labels=labels, floor_selector=args.floor_selector, data_info=info, log=print)
+    out = Path(args.out)
+    json_path = res.save(out / "headroom.json")
+    png_path = render_headroom(res, out / "headroom.png")
+    print()
+    print(headroom_table(res))
+    print(f"\nwrote {json_path}, {png_path}  ({time.perf_counter() - t0:.1f}s)")
+    return 0
