@@ -314,6 +314,11 @@ class Schedule:
         """True when no token is ever removed (the schedule is a no-op at any V)."""
         return all(k == 1.0 for k in self.keep)
 
+    @property
+    def first_cut(self) -> int | None:
+        """The first layer ``i >= 1`` whose keep ratio is below layer ``i - 1``'s (None: no such layer)."""
+        return next((i for i in range(1, len(self.keep)) if self.keep[i] < self.keep[i - 1]), None)
+
     def tokens_per_layer(self, num_visual: int) -> list[int]:
         """Visual tokens entering each layer for a sample with ``num_visual`` of them."""
         if isinstance(num_visual, bool) or not isinstance(num_visual, int) or num_visual < 0:

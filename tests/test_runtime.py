@@ -7,25 +7,9 @@ import torch
 import autoprune
 from autoprune import ModelMismatchError, ReductionInputError, Schedule, ScorerConfig
 from autoprune.adapters import get_adapter
-from tiny_models import oracle_forward, tiny_bamba, tiny_nemotron_h
+from tiny_models import L, V0, V1, inputs, oracle_forward, progressive, tiny_bamba, tiny_nemotron_h
 
 FAMILIES = {"nemotron_h": tiny_nemotron_h, "bamba": tiny_bamba}
-L, V0, V1 = 40, 4, 32  # visual tokens at [4, 32): 28 of them; 8 query tokens
-
-
-def inputs(b=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 64, (b, L), generator=g)
-    vm = torch.zeros(b, L, dtype=torch.bool)
-    vm[:, V0:V1] = True
-    return ids, vm
-
-
-def progressive(model, **scorer):
-    ad = get_adapter(model)
-    n = ad.num_layers
-    keep = [1.0, 1.0] + [0.5] * 2 + [0.25] * (n - 4)
-    return Schedule(keep=tuple(keep), model=ad.signature(), min_tokens=2, scorer=ScorerConfig(**scorer))
 
 
 def deletions_of(handle, ids, vm):

@@ -5,27 +5,10 @@ import pytest
 import torch
 
 import autoprune
-from autoprune import ReductionInputError, Schedule, ScorerConfig
-from autoprune.adapters import get_adapter
-from tiny_models import tiny_bamba, tiny_nemotron_h
+from autoprune import ReductionInputError
+from tiny_models import V0, inputs, progressive, tiny_bamba, tiny_nemotron_h
 
 FAMILIES = {"nemotron_h": tiny_nemotron_h, "bamba": tiny_bamba}
-L, V0, V1 = 40, 4, 32  # visual tokens at [4, 32): 28 of them; 8 query tokens
-
-
-def inputs(b=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 64, (b, L), generator=g)
-    vm = torch.zeros(b, L, dtype=torch.bool)
-    vm[:, V0:V1] = True
-    return ids, vm
-
-
-def progressive(model, **scorer):
-    ad = get_adapter(model)
-    n = ad.num_layers
-    keep = [1.0, 1.0] + [0.5] * 2 + [0.25] * (n - 4)  # 28 -> 14 -> 7 visual tokens
-    return Schedule(keep=tuple(keep), model=ad.signature(), min_tokens=2, scorer=ScorerConfig(**scorer))
 
 
 def run(model, sched, ids, vm, **kw):

@@ -93,3 +93,27 @@ def oracle_forward(model, input_ids, deletions: dict[int, torch.Tensor], extra_i
         h = out[0] if isinstance(out, tuple) else out
     norm = dec.norm_f if hasattr(dec, "norm_f") else dec.final_layernorm
     return model.lm_head(norm(h)).float(), pos
+
+
+# The layout the runtime tests share: L tokens, visual ones at [V0, V1) (28), then 8 query tokens.
+L, V0, V1 = 40, 4, 32
+
+
+def inputs(b=2, seed=0):
+    """Random ids ``(b, L)`` and the visual mask of the shared layout."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 64, (b, L), generator=g)
+    vm = torch.zeros(b, L, dtype=torch.bool)
+    vm[:, V0:V1] = True
+    return ids, vm
+
+
+def progressive(model, **scorer):
+    """Two full layers, two at 0.5, the rest at 0.25 (28 -> 14 -> 7 visual tokens)."""
+    from autoprune import Schedule, ScorerConfig
+    from autoprune.adapters import get_adapter
+
+    ad = get_adapter(model)
+    n = ad.num_layers
+    keep = [1.0, 1.0] + [0.5] * 2 + [0.25] * (n - 4)
+    return Schedule(keep=tuple(keep), model=ad.signature(), min_tokens=2, scorer=ScorerConfig(**scorer))

@@ -45,7 +45,6 @@ def analyze_command(args) -> int:
     import torch
 
     from ..demo import video as V
-    from ..demo.model import CPU_CHUNK_SIZE, DemoVideoVLM, load
     from ..demo.task import DemoQA
     from ..tasks.evaluate import AccuracyEvaluator, FidelityEvaluator
     from ..tasks.records import load_jsonl
@@ -62,12 +61,7 @@ def analyze_command(args) -> int:
         ev = load_setup(HFOptions(path=args.model, data=args.jsonl, device="cpu" if not torch.cuda.is_available()
                                   else None, batch_size=args.batch_size, seed=args.seed, progress=False)).evaluator
         return _report(args, ev, t0, weights=args.model)
-    if args.random_weights:
-        torch.manual_seed(args.seed)
-        model = DemoVideoVLM().eval()
-        model.set_chunk_size(CPU_CHUNK_SIZE)
-    else:
-        model = load(args.weights)
+    model = _demo_model(args)
     qa = DemoQA(model)
     with torch.inference_mode():
         if args.jsonl:
@@ -77,6 +71,20 @@ def analyze_command(args) -> int:
     cls = AccuracyEvaluator if data.labelled else FidelityEvaluator
     ev = cls(qa, data, batch_size=args.batch_size, seed=args.seed)
     return _report(args, ev, t0, weights="random" if args.random_weights else (args.weights or "shipped"))
+
+
+def _demo_model(args):
+    """The demo model ``--random-weights`` (seeded) or ``--weights`` asks for."""
+    import torch
+
+    from ..demo.model import CPU_CHUNK_SIZE, DemoVideoVLM, load
+
+    if not args.random_weights:
+        return load(args.weights)
+    torch.manual_seed(args.seed)
+    model = DemoVideoVLM().eval()
+    model.set_chunk_size(CPU_CHUNK_SIZE)
+    return model
 
 
 def _report(args, ev, t0, *, weights: str) -> int:
@@ -135,7 +143,6 @@ def _headroom(args, t0) -> int:
 
     from .. import model_signature
     from ..demo import video as V
-    from ..demo.model import CPU_CHUNK_SIZE, DemoVideoVLM, load
     from ..demo.source import split_counts
     from ..demo.task import DemoQA
     from ..errors import ConfigError
@@ -150,12 +157,7 @@ def _headroom(args, t0) -> int:
                           "--model/--jsonl records do not")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    if args.random_weights:
-        torch.manual_seed(args.seed)
-        model = DemoVideoVLM().eval()
-        model.set_chunk_size(CPU_CHUNK_SIZE)
-    else:
-        model = load(args.weights)
+    model = _demo_model(args)
     sig = model_signature(model)
     # every schedule is read (and checked against the model) before anything runs or is written
     schedules, labels = [], []

@@ -198,7 +198,7 @@ class TrialRunner:
         """A sampled schedule whose first cut comes too late to meet ``goal_ms`` at any strength, with its
         first cut moved to the latest layer that can (the later stages stay where they are)."""
         keep = list(schedule.keep)
-        first = next((i for i in range(1, len(keep)) if keep[i] < keep[i - 1]), None)
+        first = schedule.first_cut
         latest = self._latest_first_cut(goal_ms, predict)
         if first is None or latest < 1 or first <= latest:
             return schedule
@@ -270,8 +270,7 @@ class TrialRunner:
     def _cut_before_evidence(self, schedule: Schedule) -> str | None:
         """The rejection reason when ``schedule`` cuts before its own scorer has evidence (an
         attention-only score on a pattern whose first layers are Mamba), else None."""
-        keep = schedule.keep
-        first = next((i for i in range(1, len(keep)) if keep[i] < keep[i - 1]), None)
+        first = schedule.first_cut
         if first is None:
             return None
         try:
