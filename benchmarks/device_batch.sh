@@ -12,8 +12,9 @@
 #   bash benchmarks/device_batch.sh 7     # hf omni measured study (predictor corrected by measurement), serving batches
 #   bash benchmarks/device_batch.sh 8     # scaling baseline on a cold machine (Triton compiles in it), runtime GPU tests
 #   bash benchmarks/device_batch.sh 9     # scaling baseline on a cold machine, hf omni on 4 videos x 3 questions
+#   bash benchmarks/device_batch.sh 10    # scaling baseline alone, 8 trials (what a session's last minutes allow)
 set -uo pipefail
-part="${1:?part 1 to 9}"
+part="${1:?part 1 to 10}"
 . scripts/device_env.sh
 export PYTHONPATH="$PWD:/tmp/site"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT/run"
@@ -78,6 +79,9 @@ elif [ "$part" = 9 ]; then
       --out "$R/search_scaling_h200.json"
   export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
   step hf_omni 300 python3 -P benchmarks/gpu_hf_omni.py "$R/hf_omni" --experts 16 --videos 4 --extra-trials 4
+elif [ "$part" = 10 ]; then
+  step search_scaling 280 python3 -P benchmarks/search_scaling.py --measure --trials 8 \
+      --out "$R/search_scaling_h200.json"
 else
   step latency_quick_64k 160 python3 -P benchmarks/latency_model.py --visual 65536 --no-energy --repeats 2 --budget 140 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
   step search_scaling 130 python3 -P benchmarks/search_scaling.py --measure --trials 16 \

@@ -4,14 +4,15 @@ that joined from another host (``autoprune worker``).
 Every worker runs the same ask/tell loop (:func:`run_worker`) until the study holds ``trials``
 counted trials (COMPLETE or PRUNED; a failed or orphaned trial does not count):
 
-1. **recover**: trials whose worker is gone are failed and re-queued
+1. **recover** and **claim**, both under the storage's lock (:mod:`autoprune.search.locks`):
+   trials whose worker is gone are failed and re-queued
    (:func:`~autoprune.search.recovery.recover_orphans`: a stale heartbeat on a server storage, a
-   dead process on this host);
-2. **claim** under the storage's lock (:mod:`autoprune.search.locks`): count the counted and
-   running trials; when they reach the total, wait (a running trial may still fail and need a
-   re-run) or stop; else ``study.ask()`` (a re-queued trial first) and record its first heartbeat.
-   No two workers take the last slot, so the study ends at exactly its count;
-3. **run** the trial with a heartbeat thread beside it (Optuna's own heartbeat runs only inside
+   dead process on this host); then count the counted and running trials; when they reach the
+   total, wait (a running trial may still fail and need a re-run) or stop; else ``study.ask()``
+   (a re-queued trial first) and record its first heartbeat. No two workers take the last slot,
+   and no slot freed by an orphan goes to a fresh trial before its re-queued copy, so the study
+   ends at exactly its count;
+2. **run** the trial with a heartbeat thread beside it (Optuna's own heartbeat runs only inside
    ``study.optimize``), then ``study.tell`` its values, PRUNED, or FAIL with the reason
    (:mod:`autoprune.search.objective` records it: a raise, an out-of-memory, a NaN).
 
@@ -120,10 +121,14 @@ def _backend(storage):
     return getattr(storage, "_backend", storage)
 
 
-def _claim(study, spec: StorageSpec | None, target: int, failure_cap: int):
-    """Under the storage's lock: ``("stop", why)``, ``("wait", None)`` or ``("run", trial)``."""
+def _claim(study, spec: StorageSpec | None, target: int, failure_cap: int, recover: Callable[[], object]):
+    """Under the storage's lock: ``recover()`` orphans, then ``("stop", why)``, ``("wait", None)`` or
+    ``("run", trial)``."""
     lock = study_lock(spec, _backend(study._storage), f"claim:{study.study_name}") if spec is not None else None
     with lock if lock is not None else _nothing():
+        # Inside the lock: between an orphan's FAIL and its re-queued copy another worker would
+        # see a free slot, ask a fresh trial, and the copy would be left WAITING past the count.
+        recover()
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                           TrialState.RUNNING, TrialState.FAIL))
         done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -181,9 +186,9 @@ def run_worker(study, inputs: StudyInputs, settings: StudySettings, index: int, 
                 break
             # Judge others' heartbeats only a grace period after this worker's last storage trouble.
             heartbeats_fresh = time.monotonic() - getattr(backend, "last_trouble", float("-inf")) > grace
-            recover_orphans(study, log=log, quiet=True, stale=heartbeats_fresh)
             try:
-                action, what = _claim(study, spec, settings.trials, failure_cap)
+                action, what = _claim(study, spec, settings.trials, failure_cap,
+                                      lambda: recover_orphans(study, log=log, quiet=True, stale=heartbeats_fresh))
             except Exception as e:
                 if not is_connection_error(e) or time.monotonic() - outage_since > retry_s:
                     raise
