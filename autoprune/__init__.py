@@ -13,6 +13,7 @@ from .errors import (
     AutopruneError,
     BudgetError,
     ConfigError,
+    MeasurementError,
     ModelMismatchError,
     MonotonicityError,
     ReductionInputError,
@@ -59,6 +60,7 @@ __all__ = [
     "ScheduleFormatError",
     "ScheduleValueError",
     "StorageError",
+    "MeasurementError",
     "UnknownGPUError",
     "UnsupportedModelError",
 ]

@@ -55,6 +55,10 @@ class StorageError(AutopruneError, RuntimeError):
     """A study storage cannot be opened or does not answer."""
 
 
+class MeasurementError(AutopruneError, RuntimeError):
+    """Timings on this machine are too noisy to decide what was asked (a loaded CPU, a throttled GPU)."""
+
+
 def check_keys(obj, allowed: set[str], required: set[str], where: str, *, error: type[AutopruneError] = ConfigError,
                container: str = "a mapping") -> None:
     """Raise ``error`` naming ``where`` if ``obj`` is not a mapping, has a key outside ``allowed``

@@ -79,6 +79,9 @@ class LatencyEstimate:
     low_ms: float | None = None
     high_ms: float | None = None
     interval_level: float | None = None
+    # A measurement repeated on a loaded machine: how far its repeats' medians lie apart
+    # ((max - min) / median, :func:`autoprune.profiler.timing.time_fn`); None when not repeated.
+    repeat_spread: float | None = None
 
     def __post_init__(self):
         if self.source not in LATENCY_SOURCES:
@@ -103,6 +106,8 @@ class LatencyEstimate:
              "spread": self.spread, "flags": list(self.flags)}
         if self.low_ms is not None:  # absent rather than null: records of sources without one stay as they were
             d.update(low_ms=self.low_ms, high_ms=self.high_ms, interval_level=self.interval_level)
+        if self.repeat_spread is not None:
+            d["repeat_spread"] = self.repeat_spread
         return d
 
     @classmethod

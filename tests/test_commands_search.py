@@ -143,3 +143,38 @@ def test_apply_names_the_schedule_file_for_every_bad_file(in_tmp, capsys, case, 
     assert str(path) in err and fragment in err
     assert len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in in_tmp.iterdir()) == before
+
+
+def _register_loaded_source():
+    """``loaded-synthetic``: the synthetic model whose unreduced prefill, timed a second time, takes 40% longer."""
+    import dataclasses
+
+    from autoprune.interfaces import StudyInputs
+    from autoprune.models import register_model_source
+    from autoprune.models.synthetic import SyntheticSource
+
+    class Drifting:
+        def __init__(self, inner):
+            self.inner, self.gpu = inner, inner.gpu
+
+        def estimate(self, schedule):
+            est = self.inner.estimate(schedule)
+            return dataclasses.replace(est, latency_ms=est.latency_ms * (1.4 if schedule.is_identity else 1.0))
+
+    def build(self, request):
+        inputs = SyntheticSource.build(self, request)
+        return StudyInputs(evaluator=inputs.evaluator, latency=Drifting(inputs.latency), predictor=inputs.predictor,
+                           model="loaded-synthetic", task=inputs.task)
+
+    register_model_source("loaded-synthetic")(type("Loaded", (SyntheticSource,), {"name": "loaded-synthetic",
+                                                                                  "build": build}))
+
+
+def test_measure_on_a_loaded_machine_is_one_line_exit_2_and_nothing_written(in_tmp, capsys):
+    _register_loaded_source()
+    rc = main(["search", "--model", "loaded-synthetic", "--gpu", "auto", "--measure", "--budget", "2x",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip().splitlines() == [err.strip()] and "this machine is too loaded to measure" in err
+    assert not (in_tmp / "runs").exists()

@@ -86,3 +86,18 @@ def test_energy_is_carried_when_the_study_measured_it():
     study = make_study(trials, objectives=("score", "latency", "energy"))
     (row,) = comparison_rows(load_context(study))
     assert row.energy_j == 22.5
+
+
+def test_the_header_names_the_latency_table_its_range_and_an_extrapolation():
+    from autoprune.report.tables import provenance_facts
+
+    lat = {"source": "table", "extrapolated": True,
+           "table": {"path": "profiles/measured/cpu/x.json", "found": True,
+                     "measured_tokens": {"mamba": [64, 16384], "attention": [128, 128]}},
+           "beyond_measured": ["attention at 16480 tokens (measured 128..128)"]}
+    facts = dict(provenance_facts({"latency": lat}))
+    assert facts["latency table"] == ("profiles/measured/cpu/x.json (found in the table folders); measured tokens: "
+                                      "mamba 64..16384, attention 128..128")
+    assert facts["latency warning"] == ("predictions extrapolated beyond the measured table: attention at 16480 "
+                                        "tokens (measured 128..128)")
+    assert "latency warning" not in dict(provenance_facts({"latency": {**lat, "extrapolated": False}}))

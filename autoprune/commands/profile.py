@@ -1,8 +1,14 @@
-"""``autoprune profile``: measure a model shape's per-layer latency table on the present device."""
+"""``autoprune profile``: measure a model shape's per-layer latency table on the present device.
+
+The table is written as it is measured: after every point the file holds the points so far with
+``"partial": true`` (atomically: a reader never sees half a file), and a progress bar shows an
+ETA weighed by the tokens of the points left. Ctrl-C leaves that partial file and exits 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
@@ -62,7 +68,8 @@ def register(subparsers) -> None:
     out.add_argument("--out-dir", default="profiles/measured",
                      help="root of measured tables (default: ./profiles/measured)")
     out.add_argument("--output", help="exact output file (overrides --out-dir)")
-    out.add_argument("--quiet", action="store_true")
+    out.add_argument("--quiet", action="store_true", help="no per-point lines and no progress bar")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=profile_command)
 
 
@@ -155,28 +162,84 @@ def profile_command(args: argparse.Namespace) -> int:
         from ..profiler.monitor import GpuMonitor
 
         monitor = GpuMonitor(energy=False)
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    if note:
-        log(f"note: {note}")
-    log(f"profiling {shape.name} on {gpu_id} ({device}), {len(tokens)} token counts {tokens[0]}..{tokens[-1]}")
-    table = profile_shape(
-        shape, device=device, gpu_id=gpu_id, tokens=tokens, kinds=args.kinds, prefix_tokens=args.prefix_tokens,
-        query_tokens=args.query_tokens, scoring=not args.no_scoring, gather=not args.no_gather,
-        head=not args.no_head, monitor=monitor, time_budget_s=args.time_budget, log=log, stack=args.stack,
-        timer_kw={"rep_ms": args.rep_ms, "warmup_ms": args.warmup_ms, "min_reps": args.min_reps,
-                  "max_spread": args.max_spread, "retries": args.retries},
-    )
-    if note:
-        import dataclasses
-
-        table = dataclasses.replace(table, environment={**table.environment, "note": note})
     path = Path(args.output) if args.output else table_path(args.out_dir, gpu_id, shape.name)
+    bar = None if args.quiet or args.no_progress else _ProgressBar(shape.name)
+    say = (lambda s: None) if args.quiet else (bar.write if bar else (lambda s: print(s, flush=True)))
+    if note:
+        say(f"note: {note}")
+    say(f"profiling {shape.name} on {gpu_id} ({device}), {len(tokens)} token counts {tokens[0]}..{tokens[-1]}; "
+        f"writing {path} as it goes")
+    saved = []
+
+    def checkpoint(partial_table) -> None:
+        _annotated(partial_table, note).save(path)
+        saved.append(sum(len(s) for s in partial_table.layers.values()))
+
+    try:
+        table = profile_shape(
+            shape, device=device, gpu_id=gpu_id, tokens=tokens, kinds=args.kinds, prefix_tokens=args.prefix_tokens,
+            query_tokens=args.query_tokens, scoring=not args.no_scoring, gather=not args.no_gather,
+            head=not args.no_head, monitor=monitor, time_budget_s=args.time_budget, log=say, stack=args.stack,
+            timer_kw={"rep_ms": args.rep_ms, "warmup_ms": args.warmup_ms, "min_reps": args.min_reps,
+                      "max_spread": args.max_spread, "retries": args.retries},
+            progress=bar.update if bar else None, checkpoint=checkpoint,
+        )
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        left = (f"the partial table ({saved[-1]} layer points, \"partial\": true) is in {path}" if saved
+                else "nothing was measured yet, nothing written")
+        print(f"autoprune profile: interrupted: {left}; run the command again to measure it all", file=sys.stderr)
+        return 130
+    finally:
+        if bar:
+            bar.close()
+    table = _annotated(table, note)
     table.save(path)
     print(f"wrote {path} ({table.method}; {sum(len(s) for s in table.layers.values())} layer points, "
           f"{len(table.skipped)} skipped)")
     for s in table.skipped:
         print(f"  skipped {s['what']} at {s['tokens']} tokens: {s['reason']}")
     return 0
+
+
+def _annotated(table, note: str | None):
+    """``table`` with the command's note (e.g. the CPU fallback) in its environment."""
+    if not note:
+        return table
+    import dataclasses
+
+    return dataclasses.replace(table, environment={**table.environment, "note": note})
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by :func:`profile_shape`'s ``progress(done, total, label)``: its ETA
+    is weighed by the tokens of the points left (a long point counts for more)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._bar = None
+
+    def update(self, done: int, total: int, label: str) -> None:
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=f"profile {self.name}", file=sys.stderr, dynamic_ncols=True,
+                             bar_format="{l_bar}{bar}| {elapsed} elapsed, ETA {remaining}{postfix}")
+        self._bar.n = done
+        if label:
+            self._bar.set_postfix_str(label, refresh=False)
+        self._bar.refresh()
+
+    def write(self, text: str) -> None:
+        if self._bar is None:
+            print(text, flush=True)
+        else:
+            self._bar.write(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _quick(args: argparse.Namespace, shape, device: str, gpu_id: str) -> int:

@@ -157,6 +157,9 @@ class LatencyModel:
         self._envelopes: dict[str, Any] = {}  # the source's overhead series without their spikes
         self._table_forms: FormSet | bool | None = None  # forms fitted on the table (False: a CPU one)
         self._nstar: dict[str, int] = {}
+        # Tables this model read without being given them (found in the search directories):
+        # {"table" | "calibration_table": path}, for provenance and for the search to announce.
+        self.found_tables: dict[str, str] = {}
         if isinstance(table, (str, Path)):
             table = ProfileTable.load(table)
         if few_shot is not None:
@@ -170,6 +173,7 @@ class LatencyModel:
             path = find_table(self.spec.id, shape.name, search_dirs)
             if path is not None:
                 table = ProfileTable.load(path)
+                self.found_tables["table"] = str(path)
             elif (qpath := find_quick(self.spec.id, shape.name, search_dirs)) is not None:
                 quick = QuickProfile.load(qpath)
                 few_shot = calibrate_prefills(quick.few_shot(registry, search_dirs), quick.prefills, shape,
@@ -184,6 +188,7 @@ class LatencyModel:
                     t = ProfileTable.load(p)
                     if t.shape.same_widths(shape) and not set(shape.layer_kinds) - set(t.shape.layer_kinds):
                         table = t
+                        self.found_tables["table"] = str(p)
                         break
         if table is not None:
             self._check_table(table)
@@ -192,6 +197,8 @@ class LatencyModel:
                                f"few-shot:{few_shot.source.gpu}+{len(few_shot.points)}-points")
             if table.is_cpu:
                 self._notes.append("cpu-wall-clock-table")
+            if table.partial:  # an interrupted or unfinished `autoprune profile`
+                self._notes.append("partial-table")
         else:
             if self.spec.is_cpu:
                 raise ConfigError(
@@ -199,7 +206,7 @@ class LatencyModel:
                     f"`autoprune profile --gpu cpu` for this shape first"
                 )
             if calibration is None:
-                calibration = self._auto_calibration(search_dirs, registry)
+                calibration = self._auto_calibration(search_dirs, registry)  # records the table it read
             if calibration is not None:
                 if calibration.shape != shape.name:
                     raise ConfigError(f"calibration was fitted on shape {calibration.shape!r}, not {shape.name!r}")
@@ -266,12 +273,14 @@ class LatencyModel:
             if set(self.shape.layer_kinds) - set(t.shape.layer_kinds):
                 continue
             if t.shape == self.shape:
+                self.found_tables["calibration_table"] = str(path)
                 self._auto_forms = spec_transfer(fit_forms(t, reg.get(gpu_id)), reg.get(gpu_id), self.spec,
                                                  self.shape.dtype)
                 return calibrate(t, reg.get(gpu_id))
-            fallback = (t, gpu_id)
+            fallback = (t, gpu_id, path)
         if fallback is not None:
-            t, gpu_id = fallback
+            t, gpu_id, path = fallback
+            self.found_tables["calibration_table"] = str(path)
             self._notes.append(f"layers-of:{t.shape.name}")
             self._auto_forms = dataclasses.replace(
                 spec_transfer(fit_forms(t, reg.get(gpu_id)), reg.get(gpu_id), self.spec, self.shape.dtype),
@@ -489,8 +498,30 @@ class LatencyModel:
             d["forms"] = self.forms.to_dict()
         if self.few_shot is not None:
             d["few_shot"] = self.few_shot.describe()
+        if self.table is not None and self.few_shot is None:
+            d["table"] = {"path": self.table.origin, "found": "table" in self.found_tables,
+                          "measured_tokens": self.table.measured_range()}
+        if "calibration_table" in self.found_tables:
+            d["calibration_table"] = self.found_tables["calibration_table"]
+        beyond = self.beyond_measured()
+        d["extrapolated"] = bool(beyond) or self.baseline_breakdown().extrapolated
+        if beyond:
+            d["beyond_measured"] = beyond
         d["interval"] = self.interval().to_dict()
         return d
+
+    def beyond_measured(self) -> list[str]:
+        """What the unreduced prefill needs outside the table's measured token range, e.g.
+        ``attention at 16480 tokens (measured 128..128)``; empty without a table or inside it."""
+        if self.table is None or self.few_shot is not None:
+            return []
+        n = self.layout.total
+        out = []
+        for letter in dict.fromkeys(self.shape.layer_kinds):
+            series = self.table.layer(letter)
+            if not series.tokens[0] <= n <= series.tokens[-1]:
+                out.append(f"{KIND_NAMES[letter]} at {n} tokens (measured {series.tokens[0]}..{series.tokens[-1]})")
+        return out
 
 
 def calibrate_prefills(few_shot: FewShot, prefills: Sequence[QuickPrefill], shape: ModelShape, *, prefix: int = 32,

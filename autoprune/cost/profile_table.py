@@ -13,6 +13,9 @@ Written by ``autoprune profile`` (see :mod:`autoprune.profiler.layer_bench`) to
      "skipped": [{"what": "attention", "tokens": 131072, "reason": "..."}],
      "environment": {...}, "created": "...", "autoprune": "0.1.0"}
 
+A table that ``autoprune profile`` is still writing (or that was interrupted) carries
+``"partial": true``: the points measured so far; a complete table has no ``partial`` key.
+
 A SERIES is ``{"tokens": [...], "ms": [...], "spread": [...], "flags": [[...], ...]}``;
 ``tokens`` is the number of tokens a layer processes (prefill: queries = keys = tokens),
 for ``scoring`` the tokens present at the evidence layer, for ``gather`` the tokens
@@ -55,7 +58,7 @@ KIND_NAMES = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe", "L": "line
               "P": "parallel", "S": "shared_attention", "A": "mamba1"}
 SCORING_KEYS = ("attention", "mamba", "mamba_decay", "linear", "linear_decay", "linear_exact")
 _TOP = {"format", "gpu", "device_name", "shape", "method", "prefix_tokens", "query_tokens", "scoring_impl",
-        "layers", "scoring", "gather", "head", "skipped", "environment", "created", "autoprune"}
+        "layers", "scoring", "gather", "head", "skipped", "environment", "created", "autoprune", "partial"}
 _TOP_REQUIRED = {"format", "gpu", "shape", "method", "layers"}
 
 
@@ -164,7 +167,8 @@ class ProfileTable:
 
     ``layers`` is keyed by kind name (``mamba``, ``attention``, ``mlp``, ``moe``). A table
     may lack a kind (profiled with ``kinds=``, or every point skipped); :meth:`missing_kinds`
-    says which, and the latency model refuses such a table. ``origin`` names the file.
+    says which, and the latency model refuses such a table. ``partial``: the points measured so
+    far by a profile that has not finished (or was interrupted). ``origin`` names the file.
     """
 
     gpu: str
@@ -182,6 +186,7 @@ class ProfileTable:
     environment: Mapping[str, Any] = field(default_factory=dict)
     created: str | None = None
     autoprune: str | None = None
+    partial: bool = False
     origin: str = field(default="<table>", compare=False)
 
     def __post_init__(self):
@@ -202,6 +207,8 @@ class ProfileTable:
         bad = sorted(set(self.scoring) - set(SCORING_KEYS))
         if bad:
             raise ConfigError(f"{o}: scoring has unknown key(s) {bad}; keys: {list(SCORING_KEYS)}")
+        if not isinstance(self.partial, bool):
+            raise ConfigError(f"{o}: partial must be true or false, got {self.partial!r}")
         for name in ("prefix_tokens", "query_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -224,9 +231,20 @@ class ProfileTable:
     def layer(self, kind_letter: str) -> Series:
         return self.layers[KIND_NAMES[kind_letter]]
 
+    def measured_range(self) -> dict[str, list[int]]:
+        """``{name: [min tokens, max tokens]}`` measured per layer kind (``mamba``, ``attention``, …) and
+        overhead (``scoring.<what>``, ``gather``, ``head``): outside it a prediction is extrapolated."""
+        out = {k: [v.tokens[0], v.tokens[-1]] for k, v in self.layers.items()}
+        out.update({f"scoring.{k}": [v.tokens[0], v.tokens[-1]] for k, v in self.scoring.items()})
+        for name in ("gather", "head"):
+            series = getattr(self, name)
+            if series is not None:
+                out[name] = [series.tokens[0], series.tokens[-1]]
+        return out
+
     # ------------------------------------------------------------------- io
     def to_dict(self) -> dict:
-        return {
+        d = {
             "format": FORMAT,
             "gpu": self.gpu,
             "device_name": self.device_name,
@@ -244,6 +262,9 @@ class ProfileTable:
             "created": self.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "autoprune": self.autoprune,
         }
+        if self.partial:  # absent from a complete table
+            d["partial"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping, origin: str = "<dict>") -> ProfileTable:
@@ -273,7 +294,7 @@ class ProfileTable:
             prefix_tokens=d.get("prefix_tokens", 0), query_tokens=d.get("query_tokens", 0),
             scoring_impl=d.get("scoring_impl"), device_name=d.get("device_name"),
             skipped=tuple(d.get("skipped") or ()), environment=d.get("environment") or {},
-            created=d.get("created"), autoprune=d.get("autoprune"), origin=origin,
+            created=d.get("created"), autoprune=d.get("autoprune"), partial=d.get("partial", False), origin=origin,
         )
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -284,7 +284,9 @@ class DemoSource:
             except ConfigError:  # no table or calibration for this device (the CPU)
                 model = None
             latency = measured_latency(setup, gpu=request.gpu.id)
-            predictor = model or latency  # the CPU has no latency model of this shape: project with the measurement
+            # The CPU has no latency model of this shape: project with the measurement, timed once
+            # (the objective's measurement, repeated, decides feasibility and is flagged when noisy).
+            predictor = model or latency.with_timer(repeats=1)
             if ev.device.type == "cuda":
                 info["shape"] = setup.shape.name
                 info["measured"] = "the latency shape, random bf16 weights, CUDA events"

@@ -405,6 +405,8 @@ def profile_shape(
     use_kernels: bool | None = None,
     log: Callable[[str], None] | None = None,
     stack: str = "eager",
+    progress: Callable[[int, int, str], None] | None = None,
+    checkpoint: Callable[[ProfileTable], None] | None = None,
 ) -> ProfileTable:
     """Measure ``shape`` on ``device`` (default: CUDA if present, else CPU); see the module doc.
 
@@ -414,6 +416,12 @@ def profile_shape(
     ``timer_kw`` goes to :func:`autoprune.profiler.timing.time_fn`. ``stack="compiled"`` times each
     block on the serving stack (:func:`autoprune.serving.stack.serving_stack`: compiled hook-free
     modules, the Triton causal conv), as :class:`autoprune.ReducedPrefill` runs it.
+
+    ``progress(done, total, label)`` is called before the first point and after each point
+    (measured, failed or skipped), in units of work: tokens per point (so an ETA from it weighs
+    the long points as they are), ``label`` the point just done. ``checkpoint(table)`` is
+    called after each measured point with the table so far (``partial=True``), for a caller
+    that writes it as it goes; the returned table is complete (``partial=False``).
     """
     # Before transformers imports NemotronH's modeling module, which picks its Mamba
     # kernels once: without the shim an installed mamba-ssm 2.3.2 fails to import and
@@ -462,6 +470,23 @@ def profile_shape(
                 "will not describe the fast path")
     t_start = time.monotonic()
     skipped: list[dict] = []
+    # The work ahead, in tokens per point (what the ETA is weighed by); mirrors the loop below.
+    pts = [n for n in grid if n > text]
+    total = 0
+    for kind in wanted:
+        total += sum(grid)
+        if scoring:
+            total += sum(pts) * ((kind in "*PS") + 3 * (kind == "L") + 2 * (kind in "MPSA"))
+    total += (sum(n for n in grid if n > text + 1) if gather else 0) + (sum(grid) if head else 0)
+    done = [0]
+
+    def advance(n: int, label: str) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(min(done[0], total), total, label)
+
+    if progress is not None:
+        progress(0, total, "")
     fallback_log = FallbackWarnings()
     tf_logger = logging.getLogger("transformers")
     tf_logger.addHandler(fallback_log)
@@ -485,15 +510,17 @@ def profile_shape(
         return True
 
     def run_grid(what: str, points: Sequence[int], setup: Callable[[int, int], tuple[Callable, int]],
-                 need: Callable[[int], int]) -> Series | None:
+                 need: Callable[[int], int], store: Callable[[Series], None]) -> None:
         col = _Collector()
         for pos, n in enumerate(points):
             if pos > 0 and not budget_left():  # the smallest point always runs: no kind is left empty
                 skipped.extend({"what": what, "tokens": m, "reason": "time budget exhausted"} for m in points[pos:])
+                advance(sum(points[pos:]), f"{what} skipped")
                 break
             if not fits(what, n, need(n)):
                 skipped.extend({"what": what, "tokens": m, "reason": "larger than a point predicted out of memory"}
                                for m in points[pos + 1:])
+                advance(sum(points[pos:]), f"{what} skipped")
                 break
             failed = None
             try:
@@ -513,61 +540,68 @@ def profile_shape(
                 skipped.extend({"what": what, "tokens": m, "reason": f"larger than a point that {after}"}
                                for m in points[pos + 1:])
                 log(f"  {what:<12} n={n:>7}  {failed}")
+                advance(sum(points[pos:]), f"{what} n={n} failed")
                 break
             col.add(n, stats)
             log(f"  {what:<12} n={n:>7}  {stats.median:9.3f} ms  spread {stats.spread:5.1%}"
                 + (f"  [{', '.join(stats.flags)}]" if stats.flags else ""))
+            store(col.series(what))
+            if checkpoint is not None and layers:
+                checkpoint(build(partial=True))
+            advance(n, f"{what} n={n}")
         _free_memory()
-        return col.series(f"{what}")
 
     ctx = _Ctx(torch=torch, dev=dev, dtype=dtype, shape=shape, prefix=prefix_tokens, query=query_tokens,
                use_kernels=bool(use_kernels))
     layers: dict[str, Series] = {}
     scoring_series: dict[str, Series] = {}
-    gather_series = head_series = None
+    overheads: dict[str, Series] = {}  # gather, head
+    env = environment_info(dev)
+
+    def build(partial: bool) -> ProfileTable:
+        return ProfileTable(
+            gpu=gpu_id, shape=shape, method=clock.method, layers=dict(layers), scoring=dict(scoring_series),
+            gather=overheads.get("gather"), head=overheads.get("head"), prefix_tokens=prefix_tokens,
+            query_tokens=query_tokens, scoring_impl="triton" if use_kernels else "torch",
+            device_name=env.get("device_name"), skipped=tuple(skipped), environment=env, autoprune=__version__,
+            partial=partial,
+        )
+
     try:
         for kind in wanted:
             name = KIND_NAMES[kind]
             log(f"[{name}] building one random-weight block of {shape.name}")
             block, config = build_block(shape, kind, dev, dtype)
             with _stack_context(block, stack):
-                s = run_grid(name, grid, _layer_setup(ctx, block), lambda n, k=kind: activation_bytes(shape, k, n))
-            if s is not None:
-                layers[name] = s
-            pts = [n for n in grid if n > text]
+                run_grid(name, grid, _layer_setup(ctx, block), lambda n, k=kind: activation_bytes(shape, k, n),
+                         lambda s, name=name: layers.__setitem__(name, s))
             if scoring and kind in "*PS":  # P: Falcon-H1's attention beside its Mamba2; S: Zamba2's shared one
                 setup, need = _attention_scoring_setup(ctx, config)
-                s = run_grid("score:attn", pts, setup, need)
-                if s is not None:
-                    scoring_series["attention"] = s
+                run_grid("score:attn", pts, setup, need, lambda s: scoring_series.__setitem__("attention", s))
             if scoring and kind == "L":
                 for key, decay, corr in (("linear", False, False), ("linear_decay", True, False),
                                          ("linear_exact", True, True)):
                     setup, need = _linear_scoring_setup(ctx, block, decay, corr)
-                    s = run_grid(f"score:{key}", pts, setup, need)
-                    if s is not None:
-                        scoring_series[key] = s
+                    run_grid(f"score:{key}", pts, setup, need, lambda s, key=key: scoring_series.__setitem__(key, s))
             if scoring and kind in "MPSA":  # every kind with a Mamba mixer (block.mixer; A: Mamba1)
                 for decay in (False, True):
                     key = "mamba_decay" if decay else "mamba"
                     setup, need = (_mamba1_scoring_setup if kind == "A" else _mamba_scoring_setup)(ctx, block, decay)
-                    s = run_grid(f"score:{key}", pts, setup, need)
-                    if s is not None:
-                        scoring_series[key] = s
+                    run_grid(f"score:{key}", pts, setup, need, lambda s, key=key: scoring_series.__setitem__(key, s))
             del block
             _free_memory()
         if gather:
             setup, need = _gather_setup(ctx)
-            gather_series = run_grid("gather", [n for n in grid if n > text + 1], setup, need)
+            run_grid("gather", [n for n in grid if n > text + 1], setup, need,
+                     lambda s: overheads.__setitem__("gather", s))
         if head:
             setup, need = _head_setup(ctx)
-            head_series = run_grid("head", grid, setup, need)
+            run_grid("head", grid, setup, need, lambda s: overheads.__setitem__("head", s))
             del setup
             _free_memory()
     finally:
         tf_logger.removeHandler(fallback_log)
 
-    env = environment_info(dev)
     env["fallback_warnings"] = fallback_log.messages
     env["scoring_use_kernels"] = bool(use_kernels)
     env["stack"] = stack
@@ -575,9 +609,4 @@ def profile_shape(
     env["timer"] = {k: v for k, v in tkw.items()}
     env["elapsed_s"] = round(time.monotonic() - t_start, 1)
     env["host_ms"] = host_ms  # per series, at its smallest token count (see _host_time_ms)
-    return ProfileTable(
-        gpu=gpu_id, shape=shape, method=clock.method, layers=layers, scoring=scoring_series, gather=gather_series,
-        head=head_series, prefix_tokens=prefix_tokens, query_tokens=query_tokens,
-        scoring_impl="triton" if use_kernels else "torch", device_name=env.get("device_name"),
-        skipped=tuple(skipped), environment=env, autoprune=__version__,
-    )
+    return build(partial=False)

@@ -16,12 +16,15 @@ from ..interfaces import LatencyEstimate
 from ..schedule import Schedule
 from .timing import time_fn
 
-__all__ = ["MeasuredLatency", "STACKS"]
+__all__ = ["MeasuredLatency", "STACKS", "WALL_CLOCK_REPEATS"]
 
 # What runs the timed prefills: the eager runtime (``autoprune.reduce`` around the model), or the
 # serving runner (``autoprune.ReducedPrefill``: compiled hook-free blocks, Triton conv, CUDA graphs),
 # so that a search picks schedules for the stack they will be served on.
 STACKS = ("eager", "compiled")
+# A wall clock on a shared CPU drifts over seconds (other processes come and go): each schedule is
+# timed this many times and the repeats must agree (``time_fn(repeats=...)``), else it is flagged.
+WALL_CLOCK_REPEATS = 3
 
 
 class MeasuredLatency:
@@ -30,7 +33,10 @@ class MeasuredLatency:
     Times ``model(inputs_embeds=..., **forward_kwargs)`` under :func:`autoprune.reduce`
     with :func:`autoprune.profiler.timing.time_fn` (CUDA events on a GPU, the wall clock on the
     CPU — the estimate's ``source`` is then ``cpu-measured``) and, with a monitor, NVML
-    energy per prefill. The unreduced baseline is measured once and cached.
+    energy per prefill. The unreduced baseline is measured once and cached. On the CPU every
+    measurement is repeated :data:`WALL_CLOCK_REPEATS` times (unless ``timer_kw`` sets
+    ``repeats``); the estimate's ``repeat_spread`` and flags (``noisy-repeats``) say how well the
+    repeats agreed.
 
     ``stack="compiled"`` times :class:`autoprune.ReducedPrefill` instead (the same runner a server
     uses: compiled hook-free blocks, the Triton causal conv and a CUDA graph per schedule on a GPU),
@@ -66,10 +72,21 @@ class MeasuredLatency:
         self.monitor = monitor
         self.energy = energy and monitor is not None
         self.timer_kw = dict(timer_kw or {})
+        if not self.on_cuda:
+            self.timer_kw.setdefault("repeats", WALL_CLOCK_REPEATS)
         self.use_kernels = use_kernels
         self.forward_kwargs = {"use_cache": False, "logits_to_keep": 1} if forward_kwargs is None else dict(
             forward_kwargs)
         self._baseline = None
+
+    def with_timer(self, **timer_kw) -> MeasuredLatency:
+        """The same measurement (model, inputs, clock, cached baseline) with other timer options — e.g.
+        ``repeats=1``: a cheaper source to project candidates with, the repeated one deciding."""
+        import copy
+
+        other = copy.copy(self)
+        other.timer_kw = {**self.timer_kw, **timer_kw}
+        return other
 
     def _forward(self):
         import torch
@@ -122,5 +139,5 @@ class MeasuredLatency:
         return LatencyEstimate(
             latency_ms=max(stats.median, 1e-9), baseline_ms=max(base.median, 1e-9), source=source, gpu=self.gpu,
             energy_j=stats.energy_per_call_j, baseline_energy_j=base.energy_per_call_j, spread=stats.spread,
-            flags=tuple(stats.flags),
+            flags=tuple(stats.flags), repeat_spread=stats.repeat_spread,
         )

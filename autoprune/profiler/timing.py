@@ -10,7 +10,9 @@ pass fakes.
 autotuning, allocator warm-up), a quick estimate, warm-up and repeat counts derived from
 it, then the timed calls; a measurement whose spread is too large or during which the GPU
 slowed down (thermal or hardware slowdown, as the monitor reports it) is measured again a
-bounded number of times and otherwise flagged. With a monitor and ``energy=True`` an NVML
+bounded number of times and otherwise flagged. With ``repeats`` > 1 the timed calls are
+always run that many times and must also agree with each other (a loaded machine drifts
+over seconds, which one batch of calls cannot see). With a monitor and ``energy=True`` an NVML
 energy window follows. It returns a :class:`TimingStats`.
 
 Nothing here imports ``pynvml`` or touches CUDA at import time.
@@ -32,6 +34,8 @@ __all__ = [
     "METHOD_CUDA_EVENTS",
     "METHOD_WALL_CLOCK",
     "METHODS",
+    "NOISE_FLAGS",
+    "DEFAULT_MAX_SPREAD",
     "TimingStats",
     "Clock",
     "CudaEventClock",
@@ -45,6 +49,9 @@ __all__ = [
 METHOD_CUDA_EVENTS = "cuda-events"
 METHOD_WALL_CLOCK = "wall-clock (CPU fallback)"
 METHODS = (METHOD_CUDA_EVENTS, METHOD_WALL_CLOCK)
+# Flags that say a measurement is noisy (its median is uncertain by more than ``max_spread``).
+NOISE_FLAGS = ("high-spread", "noisy-repeats")
+DEFAULT_MAX_SPREAD = 0.10
 
 
 # ----------------------------------------------------------------------- results
@@ -54,9 +61,11 @@ class TimingStats:
 
     ``spread = (p80 − p20) / median``. ``method`` is ``cuda-events`` or
     ``wall-clock (CPU fallback)``. ``attempts`` counts measurements (1 + re-measurements);
-    ``flags`` says what was still wrong after the last one (``high-spread``,
-    ``clock-slowdown``, ``power-capped``, ``monitor-unavailable``). ``monitor`` holds the
-    monitor's view (reasons, clocks; energy when an energy window was run).
+    ``flags`` says what was still wrong after the last one (``high-spread``, ``noisy-repeats``,
+    ``clock-slowdown``, ``power-capped``, ``monitor-unavailable``). ``repeat_spread`` (with
+    ``repeats`` > 1) is ``(max − min) / median`` of the medians of the agreeing repeats (the
+    best window of ``repeats`` consecutive measurements); None for a single measurement.
+    ``monitor`` holds the monitor's view (reasons, clocks; energy when an energy window was run).
     """
 
     median: float
@@ -71,6 +80,12 @@ class TimingStats:
     flags: tuple[str, ...] = ()
     monitor: MonitorSample | None = None
     notes: tuple[str, ...] = ()
+    repeat_spread: float | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """True when a flag says the median is uncertain by more than the timer's ``max_spread``."""
+        return any(f in NOISE_FLAGS for f in self.flags)
 
     def __post_init__(self):
         for name in ("median", "p20", "p80", "mean"):
@@ -97,6 +112,7 @@ class TimingStats:
             "median_ms": self.median, "p20_ms": self.p20, "p80_ms": self.p80, "mean_ms": self.mean,
             "n": self.n, "spread": self.spread, "unit": self.unit, "method": self.method,
             "attempts": self.attempts, "flags": list(self.flags), "notes": list(self.notes),
+            "repeat_spread": self.repeat_spread,
             "monitor": None if self.monitor is None else self.monitor.to_dict(),
         }
 
@@ -239,8 +255,9 @@ def time_fn(
     min_reps: int = 5,
     max_reps: int = 1000,
     estimate_calls: int = 3,
-    max_spread: float = 0.10,
+    max_spread: float = DEFAULT_MAX_SPREAD,
     retries: int = 2,
+    repeats: int = 1,
     device=None,
 ) -> TimingStats:
     """Time ``fn`` and return :class:`TimingStats` (ms per call).
@@ -255,6 +272,9 @@ def time_fn(
     timed calls. If the spread exceeds ``max_spread`` or the monitor reports a thermal or
     hardware slowdown, the timed calls are repeated up to ``retries`` more times; the
     attempt with the smallest spread is kept and what is still wrong is in ``flags``.
+    ``repeats`` > 1 runs the timed calls at least that many times; the medians of the last
+    ``repeats`` attempts must then lie within ``max_spread`` of each other too (else up to
+    ``retries`` more attempts, then the flag ``noisy-repeats``); see ``repeat_spread``.
     With ``energy=True`` and a monitor, an energy window follows the timing.
 
     ``clock`` defaults to CUDA events on a CUDA device and the wall clock otherwise (the
@@ -266,6 +286,8 @@ def time_fn(
     for name, v in (("min_reps", min_reps), ("max_reps", max_reps), ("estimate_calls", estimate_calls)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise AutopruneError(f"time_fn: {name} must be an integer >= 1, got {v!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise AutopruneError(f"time_fn: repeats must be an integer >= 1, got {repeats!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise AutopruneError(f"time_fn: retries must be an integer >= 0, got {retries!r}")
     if min_reps > max_reps:
@@ -292,12 +314,17 @@ def time_fn(
 
     # Rank attempts by (slowdown seen, spread): a clean attempt beats a slowed-down one.
     tried = []
-    for attempt in range(1 + retries):
+    repeat_spread = None  # the best window of `repeats` consecutive attempts
+    for attempt in range(repeats + retries):
         stats = summarize(clock.time_calls(call, indices(n_rep)), clock.method)
         sample = monitor.snapshot() if monitor is not None else None
         slowdown = sample is not None and sample.slowdown
         tried.append((slowdown, stats.spread, attempt, stats, sample))
-        if stats.spread <= max_spread and not slowdown:
+        if repeats > 1 and len(tried) >= repeats:
+            window = _relative_range([t[3].median for t in tried[-repeats:]])
+            repeat_spread = window if repeat_spread is None else min(repeat_spread, window)
+        agree = repeat_spread is None or repeat_spread <= max_spread
+        if len(tried) >= repeats and stats.spread <= max_spread and not slowdown and agree:
             break
     attempts = len(tried)
     _, _, _, best, best_sample = min(tried, key=lambda t: t[:3])
@@ -306,6 +333,8 @@ def time_fn(
     notes: list[str] = []
     if best.spread > max_spread:
         flags.append("high-spread")
+    if repeat_spread is not None and repeat_spread > max_spread:
+        flags.append("noisy-repeats")
     if best_sample is not None:
         if best_sample.slowdown:
             flags.append("clock-slowdown")
@@ -330,4 +359,11 @@ def time_fn(
         final_sample = window
         if window.note and window.note not in notes:
             notes.append(window.note)
-    return replace(best, attempts=attempts, flags=tuple(flags), monitor=final_sample, notes=tuple(notes))
+    return replace(best, attempts=attempts, flags=tuple(flags), monitor=final_sample, notes=tuple(notes),
+                   repeat_spread=repeat_spread)
+
+
+def _relative_range(values: Sequence[float]) -> float:
+    """``(max − min) / median``: how far apart repeated medians lie (0 for a zero median)."""
+    med = statistics.median(values)
+    return (max(values) - min(values)) / med if med > 0 else 0.0

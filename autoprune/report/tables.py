@@ -234,6 +234,23 @@ def _flat(value, limit: int = 12) -> str:
     return "; ".join(parts[:limit]) + ("; …" if len(parts) > limit else "")
 
 
+def _table_facts(lat: dict) -> list[tuple[str, str]]:
+    """The measured table a prediction read (path, found or given, token range) and, when the
+    unreduced prefill lies outside that range, the warning that it was extrapolated."""
+    out = []
+    table = lat.get("table")
+    if isinstance(table, dict):
+        ranges = ", ".join(f"{k} {lo}..{hi}" for k, (lo, hi) in (table.get("measured_tokens") or {}).items())
+        how = "found in the table folders" if table.get("found") else "given"
+        out.append(("latency table", f"{table.get('path')} ({how}); measured tokens: {ranges or '?'}"))
+    if lat.get("calibration_table"):
+        out.append(("calibration table", str(lat["calibration_table"])))
+    if lat.get("extrapolated"):
+        beyond = "; ".join(lat.get("beyond_measured") or ()) or "some terms outside the measured range"
+        out.append(("latency warning", f"predictions extrapolated beyond the measured table: {beyond}"))
+    return out
+
+
 def provenance_facts(p: dict) -> list[tuple[str, str]]:
     """The provenance block of every artifact (:meth:`StudySettings.provenance`) as header facts:
     what the latency is for, the token accounting, the evaluated data, versions, commit, command."""
@@ -245,6 +262,7 @@ def provenance_facts(p: dict) -> list[tuple[str, str]]:
     versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
     return [
         ("latency is for", _flat(p.get("latency") or {}) or "—"),
+        *_table_facts(p.get("latency") or {}),
         ("token accounting", tokens),
         ("evaluated data", _flat(p.get("evaluation") or {}) or "—"),
         ("versions", versions or "—"),

@@ -10,7 +10,9 @@ Writes, atomically, into ``runs/<study>/``:
 - ``pareto.json``: the index (``autoprune.pareto/v1``);
 - ``trials.csv``: one row per trial: state, reference name, objectives, constraint,
   recomputed feasibility, latency source, keep vector, scorer knobs, parameters,
-  rejection/failure reasons.
+  rejection/failure reasons, ``timing_noise`` (the relative spread of a latency measured
+  noisily, NaN otherwise), ``extrapolated`` (predicted beyond a table's measured token range);
+  the summary names such trials.
 
 Feasibility is recomputed from each trial's stored latency and the study's budget
 (``budget_ms`` fixed when the study was created): Optuna's constraints are soft,
@@ -106,6 +108,10 @@ def trials_frame(study, settings: StudySettings | None = None):
             "latency_high_ms": _num(lat.high_ms if lat else None),
             "upper_over_budget": bool(feasible and lat is not None and lat.high_ms is not None
                                       and s.budget.constraint(lat.high_ms, s.budget_ms) > 0),
+            # How noisily a measured latency was timed (its repeats' or calls' relative spread); NaN when clean.
+            "timing_noise": _noise_value(rec.timing_noise),
+            # Predicted beyond the token range a latency table was measured over (cost/profile_table.py).
+            "extrapolated": bool(lat is not None and "extrapolated" in lat.flags),
             "gamma": _num(rec.gamma),
             "mean_keep": sched.mean_keep if sched else math.nan,
             "keep": json.dumps(list(sched.keep)) if sched else None,
@@ -130,6 +136,12 @@ def trials_frame(study, settings: StudySettings | None = None):
     else:
         df = pd.DataFrame(columns=["number", "state", "reference", "score", "latency_ms", "feasible", "pareto"])
     return df
+
+
+def _noise_value(noise) -> float:
+    if not noise:
+        return math.nan
+    return _num(noise.get("repeat_spread") if noise.get("repeat_spread") is not None else noise.get("spread"))
 
 
 def _num(v) -> float:
@@ -213,6 +225,7 @@ def export_study(study, run_dir: str | Path) -> ExportResult:
                 float(row["latency_low_ms"]), float(row["latency_high_ms"])],
             "latency_interval_level": rec.latency.interval_level if rec.latency else None,
             "latency_upper_over_budget": bool(row["upper_over_budget"]),
+            "timing_noise": None if rec.timing_noise is None else dict(rec.timing_noise),
             "baseline_ms": s.baseline_ms,
             "budget_ms": s.budget_ms,
             "gpu": s.gpu_name,
@@ -314,6 +327,17 @@ def _summary(df, s: StudySettings, baseline_score, warnings) -> str:
         else []
     notes = [f"note: the {s.budget.text} budget holds as predicted but not over the latency interval "
              f"(latency_high_ms) of trial(s) {upper}"] if upper else []
+    noisy = df[df["timing_noise"].notna()] if "timing_noise" in df else df.iloc[0:0]
+    if len(noisy):
+        on_front = sorted(int(n) for n in noisy[noisy["pareto"]]["number"])
+        notes.append(f"note: {len(noisy)} trial(s) were timed noisily (timing_noise in trials.csv: their repeats "
+                     f"disagreed after re-measuring), on the exported front: {on_front or 'none'}; their latency "
+                     "and feasibility are uncertain")
+    beyond = sorted(int(n) for n in shown[shown["pareto"] & shown["extrapolated"]]["number"]) \
+        if "extrapolated" in shown else []
+    if beyond:
+        notes.append(f"note: the latency of trial(s) {beyond} on the front is extrapolated beyond the token range "
+                     "its table was measured over (latency_flags); re-run `autoprune profile` over those counts")
     return "\n".join([head, text] + notes + [f"warning: {w}" for w in warnings])
 
 

@@ -4,9 +4,11 @@ A trial's user attributes hold its schedule as one :meth:`Schedule.to_dict` (kee
 ``min_tokens``, scorer, prefilter, model), its latency as one
 :meth:`LatencyEstimate.to_dict`, the projection factor ``gamma``, the evaluation's result
 (score, interval, samples, per-family scores) and, where they apply, the worker, the reference
-name, and why it was rejected or failed. Optuna's own fields (state, values, params,
-constraints) are not repeated here. The validation of a study's candidates, done after its trials
-finished, is stored once in the study's user attributes (``validation``).
+name, why it was rejected or failed, and ``timing_noise`` when its latency was measured noisily
+(the timer re-measured it and its repeats still disagreed: ``autoprune.profiler.timing.NOISE_FLAGS``).
+Optuna's own fields (state, values, params, constraints) are not repeated here. The validation of
+a study's candidates, done after its trials finished, is stored once in the study's user attributes
+(``validation``).
 """
 
 from __future__ import annotations
@@ -18,21 +20,47 @@ from typing import Any
 from ..interfaces import LatencyEstimate, TaskResult
 from ..schedule import Schedule
 
-__all__ = ["TrialRecord", "record_schedule", "record_result", "read_trial", "load_validation", "SCHEDULE_ATTR",
-           "LATENCY_ATTR", "RESULT_ATTR", "VALIDATION_ATTR"]
+__all__ = ["TrialRecord", "record_schedule", "record_result", "read_trial", "load_validation", "timing_noise",
+           "noise_text",
+           "SCHEDULE_ATTR", "LATENCY_ATTR", "RESULT_ATTR", "VALIDATION_ATTR", "NOISE_ATTR"]
 
 SCHEDULE_ATTR = "schedule"
 LATENCY_ATTR = "latency"
 RESULT_ATTR = "result"
+NOISE_ATTR = "timing_noise"
 VALIDATION_ATTR = "validation"  # a study attribute: trials cannot be changed once finished
 _MAX_REASON = 2000
 
 
+def timing_noise(estimate: LatencyEstimate) -> dict | None:
+    """``{"spread", "repeat_spread", "flags"}`` of a noisy measurement, None for a clean one or a prediction."""
+    from ..profiler.timing import NOISE_FLAGS
+
+    flags = [f for f in estimate.flags if f in NOISE_FLAGS]
+    if not flags:
+        return None
+    return {"spread": estimate.spread, "repeat_spread": estimate.repeat_spread, "flags": flags}
+
+
+def noise_text(noise: Mapping[str, Any]) -> str:
+    """``repeats 31% apart, noisy-repeats``: a ``timing_noise`` record in a few words."""
+    parts = []
+    if noise.get("repeat_spread") is not None:
+        parts.append(f"repeats {noise['repeat_spread']:.0%} apart")
+    if noise.get("spread") is not None:
+        parts.append(f"spread {noise['spread']:.0%}")
+    return ", ".join(parts + list(noise.get("flags") or []))
+
+
 def record_schedule(trial, schedule: Schedule, estimate: LatencyEstimate, gamma: float) -> None:
-    """Store the schedule a trial evaluates (after projection), its latency and ``gamma``."""
+    """Store the schedule a trial evaluates (after projection), its latency, ``gamma`` and, when its
+    latency was measured noisily, ``timing_noise``."""
     trial.set_user_attr(SCHEDULE_ATTR, schedule.replace(metrics=None, provenance=None, target=None).to_dict())
     trial.set_user_attr(LATENCY_ATTR, estimate.to_dict())
     trial.set_user_attr("gamma", gamma)
+    noise = timing_noise(estimate)
+    if noise is not None:
+        trial.set_user_attr(NOISE_ATTR, noise)
 
 
 def record_result(trial, result: TaskResult, eval_s: float) -> None:
@@ -62,6 +90,7 @@ class TrialRecord:
     fail_reason: str | None = None
     worker: str | None = None
     retry_of: int | None = None
+    timing_noise: Mapping[str, Any] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,6 +108,7 @@ def read_trial(t) -> TrialRecord:
         schedule=sched, latency=lat, gamma=ua.get("gamma"), result=ua.get(RESULT_ATTR), rejected=ua.get("rejected"),
         raced_out=ua.get("raced_out"),
         fail_reason=ua.get("fail_reason"), worker=ua.get("worker"), retry_of=t.system_attrs.get("failed_trial"),
+        timing_noise=ua.get(NOISE_ATTR),
         params=dict(t.params),
     )
 

@@ -40,8 +40,8 @@ from .._version import __version__
 from ..accounting import TokenAccounting
 from ..budget import Budget
 from ..cost import gpus
-from ..errors import BudgetError, ConfigError
-from ..interfaces import SourceRequest, StudyInputs
+from ..errors import BudgetError, ConfigError, MeasurementError
+from ..interfaces import LatencyEstimate, LatencySource, SourceRequest, StudyInputs
 from ..models import check_request, get_model_source
 from ..provenance import environment
 from ..schedule import Schedule
@@ -74,7 +74,7 @@ from .storage import (
 from .validate import validate_study
 from .workers import run_worker, run_workers
 
-__all__ = ["SearchResult", "SearchPlan", "plan_search", "run_search", "resolve_gpu"]
+__all__ = ["SearchResult", "SearchPlan", "plan_search", "run_search", "resolve_gpu", "latency_notes"]
 
 
 @dataclass
@@ -160,22 +160,70 @@ def accounting_for(inputs: StudyInputs, space: SearchSpace) -> TokenAccounting:
 
 
 def _check_reachable(space: SearchSpace, inputs: StudyInputs, accounting: TokenAccounting, budget: Budget,
-                     limit_ms: float, baseline_ms: float) -> None:
+                     limit_ms: float, baseline_ms: float, source: LatencySource | None = None) -> None:
     """BudgetError, naming the cause, when not even the strongest reduction the study allows meets it:
-    every layer from the first that may cut on at the token floor."""
+    every layer from the first that may cut on at the token floor, its latency from ``source``
+    (default: the study's predictor; a measuring study passes its measurement: reachable *here*)."""
     signature = inputs.signature
     lo = first_cut_layer(signature)  # with the scorer that cuts earliest: what any trial could do
     floor = accounting.floor
     keep = tuple([1.0] * lo + [min(1.0, floor)] * (signature.num_layers - lo))
     fastest = Schedule(keep=keep, model=signature, min_tokens=space.min_tokens, scorer=space.default_scorer())
-    t = inputs.predictor.estimate(fastest).latency_ms
+    est = (source or inputs.predictor).estimate(fastest)
+    t = est.latency_ms
     if not Budget.meets(t, limit_ms):
+        measured = est.source in ("measured", "cpu-measured")
         raise BudgetError(
-            f"budget {budget.text} is out of reach on {inputs.latency.gpu}: the fastest schedule the study allows — "
+            f"budget {budget.text} is out of reach on {inputs.latency.gpu}"
+            + (" (measured here)" if measured else "") + ": the fastest schedule the study allows — "
             f"layers 0..{lo - 1} unreduced (no evidence before layer {lo}), every later layer at the token floor "
             f"{floor:.2%} ({accounting.floor_reason()}) — takes {t:.2f} ms, {baseline_ms / t:.2f}x; the budget needs "
             f"{limit_ms:.2f} ms. A lower space min_tokens or longer evaluated samples lower the floor"
         )
+
+
+# A measuring study is refused when the unreduced model's timings lie further apart than this: the
+# budget in ms is a fraction of that baseline, so it would be uncertain by more than the step between
+# budgets one would try (2x vs 2.5x). Between the timer's ``max_spread`` (10 %) and this, the study
+# runs and each noisy trial is flagged (``timing_noise``).
+LOADED_SPREAD = 0.25
+
+
+def _check_quiet(base: LatencyEstimate) -> None:
+    """MeasurementError when the unreduced model's measurement is too noisy to decide a budget on: its
+    repeats' medians (``repeat_spread``), its calls (``spread``), or its two timings — the baseline,
+    then the identity schedule — lie more than :data:`LOADED_SPREAD` apart."""
+    apart = abs(base.latency_ms / base.baseline_ms - 1)
+    spread = max(x for x in (base.repeat_spread, base.spread, apart) if x is not None)
+    if spread > LOADED_SPREAD:
+        raise MeasurementError(
+            f"this machine is too loaded to measure: the unreduced prefill on {base.gpu} took "
+            f"{base.baseline_ms:.1f} ms, then {base.latency_ms:.1f} ms (timings {spread:.0%} apart, above "
+            f"{LOADED_SPREAD:.0%}); --measure on an idle machine, or drop --measure to search on the predicted "
+            "latency"
+        )
+
+
+def latency_notes(info) -> list[str]:
+    """What a user must be told about the latency of a study (its ``latency_info``): a table read
+    from a folder of measured tables that is not the package's own (``./profiles/measured``,
+    ``$AUTOPRUNE_PROFILE_DIRS``) — ``using latency table PATH`` —, and predictions extrapolated
+    beyond the token range a table was measured over."""
+    shipped = (gpus.profiles_root() / "measured").resolve()
+    out = []
+    table = info.get("table")
+    found = [(table.get("path"), "")] if isinstance(table, dict) and table.get("found") else []
+    if info.get("calibration_table"):
+        found.append((info["calibration_table"], " (to calibrate the roofline)"))
+    for path, why in found:
+        if path and not Path(path).resolve().is_relative_to(shipped):
+            out.append(f"using latency table {path}{why}")
+    if info.get("extrapolated"):
+        beyond = "; ".join(info.get("beyond_measured") or ()) or "some terms"
+        where = f" {table['path']}" if isinstance(table, dict) else ""
+        out.append(f"warning: latency predictions are extrapolated beyond what the table{where} measured: {beyond} "
+                   "(re-run `autoprune profile` over the served token counts)")
+    return out
 
 
 def _check_trivial_budget(budget: Budget) -> None:
@@ -241,6 +289,8 @@ def plan_search(config: SearchConfig) -> SearchPlan:
     inputs = _build_inputs(model, SourceRequest(gpu=gpu, task=c.task, measure=measure, options=options))
     signature = inputs.signature
     base = inputs.latency.estimate(Schedule.identity(signature.num_layers, model=signature))
+    if measure and base.source in ("measured", "cpu-measured"):
+        _check_quiet(base)  # the quick baseline: before minutes of trials are spent on noise
     baseline_ms = base.baseline_ms
     limit_ms = c.budget.limit_ms(baseline_ms)
     if Budget.meets(baseline_ms, limit_ms):
@@ -250,7 +300,8 @@ def plan_search(config: SearchConfig) -> SearchPlan:
         raise ConfigError(f"the energy objective needs energy readings; the {base.source} latency source of "
                           f"{inputs.latency.gpu} gives none (use --measure on a GPU with NVML)")
     accounting = accounting_for(inputs, space)
-    _check_reachable(space, inputs, accounting, c.budget, limit_ms, baseline_ms)
+    _check_reachable(space, inputs, accounting, c.budget, limit_ms, baseline_ms,
+                     source=inputs.latency if measure else None)
     settings = StudySettings(
         model=model, task=c.task, metric=inputs.evaluator.metric, gpu=gpu, gpu_request=c.gpu, budget=c.budget,
         budget_ms=limit_ms, baseline_ms=baseline_ms, baseline_source=base.source, measure=measure,
@@ -392,6 +443,8 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
                                                      "study": plan.study_name})
         if joined:
             log(f"study {plan.study_name} was created by another process meanwhile: joined it")
+        for note in latency_notes(s.latency_info):
+            log(note)
         recovered = recover_orphans(study, log=log) if plan.exists else []
         remaining = max(0, s.trials - count_done(study))
         log(f"study {plan.study_name}: {s.model} on {s.gpu_name}, budget {s.budget.text} (<= {s.budget_ms:.2f} ms; "

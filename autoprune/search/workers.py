@@ -49,6 +49,7 @@ from .devices import pin_device
 from .locks import study_lock
 from .objective import TrialRunner
 from .quiet import optuna_quiet
+from .records import NOISE_ATTR, noise_text
 from .recovery import count_done, recover_orphans
 from .resilient import is_connection_error
 from .samplers import derive_seed, make_sampler
@@ -241,6 +242,9 @@ def _run_one(study, runner: TrialRunner, trial, interval: float | None, stats: W
                 raise  # the storage gave up retrying: this worker cannot go on
             state = TrialState.FAIL  # the runner recorded fail_reason
             log(f"trial {trial.number} failed: {trial.user_attrs.get('fail_reason') or repr(e)}")
+    noise = trial.user_attrs.get(NOISE_ATTR)
+    if noise:
+        log(f"trial {trial.number}: noisy timing ({noise_text(noise)}): its latency is uncertain")
     try:
         if state == TrialState.COMPLETE:
             study.tell(trial, list(values))

@@ -178,3 +178,40 @@ def test_a_table_of_other_widths_is_refused():
     other = dataclasses.replace(NEMOTRON_H_8B, name="narrower", hidden_size=2048)
     with pytest.raises(ConfigError, match="other dimensions"):
         LatencyModel(other, TokenLayout(8, 1024, 16), "h100", table=linear_table(NEMOTRON_H_8B))
+
+
+# ------------------------------------------------ measured range, provenance
+def cut_short(table, at=128):
+    """A table as ``profile --time-budget`` leaves it: attention and MLP measured at ``at`` tokens only."""
+    layers = {k: (Series((at,), (v.at(at)[0],)) if k in ("attention", "mlp") else v) for k, v in table.layers.items()}
+    return dataclasses.replace(table, layers=layers)
+
+
+def test_a_table_cut_short_says_the_unreduced_prefill_is_extrapolated_and_over_what_range():
+    m = LatencyModel(TINY_BF16, LAYOUT, "h100", table=cut_short(linear_table(TINY_BF16)))
+    d = m.describe()
+    assert d["extrapolated"] is True
+    assert d["table"]["measured_tokens"]["attention"] == [128, 128]
+    assert d["table"]["measured_tokens"]["mamba"] == [64, 2048]
+    assert sorted(d["beyond_measured"]) == [f"{name} at {LAYOUT.total} tokens (measured 128..128)"
+                                            for name in ("attention", "mlp")]
+    assert "extrapolated" in m.estimate(Schedule.identity(7)).flags
+
+
+def test_a_table_that_covers_the_prefill_is_not_extrapolated_and_a_given_one_is_not_found():
+    d = LatencyModel(TINY_BF16, LAYOUT, "h100", table=linear_table(TINY_BF16)).describe()
+    assert d["extrapolated"] is False and "beyond_measured" not in d
+    assert d["table"]["found"] is False
+
+
+def test_a_table_found_in_the_search_dirs_is_recorded_with_its_path(tmp_path):
+    path = linear_table(TINY_BF16).save(table_path(tmp_path, "h100-sxm5-80gb", TINY_BF16.name))
+    m = LatencyModel(TINY_BF16, LAYOUT, "h100", search_dirs=[tmp_path])
+    assert m.found_tables == {"table": str(path)}
+    assert m.describe()["table"]["path"] == str(path) and m.describe()["table"]["found"] is True
+
+
+def test_a_table_found_to_calibrate_another_gpu_is_recorded(tmp_path):
+    path = linear_table(TINY_BF16).save(table_path(tmp_path, "h100-sxm5-80gb", TINY_BF16.name))
+    m = LatencyModel(TINY_BF16, LAYOUT, "h200", search_dirs=[tmp_path])
+    assert m.source == "roofline" and m.describe()["calibration_table"] == str(path)

@@ -86,3 +86,25 @@ def test_measured_ms_must_be_finite(tmp_path):
     d["layers"]["mlp"]["ms"][0] = math.inf
     with pytest.raises((ConfigError, ValueError)):
         ProfileTable.from_dict(json.loads(json.dumps(d, allow_nan=True)))
+
+
+def test_a_table_reports_the_token_range_measured_per_kind_and_overhead():
+    from hw_fixtures import TINY_BF16, linear_table
+
+    t = linear_table(TINY_BF16, tokens=(64, 512, 4096))
+    r = t.measured_range()
+    assert r["mamba"] == r["attention"] == r["mlp"] == [64, 4096]
+    assert r["scoring.attention"] == r["gather"] == r["head"] == [64, 4096]
+
+
+def test_a_partial_table_says_so_and_round_trips_and_a_complete_one_has_no_key(tmp_path):
+    import dataclasses
+
+    from autoprune.cost.profile_table import ProfileTable
+    from hw_fixtures import TINY_BF16, linear_table
+
+    t = linear_table(TINY_BF16)
+    assert "partial" not in t.to_dict()
+    p = dataclasses.replace(t, partial=True).save(tmp_path / "t.json")
+    back = ProfileTable.load(p)
+    assert back.partial is True and back.to_dict()["partial"] is True

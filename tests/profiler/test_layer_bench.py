@@ -141,3 +141,28 @@ def test_mamba_points_beyond_mamba_ssm_int32_indexing_are_known_in_advance():
     limit = int32_limit_tokens(NEMOTRON_H_8B, "mamba")
     assert 65_536 < limit < 131_072  # 131k tokens crashed an H200; 64k ran
     assert int32_limit_tokens(NEMOTRON_H_8B, "mlp") is None
+
+
+def test_progress_runs_from_zero_to_the_total_weighed_by_tokens_and_checkpoints_grow_partial_tables():
+    seen, tables = [], []
+    final = profile_shape(TINY, device="cpu", tokens=[64, 128], prefix_tokens=8, query_tokens=8, timer_kw=QUICK,
+                          kinds="M*", scoring=False, gather=False, head=True,
+                          progress=lambda done, total, label: seen.append((done, total, label)),
+                          checkpoint=tables.append)
+    totals = {t for _, t, _ in seen}
+    assert totals == {3 * (64 + 128)}  # two kinds and the head, each at 64 and 128 tokens
+    assert seen[0][:2] == (0, 3 * 192) and seen[-1][0] == 3 * 192
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+    assert seen[1] == (64, 3 * 192, "mamba n=64")
+    assert all(t.partial for t in tables) and not final.partial
+    points = [sum(len(s) for s in t.layers.values()) for t in tables]
+    assert points == [1, 2, 3, 4, 4, 4]  # M at 64, 128; * at 64, 128; then the head's two points
+    assert tables[-1].head is not None and tables[-1].head.tokens == (64, 128)
+
+
+def test_skipped_points_count_as_done_for_the_progress():
+    seen = []
+    profile_shape(TINY, device="cpu", tokens=[64, 128, 256], prefix_tokens=8, query_tokens=8, timer_kw=QUICK,
+                  kinds="M", scoring=False, gather=False, head=False, time_budget_s=0.0,
+                  progress=lambda done, total, label: seen.append((done, total, label)))
+    assert seen[-1] == (448, 448, "mamba skipped")

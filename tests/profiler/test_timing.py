@@ -217,3 +217,41 @@ def test_every_clock_method_is_accepted_by_timing_stats_and_tables(tmp_path):
         assert summarize([1.0, 1.1, 0.9], method).method == method
         t = linear_table(NEMOTRON_H_8B, method=method)
         assert ProfileTable.load(t.save(tmp_path / "t.json")).method == method
+
+
+# ---------------------------------------------------------------- repeats
+def scaled(attempt, factor):
+    return [d * factor for d in attempt]
+
+
+def test_repeats_always_measure_that_many_times_and_report_their_agreement():
+    clock = ScriptedClock(phases(attempts=[TIGHT, scaled(TIGHT, 1.02), TIGHT]))
+    s = timed(clock, repeats=3, retries=2)
+    assert s.attempts == 3 and s.flags == ()
+    assert s.repeat_spread == pytest.approx(0.02, rel=1e-6) and not s.noisy
+
+
+def test_repeats_that_drift_apart_are_remeasured_then_flagged_noisy():
+    # Each batch is tight, but the machine slows down from one batch to the next (load).
+    drifting = [scaled(TIGHT, f) for f in (1.0, 1.3, 1.7, 2.2, 2.9)]
+    s = timed(ScriptedClock(phases(attempts=drifting)), repeats=3, retries=2, max_spread=0.10)
+    assert s.attempts == 5
+    assert "noisy-repeats" in s.flags and "high-spread" not in s.flags and s.noisy
+    # the best window of three consecutive medians: 1.3, 1.7, 2.2
+    assert s.repeat_spread == pytest.approx((2.2 - 1.3) / 1.7, rel=1e-6)
+
+
+def test_repeats_that_settle_stop_once_a_window_agrees():
+    settling = [scaled(TIGHT, 2.0), TIGHT, TIGHT, TIGHT]
+    s = timed(ScriptedClock(phases(attempts=settling)), repeats=3, retries=2)
+    assert s.attempts == 4 and s.flags == () and s.repeat_spread == pytest.approx(0.0)
+
+
+def test_one_repeat_has_no_repeat_spread():
+    s = timed(ScriptedClock(phases(attempts=[TIGHT])))
+    assert s.repeat_spread is None and s.to_dict()["repeat_spread"] is None
+
+
+def test_repeats_must_be_a_positive_integer():
+    with pytest.raises(AutopruneError, match="repeats"):
+        timed(ScriptedClock(lambda k: 1.0), repeats=0)

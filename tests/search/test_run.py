@@ -407,6 +407,167 @@ def test_an_unknown_model_option_is_refused_before_anything_loads(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+# ------------------------------------------------- measuring on this machine
+class _Loaded:
+    """A measured latency on this machine: the unreduced model timed ``drift`` × slower the second
+    time, reduced schedules ``slow_reduced`` × slower than the synthetic model says, ``flags`` on each
+    (with repeats 30 % apart)."""
+
+    def __init__(self, inner, *, drift=1.0, slow_reduced=1.0, flags=(), noisy_below=None):
+        self.inner, self.gpu = inner, inner.gpu
+        self.drift, self.slow_reduced, self.flags, self.noisy_below = drift, slow_reduced, flags, noisy_below
+
+    def estimate(self, schedule):
+        import dataclasses
+
+        est = self.inner.estimate(schedule)
+        factor = self.drift if schedule.is_identity else self.slow_reduced
+        flags = self.flags
+        if self.noisy_below is not None and schedule.mean_keep < self.noisy_below:
+            flags = ("noisy-repeats",)
+        return dataclasses.replace(est, latency_ms=est.latency_ms * factor, flags=flags,
+                                   repeat_spread=0.3 if flags else None)
+
+
+def _measuring_source(name, **kw):
+    def build(self, request):
+        inputs = SyntheticSource.build(self, request)
+        lat = _Loaded(inputs.latency, **kw)
+        return StudyInputs(evaluator=inputs.evaluator, latency=lat, predictor=inputs.predictor, model=name,
+                           task=inputs.task)
+
+    return register_model_source(name)(type(name, (SyntheticSource,), {"name": name, "build": build}))
+
+
+_measuring_source("drifting-synthetic", drift=1.4)
+_measuring_source("noisy-synthetic", flags=("noisy-repeats",))
+_measuring_source("slow-here-synthetic", slow_reduced=15.0)  # the fastest: 3.5% of the baseline predicted, 53% here
+_measuring_source("noisy-below-synthetic", noisy_below=0.5)  # strong reductions time noisily
+_measuring_source("extrapolated-synthetic", flags=("extrapolated",))  # a table cut short
+_measuring_source("mildly-drifting-synthetic", drift=1.15)  # beyond the timer's 10 %, short of refusing
+
+
+@pytest.mark.parametrize("model", ["drifting-synthetic", "noisy-synthetic"])
+def test_a_measuring_study_on_a_loaded_machine_is_refused_in_one_line_before_anything_is_written(tmp_path, model):
+    from autoprune.errors import MeasurementError
+
+    with pytest.raises(MeasurementError, match="this machine is too loaded to measure") as e:
+        run_search(cfg(tmp_path, model=model, gpu="auto", budget="2x", measure=True), log=quiet)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_budget_out_of_reach_as_measured_here_is_refused_though_predicted_reachable(tmp_path):
+    # The predictor (the synthetic latency model) reaches 2x; measured here it is 15x slower.
+    plan_search(cfg(tmp_path, gpu="auto", budget="2x", measure=True))  # reachable as the plain source measures
+    with pytest.raises(BudgetError, match=r"out of reach on cpu \(measured here\)"):
+        run_search(cfg(tmp_path, model="slow-here-synthetic", gpu="auto", budget="2x", measure=True), log=quiet)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_noisy_trial_timings_are_recorded_logged_and_named_in_the_export(tmp_path):
+    import pandas as pd
+
+    lines = []
+    r = run_search(cfg(tmp_path, model="noisy-below-synthetic", gpu="auto", budget="3x", measure=True, trials=10),
+                   log=lines.append)
+    trials = load(r).trials
+    noisy = [t for t in trials if t.user_attrs.get("timing_noise")]
+    clean = [t for t in trials if "schedule" in t.user_attrs and not t.user_attrs.get("timing_noise")]
+    assert noisy and clean
+    assert all(t.user_attrs["timing_noise"] == {"spread": 0.005, "repeat_spread": 0.3, "flags": ["noisy-repeats"]}
+               for t in noisy)
+    assert all(read_trial(t).timing_noise is not None for t in noisy)
+    assert any(f"trial {noisy[0].number}: noisy timing (repeats 30% apart" in line for line in lines)
+    csv = pd.read_csv(r.run_dir / "trials.csv").set_index("number")
+    assert csv.loc[noisy[0].number, "timing_noise"] == 0.3 and pd.isna(csv.loc[clean[0].number, "timing_noise"])
+    assert f"note: {len(noisy)} trial(s) were timed noisily" in r.summary
+
+
+# ------------------------------------------------------ latency tables
+def _tiny_table_info(tmp_path, cut=False):
+    import dataclasses
+
+    from autoprune.cost.latency import LatencyModel
+    from autoprune.cost.profile_table import Series, table_path
+    from autoprune.cost.shapes import TokenLayout
+    from hw_fixtures import TINY_BF16, linear_table
+
+    t = linear_table(TINY_BF16)
+    if cut:
+        t = dataclasses.replace(t, layers={**t.layers, "attention": Series((128,), (2.56,))})
+    root = tmp_path / "profiles" / "measured"
+    path = t.save(table_path(root, "h100-sxm5-80gb", TINY_BF16.name))
+    model = LatencyModel(TINY_BF16, TokenLayout(32, 1024, 64), "h100", search_dirs=[root])
+    return model.describe(), path
+
+
+def test_a_table_found_outside_the_package_is_announced_and_an_extrapolation_warned(tmp_path):
+    from autoprune.search.run import latency_notes
+
+    info, path = _tiny_table_info(tmp_path, cut=True)
+    notes = latency_notes(info)
+    assert notes[0] == f"using latency table {path}"
+    assert notes[1].startswith(f"warning: latency predictions are extrapolated beyond what the table {path} "
+                               "measured: attention at 1120 tokens (measured 128..128)")
+    full, full_path = _tiny_table_info(tmp_path / "full")
+    assert latency_notes(full) == [f"using latency table {full_path}"]  # measured over the prefill: no warning
+
+
+def test_the_package_tables_are_not_announced():
+    from autoprune.cost.latency import LatencyModel
+    from autoprune.cost.shapes import NEMOTRON_H_8B, TokenLayout
+    from autoprune.search.run import latency_notes
+
+    info = LatencyModel(NEMOTRON_H_8B, TokenLayout(32, 16384, 64), "h100").describe()
+    assert info["table"]["found"] and latency_notes(info) == []
+
+
+def _table_source(name, info):
+    def build(self, request):
+        inputs = SyntheticSource.build(self, request)
+        return StudyInputs(evaluator=inputs.evaluator, latency=inputs.latency, model=name, task=inputs.task,
+                           latency_info=info)
+
+    return register_model_source(name)(type(name, (SyntheticSource,), {"name": name, "build": build}))
+
+
+def test_a_search_on_a_found_table_says_so_and_records_it_in_search_json_and_every_schedule(tmp_path):
+    import json
+
+    info, path = _tiny_table_info(tmp_path, cut=True)
+    _table_source("tabled-synthetic", info)
+    lines = []
+    r = run_search(cfg(tmp_path, model="tabled-synthetic", trials=6), log=lines.append)
+    assert f"using latency table {path}" in lines
+    assert any(line.startswith("warning: latency predictions are extrapolated") for line in lines)
+    settings = json.loads((r.run_dir / "search.json").read_text())
+    assert settings["latency_info"]["table"]["path"] == str(path) and settings["latency_info"]["extrapolated"]
+    for f in r.export.files:
+        lat = json.loads(f.read_text())["provenance"]["latency"]
+        assert lat["table"]["path"] == str(path) and lat["beyond_measured"]
+
+
+def test_trials_predicted_beyond_the_measured_table_are_named_in_the_export(tmp_path):
+    import pandas as pd
+
+    r = run_search(cfg(tmp_path, model="extrapolated-synthetic", trials=6), log=quiet)
+    csv = pd.read_csv(r.run_dir / "trials.csv")
+    assert csv["extrapolated"].all()
+    assert f"note: the latency of trial(s) {sorted(r.export.pareto)} on the front is extrapolated" in r.summary
+    plain = run_search(cfg(tmp_path / "plain", trials=6), log=quiet)
+    assert "extrapolated" not in plain.summary
+
+
+def test_a_measuring_study_with_some_noise_runs_rather_than_being_refused(tmp_path):
+    from autoprune.search.run import LOADED_SPREAD
+
+    assert 0.10 < LOADED_SPREAD < 0.30
+    r = run_search(cfg(tmp_path, model="mildly-drifting-synthetic", gpu="auto", budget="2x", measure=True, trials=6),
+                   log=quiet)
+    assert r.export is not None
+
+
 # ----------------------------------------------------- a measuring study's predictor is off
 class _SlowerThanPredicted:
     """Stands in for a measurement: the reduced part takes ``factor`` times what the predictor says
