@@ -476,7 +476,7 @@ def run_search(config: SearchConfig, *, log: Callable[[str], None] = print) -> S
         # process that joined, nor by `autoprune worker`).
         if c.export and c.validate and plan.inputs.validation is not None and not joined:
             validator = plan.inputs.validation()
-            validate_study(study, s, validator, log=log)
+            validate_study(study, s, validator, log=log, show_progress=c.show_progress)
         if c.export:
             # One consistent read of the study: workers on other hosts may still be running.
             reader = open_storage(plan.storage, heartbeat_s=None, timeout_s=c.probe_timeout_s, snapshot=True)

@@ -71,9 +71,10 @@ def _result_dict(r) -> dict:
 
 
 def validate_study(study, settings: StudySettings, validator: Evaluator, *, max_sampled: int = 10,
-                   max_references: int = 6,
-                   log: Callable[[str], None] = print) -> dict:
-    """Evaluate the candidates on ``validator`` and store the results in the study (see the module docstring)."""
+                   max_references: int = 6, log: Callable[[str], None] = print,
+                   show_progress: bool = False) -> dict:
+    """Evaluate the candidates on ``validator`` and store the results in the study (see the module
+    docstring); ``show_progress``: a progress bar over the candidates (minutes on the demo)."""
     df = trials_frame(study, settings)
     numbers = select_candidates(df, max_sampled=max_sampled, max_references=max_references,
                                 n_objectives=len(settings.objectives),
@@ -82,10 +83,23 @@ def validate_study(study, settings: StudySettings, validator: Evaluator, *, max_
     acc = settings.accounting
     schedules, results = {}, {}
     log(f"validation: {len(numbers)} candidate(s) on a disjoint validation set")
-    for n in numbers:
-        rec = read_trial(by_number[n])
-        schedules[n] = acc.for_evaluation(rec.schedule)
-        results[n] = validator.evaluate(schedules[n])
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(numbers), desc="validation", unit="candidate")
+    try:
+        for n in numbers:
+            rec = read_trial(by_number[n])
+            schedules[n] = acc.for_evaluation(rec.schedule)
+            if bar is not None:
+                bar.set_postfix_str(f"trial {n}" + (f" ({rec.reference})" if rec.reference else ""))
+            results[n] = validator.evaluate(schedules[n])
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
     lat = {n: float(df.loc[df["number"] == n, "latency_ms"].iloc[0]) for n in numbers}
     refs = {n for n in numbers if isinstance(read_trial(by_number[n]).reference, str)
             and read_trial(by_number[n]).reference != "none"}

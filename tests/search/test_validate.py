@@ -111,3 +111,12 @@ def test_every_trial_of_optunas_front_is_validated_even_past_the_caps():
 def test_the_study_validates_all_of_optunas_front(run):
     r, study = run
     assert {str(t.number) for t in study.best_trials} <= set(load_validation(study)["results"])
+
+
+def test_validation_shows_a_progress_bar_over_its_candidates(tmp_path, capsys):
+    r = run_search(SearchConfig(model="synthetic", gpu="a100", budget="4x", trials=8, references=("none", "fastv"),
+                                out=str(tmp_path), model_options={"validation_n": 500}, show_progress=True), log=quiet)
+    study = optuna.load_study(study_name=r.study_name, storage=r.storage_spec.url)
+    n = len(load_validation(study)["candidates"])
+    err = capsys.readouterr().err
+    assert n > 0 and "validation: 100%" in err and f"{n}/{n}" in err and "candidate" in err
