@@ -36,7 +36,6 @@ def test_search_then_report_end_to_end(in_tmp, capsys):
     assert "No knob importance: too few completed trials" in md
 
 
-@pytest.mark.slow  # 210-245 s on the 2-core CI machine: waits on Optuna's journal file lock (a known hang, see the stop-26 note)
 def test_report_of_a_journal_storage_and_a_named_study(in_tmp, capsys):
     journal = in_tmp / "s.journal"
     assert main(SEARCH + ["--study", "j", "--storage", f"journal:{journal}"]) == 0
@@ -61,7 +60,6 @@ def test_report_errors_name_what_is_missing(in_tmp, capsys):
     assert "--latency-tolerance" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # 210-245 s on the 2-core CI machine: waits on Optuna's journal file lock (a known hang, see the stop-26 note)
 def test_report_of_a_run_dir_reads_the_journal_storage_search_json_records(in_tmp, capsys):
     journal = in_tmp / "s.journal"
     assert main(SEARCH + ["--study", "j2", "--storage", f"journal:{journal}"]) == 0

@@ -8,8 +8,10 @@ slot left would both take it and the study would overshoot its ``trials``).
 - PostgreSQL: a session advisory lock (``pg_advisory_lock``) on a connection of its own; the
   server releases it when that connection dies, so a killed worker never leaves it held.
 - MySQL/MariaDB: ``GET_LOCK``, likewise tied to the connection.
-- SQLite and journal files: an ``fcntl`` lock on ``<file>.lock`` beside the storage (one host by
-  nature; the kernel releases it when the process dies).
+- SQLite and journal files: an ``fcntl`` lock on ``<file>.autoprune-lock`` beside the storage (one
+  host by nature; the kernel releases it when the process dies). Not ``<file>.lock``: that is the
+  path of Optuna's own journal lock (a symlink), which would take our file for a lock held by
+  another process and wait out its 30 s grace period at every append.
 - other servers: no lock (documented: a study may then overshoot its count by a worker's trial).
 """
 
@@ -26,7 +28,9 @@ from sqlalchemy.engine import make_url
 from ..errors import StorageError
 from .storage import StorageSpec
 
-__all__ = ["study_lock", "lock_key"]
+__all__ = ["study_lock", "lock_key", "LOCK_SUFFIX"]
+
+LOCK_SUFFIX = ".autoprune-lock"
 
 
 def lock_key(name: str) -> int:
@@ -79,7 +83,7 @@ def _file_lock(path, timeout_s: float) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock, as for other servers
         yield
         return
-    lock_path = path.with_name(path.name + ".lock")
+    lock_path = path.with_name(path.name + LOCK_SUFFIX)
     with open(lock_path, "a") as f:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -222,7 +222,6 @@ def test_optuna_load_study_opens_the_default_storage(tmp_path):
     assert len(study.best_trials) >= 1 and len(study.trials) == 6
 
 
-@pytest.mark.slow  # 210-245 s on the 2-core CI machine: waits on Optuna's journal file lock (a known hang, see the stop-26 note)
 def test_a_journal_file_storage_works_and_loads(tmp_path):
     path = tmp_path / "study.journal"
     r = run_search(cfg(tmp_path, trials=7, storage=f"journal:{path}"), log=quiet)
@@ -319,7 +318,7 @@ def test_a_study_killed_mid_trial_resumes_and_reruns_the_orphaned_trial(tmp_path
 
 
 # ------------------------------------------------------------- workers
-@pytest.mark.parametrize("storage", ["sqlite", pytest.param("journal", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
 def test_two_workers_on_one_storage_lose_no_trial_and_duplicate_none(tmp_path, storage):
     kw = {} if storage == "sqlite" else {"storage": f"journal:{tmp_path / 'study.journal'}"}
     # enough trials that the worker which starts second still gets some: with 12, one worker could run
