@@ -9,40 +9,19 @@ QUICK = {"rep_ms": 1.0, "warmup_ms": 0.0, "min_reps": 2, "max_reps": 3, "retries
 
 
 def test_measured_latency_on_the_cpu_is_a_cpu_measurement():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tiny_models import tiny_nemotron_h
-
-    model = tiny_nemotron_h()
-    L, V = 40, 24
-    x = torch.randn(1, L, model.config.hidden_size)
-    mask = torch.zeros(1, L, dtype=torch.bool)
-    mask[:, 4:4 + V] = True
-    ml = MeasuredLatency(model, x, mask, timer_kw=QUICK)
+    ml = _tiny_measured(None)
     est = ml.estimate(Schedule(keep=(1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25)))
     assert est.source == "cpu-measured" and est.gpu == "cpu"
     assert est.latency_ms > 0 and est.energy_j is None
 
 
 def test_the_compiled_stack_times_the_serving_runner_and_a_bad_stack_is_refused(monkeypatch):
-    import sys
-    from pathlib import Path
-
     import pytest
 
     from autoprune import ConfigError
     from autoprune.serving import ReducedPrefill
 
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tiny_models import tiny_nemotron_h
-
-    model = tiny_nemotron_h()
-    L, V = 40, 24
-    x = torch.randn(2, L, model.config.hidden_size)
-    mask = torch.zeros(1, L, dtype=torch.bool)
-    mask[:, 4:4 + V] = True
+    model, x, mask = _tiny_inputs(batch=2)
     calls = []
     real_call = ReducedPrefill.__call__
 
@@ -74,7 +53,8 @@ class DriftingWallClock:
         return [1.3 ** self.batches] * len(indices)
 
 
-def _tiny_measured(clock, **timer_kw):
+def _tiny_inputs(batch: int = 1):
+    """A tiny NemotronH, ``batch`` sequences of 40 embeddings, 24 of them visual."""
     import sys
     from pathlib import Path
 
@@ -83,10 +63,14 @@ def _tiny_measured(clock, **timer_kw):
 
     model = tiny_nemotron_h()
     L, V = 40, 24
-    x = torch.randn(1, L, model.config.hidden_size)
+    x = torch.randn(batch, L, model.config.hidden_size)
     mask = torch.zeros(1, L, dtype=torch.bool)
     mask[:, 4:4 + V] = True
-    return MeasuredLatency(model, x, mask, clock=clock, timer_kw={**QUICK, **timer_kw})
+    return model, x, mask
+
+
+def _tiny_measured(clock, **timer_kw):
+    return MeasuredLatency(*_tiny_inputs(), clock=clock, timer_kw={**QUICK, **timer_kw})
 
 
 def test_cpu_measurements_are_repeated_and_a_drifting_one_is_flagged_noisy():
