@@ -97,6 +97,11 @@ class LatencyEstimate:
                                  f"{self.latency_ms!r}, {self.high_ms!r}")
 
     @property
+    def measured(self) -> bool:
+        """Timed here (CUDA events or the CPU's wall clock), not predicted."""
+        return self.source in ("measured", "cpu-measured")
+
+    @property
     def speedup(self) -> float:
         return self.baseline_ms / self.latency_ms
 

@@ -186,7 +186,7 @@ def profile_command(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         if bar:
-            bar.close()
+            bar.close()  # before the message (the finally closes it again: a no-op)
         left = (f"the partial table ({saved[-1]} layer points, \"partial\": true) is in {path}" if saved
                 else "nothing was measured yet, nothing written")
         print(f"autoprune profile: interrupted: {left}; run the command again to measure it all", file=sys.stderr)

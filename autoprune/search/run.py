@@ -172,10 +172,9 @@ def _check_reachable(space: SearchSpace, inputs: StudyInputs, accounting: TokenA
     est = (source or inputs.predictor).estimate(fastest)
     t = est.latency_ms
     if not Budget.meets(t, limit_ms):
-        measured = est.source in ("measured", "cpu-measured")
         raise BudgetError(
             f"budget {budget.text} is out of reach on {inputs.latency.gpu}"
-            + (" (measured here)" if measured else "") + ": the fastest schedule the study allows — "
+            + (" (measured here)" if est.measured else "") + ": the fastest schedule the study allows — "
             f"layers 0..{lo - 1} unreduced (no evidence before layer {lo}), every later layer at the token floor "
             f"{floor:.2%} ({accounting.floor_reason()}) — takes {t:.2f} ms, {baseline_ms / t:.2f}x; the budget needs "
             f"{limit_ms:.2f} ms. A lower space min_tokens or longer evaluated samples lower the floor"
@@ -289,7 +288,7 @@ def plan_search(config: SearchConfig) -> SearchPlan:
     inputs = _build_inputs(model, SourceRequest(gpu=gpu, task=c.task, measure=measure, options=options))
     signature = inputs.signature
     base = inputs.latency.estimate(Schedule.identity(signature.num_layers, model=signature))
-    if measure and base.source in ("measured", "cpu-measured"):
+    if measure and base.measured:
         _check_quiet(base)  # the quick baseline: before minutes of trials are spent on noise
     baseline_ms = base.baseline_ms
     limit_ms = c.budget.limit_ms(baseline_ms)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from tqdm.auto import tqdm
+
 from ..interfaces import Evaluator, PairedEvaluator
 from .export import pareto_front, trials_frame
 from .records import VALIDATION_ATTR, read_trial
@@ -83,26 +85,15 @@ def validate_study(study, settings: StudySettings, validator: Evaluator, *, max_
     acc = settings.accounting
     schedules, results = {}, {}
     log(f"validation: {len(numbers)} candidate(s) on a disjoint validation set")
-    bar = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(numbers), desc="validation", unit="candidate")
-    try:
+    recs = {n: read_trial(by_number[n]) for n in numbers}
+    with tqdm(total=len(numbers), desc="validation", unit="candidate", disable=not show_progress) as bar:
         for n in numbers:
-            rec = read_trial(by_number[n])
-            schedules[n] = acc.for_evaluation(rec.schedule)
-            if bar is not None:
-                bar.set_postfix_str(f"trial {n}" + (f" ({rec.reference})" if rec.reference else ""))
+            schedules[n] = acc.for_evaluation(recs[n].schedule)
+            bar.set_postfix_str(f"trial {n}" + (f" ({recs[n].reference})" if recs[n].reference else ""))
             results[n] = validator.evaluate(schedules[n])
-            if bar is not None:
-                bar.update()
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update()
     lat = {n: float(df.loc[df["number"] == n, "latency_ms"].iloc[0]) for n in numbers}
-    refs = {n for n in numbers if isinstance(read_trial(by_number[n]).reference, str)
-            and read_trial(by_number[n]).reference != "none"}
+    refs = {n for n in numbers if isinstance(recs[n].reference, str) and recs[n].reference != "none"}
     out = {}
     for n in numbers:
         entry = _result_dict(results[n])
@@ -110,7 +101,7 @@ def validate_study(study, settings: StudySettings, validator: Evaluator, *, max_
         if fair and isinstance(validator, PairedEvaluator):
             best = max(fair, key=lambda m: (results[m].score, -lat[m], -m))
             d, lo, hi = validator.paired_delta(schedules[n], schedules[best])
-            entry["vs_reference"] = {"trial": best, "name": read_trial(by_number[best]).reference,
+            entry["vs_reference"] = {"trial": best, "name": recs[best].reference,
                                      "delta": d, "ci": [lo, hi]}
         out[str(n)] = entry
     first = results[numbers[0]] if numbers else None
