@@ -46,12 +46,14 @@ import weakref
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from . import delta_rule, scoring
 from .adapters import HybridAdapter, get_adapter, get_input_stage
 from .errors import ReductionInputError
 from .kernels import causal_conv1d_act_ref, dispatch
 from .plan import ReductionPlan, evidence_kind, plan_reduction
+from .profiler.ranges import EVIDENCE, GATHER, SELECT
 from .schedule import Schedule
 
 __all__ = ["ReductionHandle", "attach_evidence_store", "attention_mask_4d", "first_true_indices", "mamba1_inputs",
@@ -151,7 +153,7 @@ class _Prefill:
         b, n_vis = v_idx.shape
         # Selection is not differentiable; the gather of ``hidden`` below keeps gradients
         # (training under reduction).
-        with torch.no_grad():
+        with torch.no_grad(), record_function(SELECT):
             if layer == 0 or sc.selector == "uniform_stride":
                 pick = scoring.select_uniform_stride(b, n_vis, n_keep, device=hidden.device)
                 self.state.gather(pick)
@@ -165,6 +167,11 @@ class _Prefill:
                 pick = self.state.keep(n_keep, first=first)
             else:
                 pick = self.state.keep(n_keep)
+        with record_function(GATHER):
+            return self._compact(layer, hidden, v_idx, pick, n_vis, n_keep)
+
+    def _compact(self, layer, hidden, v_idx, pick, n_vis, n_keep):
+        """Keep the visual tokens ``pick`` (slots of ``v_idx``) and every other token, in order."""
         chosen = torch.gather(v_idx, 1, pick)
         self.selections[layer] = torch.gather(self.pos, 1, chosen)
         keep = (~self.is_vis).scatter(1, chosen, True)
@@ -188,9 +195,8 @@ class _Prefill:
         dev = hidden.device
         sc = h.schedule.scorer
         _, _, v_idx = self.indices()
-        b, n = self.pos.shape
         pick_valid = h.device_const(("pick_valid", layer), dev)  # (b, K): slot < the row's new count
-        with torch.no_grad():
+        with torch.no_grad(), record_function(SELECT):
             if layer == 0 or sc.selector in ("uniform_stride", "random"):
                 pick = h.device_const(("pick", layer, tuple(self.row_counts)), dev)  # host-made, per row
             else:
@@ -200,6 +206,13 @@ class _Prefill:
                 pick = torch.sort(order, dim=-1).values
                 pick = torch.where(pick_valid, pick, torch.zeros_like(pick))
             self.state.scores = torch.gather(self.state.scores, 1, pick) * pick_valid
+        with record_function(GATHER):
+            return self._compact_ragged(layer, hidden, v_idx, pick, pick_valid, new_counts, K, W)
+
+    def _compact_ragged(self, layer, hidden, v_idx, pick, pick_valid, new_counts, K, W):
+        """:meth:`_compact` per row, each left-padded again to the width ``W``."""
+        b, n = self.pos.shape
+        dev = hidden.device
         chosen = torch.gather(v_idx, 1, pick)
         self.selections[layer] = torch.gather(self.pos, 1, chosen)
         hit = torch.zeros(b, n, dtype=torch.int32, device=dev).scatter_add(1, chosen, pick_valid.to(torch.int32))
@@ -815,9 +828,10 @@ class ReductionHandle:
         def hook(module, args, out):
             pf = self._prefill
             if pf is not None and pf.active:
-                q_idx, _, _ = pf.indices()
-                q = torch.gather(out.detach(), 1, q_idx[..., None].expand(-1, -1, out.shape[-1]))
-                pf.pending_q[j] = q if select is None else select(q)
+                with record_function(EVIDENCE):
+                    q_idx, _, _ = pf.indices()
+                    q = torch.gather(out.detach(), 1, q_idx[..., None].expand(-1, -1, out.shape[-1]))
+                    pf.pending_q[j] = q if select is None else select(q)
             return None
         return hook
 
@@ -826,7 +840,7 @@ class ReductionHandle:
             pf = self._prefill
             if pf is None or not pf.active or j not in pf.pending_q:
                 return None
-            with torch.no_grad():
+            with torch.no_grad(), record_function(EVIDENCE):
                 self._attention_evidence(pf, j, parts, pf.pending_q.pop(j), out.detach(), pf.pending_rope.pop(j, None))
             return None
         return hook
@@ -863,7 +877,7 @@ class ReductionHandle:
             pf = self._prefill
             if pf is None or not pf.active:
                 return None
-            with torch.no_grad():
+            with torch.no_grad(), record_function(EVIDENCE):
                 B, C, dt, A = mamba2_inputs(parts, out.detach(), pf.valid, self.use_kernels)
                 q_idx, q_valid, v_idx = pf.indices()
                 ev = scoring.mamba2_evidence(
@@ -879,7 +893,7 @@ class ReductionHandle:
             pf = self._prefill
             if pf is None or not pf.active:
                 return None
-            with torch.no_grad():
+            with torch.no_grad(), record_function(EVIDENCE):
                 B, C, dt, A = mamba1_inputs(parts, out.detach())
                 q_idx, q_valid, v_idx = pf.indices()
                 ev = scoring.mamba1_evidence(
@@ -896,7 +910,7 @@ class ReductionHandle:
             pf = self._prefill
             if pf is None or not pf.active:
                 return None
-            with torch.no_grad():
+            with torch.no_grad(), record_function(EVIDENCE):
                 x = (args[0] if args else kwargs["hidden_states"]).detach()
                 q_idx, _, _ = pf.indices()
                 q = parts.project_q(torch.gather(x, 1, q_idx[..., None].expand(-1, -1, x.shape[-1])))
@@ -917,7 +931,7 @@ class ReductionHandle:
             if i < last:
                 return None
             del pf.pending_dn[j]
-            with torch.no_grad():
+            with torch.no_grad(), record_function(EVIDENCE):
                 sc = self.schedule.scorer
                 q, k, beta, g = delta_rule.gated_deltanet_inputs(parts, tuple(got), pf.valid, self.use_kernels)
                 q_idx, q_valid, v_idx = pf.indices()

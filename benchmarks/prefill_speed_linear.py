@@ -2,17 +2,24 @@
 
 transformers ``Qwen3_5ForCausalLM`` (or Qwen3-Next / LFM2 with ``--shape``) with random bf16
 weights at the preset's published widths (:mod:`autoprune.cost.shapes`), 32 prefix + V visual +
-64 query tokens, SDPA attention; the Gated DeltaNet runs transformers' torch chunked delta rule
-and torch conv where flash-linear-attention / causal-conv1d are absent (the H200 image has
-neither). Configurations:
+64 query tokens, SDPA attention; the Gated DeltaNet runs flash-linear-attention's chunked kernel
+where ``fla`` is installed (carried to the H200 in ``.whl/``), else transformers' torch chunked
+delta rule; the conv is torch where causal-conv1d is absent (``delta_rule_kernel`` in the JSON
+says which ran). Configurations:
 
 - unreduced prefill;
 - uniform 25% (keep 1 at layer 0, 0.25 after) and a staged low-to-high mean-25% schedule with
   the language-aware score (DeltaNet proxy: decay-free, Triton kernel on CUDA; attention rows);
 - the low-to-high schedule with the decay proxy and with the exact form (gate decay + delta
   correction, the chunked torch scan);
-- the low-to-high schedule with a score-free selector (uniform stride): the difference to the
-  scored run is the time spent in scoring and selection (target ≤ 2 % of the reduced prefill).
+- the low-to-high schedule with a score-free selector (uniform stride), for comparison.
+
+The time spent in scoring and selection (target ≤ 2 % of the reduced prefill) is read off one
+profiled prefill of each reduced configuration (:func:`autoprune.profiler.ranges.range_breakdown`:
+the device time of the kernels launched inside the runtime's ``autoprune::evidence`` and
+``autoprune::select`` ranges, over the device time of every kernel of the call); the gather that
+compacts the hidden states is reported beside it. A difference of two timed runs is no
+measure of it: two schedules' timings differ by more than the scoring costs.
 
 Each row has its FLOP-ideal speedup (:func:`autoprune.cost.shapes.prefill_flops`), NVML energy
 per prefill on a GPU, peak memory and clock-event flags. ``--tiny`` runs a tiny shape on the CPU
@@ -36,6 +43,7 @@ import autoprune  # noqa: E402
 from autoprune import Schedule, ScorerConfig  # noqa: E402
 from autoprune.cost.shapes import ModelShape, TokenLayout, get_shape, prefill_flops  # noqa: E402
 from autoprune.profiler.random_model import build_random_model  # noqa: E402
+from autoprune.profiler.ranges import EVIDENCE, GATHER, SELECT, range_breakdown  # noqa: E402
 from autoprune.profiler.timing import time_fn  # noqa: E402
 from runtime_overhead import low_to_high, prefill  # noqa: E402  (the same staged schedule and call)
 
@@ -64,6 +72,17 @@ def configs(sig, n: int, V: int, min_tokens: int) -> dict:
     }
 
 
+def delta_rule_kernel() -> str:
+    """Which chunked gated delta rule transformers' Qwen3.5 layers call (fla's, or its torch one)."""
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as m
+
+    import inspect
+
+    fn = m.torch_chunk_gated_delta_rule  # transformers' wrapper: the implementation it picked is in its closure
+    impl = inspect.getclosurevars(fn).nonlocals.get("implementation", fn) if callable(fn) else fn
+    return f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__name__', '?')}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="qwen3.5-9b", help="a preset of a linear/short-conv family (qwen3.5-9b)")
@@ -90,6 +109,7 @@ def main(argv=None) -> int:
                "torch": torch.__version__, "shape": shape.name, "layer_kinds": shape.layer_kinds,
                "params_b": params / 1e9, "build_s": build_s, "sizes": [],
                "transformers": __import__("transformers").__version__,
+               "delta_rule_kernel": delta_rule_kernel(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     print(f"{shape.name}: {params / 1e9:.2f}B parameters built in {build_s:.1f}s on {results['device']}", flush=True)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -125,13 +145,21 @@ def main(argv=None) -> int:
                     torch.cuda.empty_cache()
                 continue
             counts = [V] * n if sched is None else sched.tokens_per_layer(V)
+            ranges = None if sched is None else range_breakdown(fn, cuda=cuda)
             rows.append({"config": name, "median_ms": stats.median, "p20_ms": stats.p20, "p80_ms": stats.p80,
                          "n": stats.n, "flags": list(stats.flags),
                          "energy_j": stats.monitor.energy_per_call_j if stats.monitor else None,
                          "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                          "mean_keep": sum(counts) / (n * V),
-                         "ideal_speedup": base_flops / prefill_flops(shape, layout, counts)})
-            print(f"  V={V} {name:45s} {stats.median:9.1f} ms", flush=True)
+                         "ideal_speedup": base_flops / prefill_flops(shape, layout, counts),
+                         "ranges": None if ranges is None else ranges.to_dict()})
+            if ranges is not None:
+                rows[-1]["scoring_selection_share"] = ranges.share(EVIDENCE, SELECT)
+                rows[-1]["gather_share"] = ranges.share(GATHER)
+            extra = "" if ranges is None else (f"  scoring+selection {ranges.ms[EVIDENCE] + ranges.ms[SELECT]:7.2f} ms "
+                                               f"({100 * ranges.share(EVIDENCE, SELECT):.2f}% of "
+                                               f"{ranges.total_ms:.1f} ms of kernels)")
+            print(f"  V={V} {name:45s} {stats.median:9.1f} ms{extra}", flush=True)
         base = rows[0]
         for r in rows:
             r["speedup"] = base["median_ms"] / r["median_ms"]
@@ -140,13 +168,14 @@ def main(argv=None) -> int:
                 r["energy_ratio"] = base["energy_j"] / r["energy_j"]
         by = {r["config"]: r for r in rows}
         size = {"visual": V, "length": L, "rows": rows, "failed": failed}
-        free = by.get("low-to-high mean-25% [stride, no scoring]")
         for key, scored_name in (("", "low-to-high mean-25%"), ("_decay", "low-to-high mean-25% [decay proxy]"),
                                  ("_exact", "low-to-high mean-25% [exact form]")):
             scored = by.get(scored_name)
-            if scored is not None and free is not None:
-                size[f"scoring_selection_ms{key}"] = scored["median_ms"] - free["median_ms"]
-                size[f"scoring_selection_share{key}"] = (scored["median_ms"] - free["median_ms"]) / scored["median_ms"]
+            if scored is not None and scored["ranges"] is not None:
+                rg = scored["ranges"]["ms"]
+                size[f"scoring_selection_ms{key}"] = rg[EVIDENCE] + rg[SELECT]
+                size[f"scoring_selection_share{key}"] = scored["scoring_selection_share"]
+                size[f"gather_ms{key}"] = rg[GATHER]
         results["sizes"].append(size)
         del x
         if cuda:
@@ -167,7 +196,9 @@ def main(argv=None) -> int:
         for key, label in (("", "decay-free proxy"), ("_decay", "decay proxy"), ("_exact", "exact form")):
             if f"scoring_selection_ms{key}" in size:
                 print(f"{size['visual']:6d} scoring + selection ({label}): {size[f'scoring_selection_ms{key}']:.2f} ms "
-                      f"({100 * size[f'scoring_selection_share{key}']:.1f}% of the reduced prefill)")
+                      f"({100 * size[f'scoring_selection_share{key}']:.2f}% of the reduced prefill's kernel time; "
+                      f"gather {size[f'gather_ms{key}']:.2f} ms)")
+    print(f"gated delta rule: {results['delta_rule_kernel']}")
     print(f"wrote {path}")
     return 0
 

@@ -116,6 +116,7 @@ class LatencyBreakdown:
     # uncalibrated roofline).
     layer_gpu_ms: tuple[float, ...] | None = None
     layer_host_ms: tuple[float, ...] | None = None
+    prune_points: int = 0
 
     @property
     def total_ms(self) -> float:
@@ -435,16 +436,22 @@ class LatencyModel:
         return LatencyBreakdown(tokens=tokens, layers_ms=tuple(layers), scoring_ms=scoring, gather_ms=gather,
                                 head_ms=0.0 if self.pipelined else head, extrapolated=extrap or ex,
                                 layer_gpu_ms=tuple(gpu) if self.pipelined else None,
-                                layer_host_ms=tuple(host) if self.pipelined else None)
+                                layer_host_ms=tuple(host) if self.pipelined else None,
+                                prune_points=len(plan.prune_layers))
 
     def baseline_breakdown(self) -> LatencyBreakdown:
         return self.breakdown(Schedule.identity(self.shape.num_layers))
 
     def baseline_ms(self) -> float:
         if self._baseline is None:
-            scale = self.few_shot.prefill_scale if self.few_shot is not None else 1.0
-            self._baseline = self.baseline_breakdown().total_ms * scale
+            self._baseline = self._corrected(self.baseline_breakdown())
         return self._baseline
+
+    def _corrected(self, b: LatencyBreakdown) -> float:
+        """A breakdown's total after the quick prefills' correction (few-shot), else the total."""
+        if self.few_shot is None:
+            return b.total_ms
+        return self.few_shot.corrected_ms(b.total_ms, b.prune_points)
 
     def estimate(self, schedule: Schedule) -> LatencyEstimate:
         """:class:`LatencyEstimate` of ``schedule`` and of the unreduced model (``speedup`` = ratio)."""
@@ -455,8 +462,7 @@ class LatencyModel:
             flags.append("extrapolated")
         if self.source != "roofline-uncalibrated":
             flags.extend(f"unmeasured-{what}" for what in sorted(self._estimated))
-        scale = self.few_shot.prefill_scale if self.few_shot is not None else 1.0
-        lat, base_ms = b.total_ms * scale, base.total_ms * scale
+        lat, base_ms = self._corrected(b), self._corrected(base)
         low, high = self.interval().bounds(lat)
         return LatencyEstimate(latency_ms=lat, baseline_ms=base_ms, source=self.source, gpu=self.gpu,
                                flags=tuple(flags), low_ms=low, high_ms=high, interval_level=self.interval().level)
@@ -526,25 +532,49 @@ class LatencyModel:
 
 def calibrate_prefills(few_shot: FewShot, prefills: Sequence[QuickPrefill], shape: ModelShape, *, prefix: int = 32,
                        query: int = 64) -> FewShot:
-    """``few_shot`` with its whole-prefill scale fitted on ``prefills`` (at most 3) measured on the
-    target: ``exp(mean log(measured / predicted))``, applied to every prediction (schedule and
-    baseline alike, so speedups keep the layer model's shape). The prefills' residuals after
-    the scale join the few-shot residuals of the interval (:meth:`FewShot.prefill_residuals`)."""
+    """``few_shot`` with its whole-prefill correction fitted on ``prefills`` (at most 3) measured
+    on the target, applied to every prediction (schedule and baseline alike)::
+
+        measured = prefill_scale · predicted + prune_point_ms · (prune points of the schedule)
+
+    The layer model leaves out what a prune point costs beyond its gather (hook dispatch, the
+    selection's small kernels, re-slicing per-token inputs); prefills with different numbers of
+    prune points fit that cost, by least squares on the relative error, kept ``≥ 0``. Prefills
+    that cannot separate the two (one prefill, or equal prune counts) fit the scale alone,
+    ``exp(mean log(measured / predicted))``. The unreduced prefill has no prune point, so the
+    baseline is only scaled. The residuals after the correction join the few-shot residuals of
+    the interval (:meth:`FewShot.prefill_residuals`)."""
     import math
 
     prefills = tuple(prefills)
     if len(prefills) > 3:
         raise ConfigError(f"few-shot calibration takes at most 3 whole prefills, got {len(prefills)}")
     if not prefills:
-        return dataclasses.replace(few_shot, prefill_scale=1.0, prefills=())
-    unscaled = dataclasses.replace(few_shot, prefill_scale=1.0, prefills=())
-    logs, preds = [], []
+        return dataclasses.replace(few_shot, prefill_scale=1.0, prune_point_ms=0.0, prefills=(),
+                                   prefill_prune_points=())
+    unscaled = dataclasses.replace(few_shot, prefill_scale=1.0, prune_point_ms=0.0, prefills=(),
+                                   prefill_prune_points=())
+    preds, counts = [], []
     for p in prefills:
         m = LatencyModel(shape, TokenLayout(prefix=prefix, visual=p.visual, query=query), unscaled.gpu,
                          few_shot=unscaled, residuals=ResidualSet(residuals={}))
-        pred = m.estimate(Schedule(keep=p.keep)).latency_ms
-        preds.append(pred)
-        logs.append(math.log(p.ms / pred))
-    scale = math.exp(sum(logs) / len(logs))
-    return dataclasses.replace(few_shot, prefill_scale=scale, prefills=prefills,
-                               prefill_predicted_ms=tuple(preds))
+        b = m.breakdown(Schedule(keep=p.keep))
+        preds.append(b.total_ms)
+        counts.append(b.prune_points)
+    scale = math.exp(sum(math.log(p.ms / q) for p, q in zip(prefills, preds)) / len(prefills))
+    per_prune = 0.0
+    if len(set(counts)) > 1:
+        # min Σ ((s·q + c·n) / m − 1)²: normal equations of the 2×2 system in (s, c)
+        a = [(q / p.ms, n / p.ms) for p, q, n in zip(prefills, preds, counts)]
+        sxx = sum(x * x for x, _ in a)
+        sxy = sum(x * y for x, y in a)
+        syy = sum(y * y for _, y in a)
+        sx, sy = sum(x for x, _ in a), sum(y for _, y in a)
+        det = sxx * syy - sxy * sxy
+        if det > 0:
+            s_fit, c_fit = (syy * sx - sxy * sy) / det, (sxx * sy - sxy * sx) / det
+            if c_fit > 0 and s_fit > 0:
+                scale, per_prune = s_fit, c_fit
+            # c < 0 would make prune points faster than free: the scale alone stands
+    return dataclasses.replace(few_shot, prefill_scale=scale, prune_point_ms=per_prune, prefills=prefills,
+                               prefill_predicted_ms=tuple(preds), prefill_prune_points=tuple(counts))

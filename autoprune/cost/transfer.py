@@ -209,7 +209,9 @@ class FewShot:
     ``gpu_scale[letter]``: the target's measured GPU-bound times over the spec-transferred
     form's, fitted per kind; ``host_ms[letter]``: the target's host floor per kind (its
     quick point on the floor, else the source's); ``host_ratio``: the median ratio, applied
-    to the overheads' floors; ``prefill_scale``: measured over predicted whole prefills.
+    to the overheads' floors; ``prefill_scale`` and ``prune_point_ms``: the whole-prefill
+    correction ``measured = prefill_scale · predicted + prune_point_ms · (prune points)`` fitted
+    on the quick prefills (:func:`autoprune.cost.latency.calibrate_prefills`).
     """
 
     source: ProfileTable
@@ -222,12 +224,18 @@ class FewShot:
     prefill_scale: float = 1.0
     prefills: tuple[QuickPrefill, ...] = ()
     prefill_predicted_ms: tuple[float, ...] = ()  # the unscaled prediction of each prefill
+    prune_point_ms: float = 0.0
+    prefill_prune_points: tuple[int, ...] = ()  # prune points of each quick prefill
 
     def __post_init__(self):
         if not (isinstance(self.prefill_scale, (int, float)) and 0 < self.prefill_scale < math.inf):
             raise ConfigError(f"FewShot.prefill_scale must be > 0, got {self.prefill_scale!r}")
+        if not (isinstance(self.prune_point_ms, (int, float)) and 0 <= self.prune_point_ms < math.inf):
+            raise ConfigError(f"FewShot.prune_point_ms must be >= 0, got {self.prune_point_ms!r}")
         if self.prefills and len(self.prefill_predicted_ms) != len(self.prefills):
             raise ConfigError("FewShot: one unscaled prediction per quick prefill")
+        if self.prefill_prune_points and len(self.prefill_prune_points) != len(self.prefills):
+            raise ConfigError("FewShot: one prune-point count per quick prefill")
         object.__setattr__(self, "gpu_scale", dict(self.gpu_scale))
         object.__setattr__(self, "points", tuple(self.points))
         object.__setattr__(self, "prefills", tuple(self.prefills))
@@ -236,9 +244,15 @@ class FewShot:
     def gpu(self) -> str:
         return self.target_forms.gpu
 
+    def corrected_ms(self, predicted_ms: float, prune_points: int) -> float:
+        """A whole prefill's prediction after the quick prefills' correction."""
+        return self.prefill_scale * predicted_ms + self.prune_point_ms * prune_points
+
     def prefill_residuals(self) -> list[float]:
-        """``log(measured / (scale · predicted))`` of the quick prefills."""
-        return [math.log(p.ms / (self.prefill_scale * q)) for p, q in zip(self.prefills, self.prefill_predicted_ms)]
+        """``log(measured / corrected prediction)`` of the quick prefills."""
+        counts = self.prefill_prune_points or (0,) * len(self.prefills)
+        return [math.log(p.ms / self.corrected_ms(q, n))
+                for p, q, n in zip(self.prefills, self.prefill_predicted_ms, counts)]
 
     def ratio(self, letter: str, tokens: float) -> float:
         """Target GPU time over source GPU time of one ``letter`` layer at ``tokens``."""
@@ -276,10 +290,13 @@ class FewShot:
         return {"source_gpu": self.source.gpu, "target_gpu": self.gpu, "source_table": self.source.origin,
                 "gpu_scale": {KIND_NAMES[k]: v for k, v in sorted(self.gpu_scale.items())},
                 "host_ratio": self.host_ratio, "bandwidth_ratio": self.bandwidth_ratio,
-                "prefill_scale": self.prefill_scale, "target_forms": self.target_forms.to_dict(),
+                "prefill_scale": self.prefill_scale, "prune_point_ms": self.prune_point_ms,
+                "target_forms": self.target_forms.to_dict(),
                 "points": [dataclasses.asdict(p) for p in self.points],
                 "prefills": [{"visual": p.visual, "mean_keep": sum(p.keep) / len(p.keep), "ms": p.ms,
-                              "predicted_ms": q} for p, q in zip(self.prefills, self.prefill_predicted_ms)]}
+                              "predicted_ms": q, "prune_points": n}
+                             for p, q, n in zip(self.prefills, self.prefill_predicted_ms,
+                                                self.prefill_prune_points or (None,) * len(self.prefills))]}
 
 
 def fit_few_shot(source: ProfileTable, source_spec: GpuSpec, target_spec: GpuSpec, points: Sequence[QuickPoint], *,

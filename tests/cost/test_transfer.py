@@ -136,6 +136,55 @@ def test_quick_prefills_set_the_whole_prefill_scale(source_table):
         calibrate_prefills(fs, [QuickPrefill(keep=keep, visual=4096, ms=1.0)] * 4, SHAPE)
 
 
+def _stepped(n_layers: int, cuts: int, keep: float = 0.25) -> tuple[float, ...]:
+    """Keep 1 for two layers, then ``cuts`` equal steps down to ``keep`` (one prune point each)."""
+    rest = n_layers - 2
+    per = max(1, rest // cuts)
+    vals = [1.0, 1.0]
+    for i in range(rest):
+        step = min(cuts, i // per + 1)
+        vals.append(1.0 - (1.0 - keep) * step / cuts)
+    return tuple(vals)
+
+
+def test_prefills_with_different_prune_counts_recover_a_known_cost_per_prune_point(source_table):
+    fs = fit_few_shot(source_table, H100, H200, quick_points(target_truth()))
+    layout = TokenLayout(32, 4096, 64)
+    plain = LatencyModel(SHAPE, layout, H200, few_shot=fs)
+    keeps = [(1.0,) * SHAPE.num_layers, _stepped(SHAPE.num_layers, 2), _stepped(SHAPE.num_layers, 6)]
+    truth_scale, truth_prune = 1.07, 0.4
+    measured = []
+    for k in keeps:
+        b = plain.breakdown(Schedule(keep=k))
+        measured.append(QuickPrefill(keep=k, visual=4096, ms=truth_scale * b.total_ms + truth_prune * b.prune_points))
+    assert len({plain.breakdown(Schedule(keep=k)).prune_points for k in keeps}) == 3
+    fitted = calibrate_prefills(fs, measured, SHAPE)
+    assert fitted.prefill_scale == pytest.approx(truth_scale, rel=1e-9)
+    assert fitted.prune_point_ms == pytest.approx(truth_prune, rel=1e-9)
+    assert fitted.prefill_residuals() == pytest.approx([0.0] * 3, abs=1e-9)
+    m = LatencyModel(SHAPE, layout, H200, few_shot=fitted)
+    other = Schedule(keep=_stepped(SHAPE.num_layers, 4, keep=0.4))
+    b = plain.breakdown(other)
+    assert m.estimate(other).latency_ms == pytest.approx(truth_scale * b.total_ms + truth_prune * b.prune_points)
+    assert m.baseline_ms() == pytest.approx(truth_scale * plain.baseline_ms())  # no prune point: scaled only
+
+
+def test_prefills_that_cannot_separate_the_two_terms_fit_the_scale_alone(source_table):
+    fs = fit_few_shot(source_table, H100, H200, quick_points(target_truth()))
+    layout = TokenLayout(32, 4096, 64)
+    plain = LatencyModel(SHAPE, layout, H200, few_shot=fs)
+    k = _stepped(SHAPE.num_layers, 3)
+    b = plain.breakdown(Schedule(keep=k))
+    same = [QuickPrefill(keep=k, visual=4096, ms=b.total_ms * 1.2), QuickPrefill(keep=k, visual=4096, ms=b.total_ms * 1.2)]
+    fitted = calibrate_prefills(fs, same, SHAPE)
+    assert fitted.prune_point_ms == 0.0 and fitted.prefill_scale == pytest.approx(1.2)
+    # prune points that look faster than free are not believed: the scale alone stands
+    base = plain.baseline_breakdown().total_ms
+    faster = [QuickPrefill(keep=(1.0,) * SHAPE.num_layers, visual=4096, ms=base),
+              QuickPrefill(keep=k, visual=4096, ms=b.total_ms - 0.5 * b.prune_points)]
+    assert calibrate_prefills(fs, faster, SHAPE).prune_point_ms == 0.0
+
+
 def test_more_than_twelve_layer_timings_is_not_few_shot(source_table):
     with pytest.raises(ConfigError, match="at most 12"):
         fit_few_shot(source_table, H100, H200, [QuickPoint("M", 512, 1.0)] * 13)
