@@ -292,6 +292,9 @@ class ReductionHandle:
     from ``token_valid (b, L) bool`` (pads first in each row) or the call's 2D
     ``attention_mask``. ``query_slots``: a fixed number of query rows (at least the longest
     row's query), so that prompts of other lengths keep every shape (CUDA-graph replays).
+    After a cut the rows are re-padded to the widest row's real tokens (its text and the visual
+    tokens it keeps); ``text_slots``: a fixed text capacity per row instead (at least the longest
+    row's non-visual real tokens), so that prompts of other lengths keep those widths too.
 
     ``priority (b, L) bool`` (optional): visual tokens kept before any other at every cut the
     language-aware selector makes (``scorer.selector == "language"``, layers ≥ 1; the layer-0
@@ -311,10 +314,11 @@ class ReductionHandle:
                  query_mask: torch.Tensor | None = None, *, use_kernels: bool | None = None,
                  record_evidence: bool = False, adapter: HybridAdapter | None = None, ragged: bool = False,
                  token_valid: torch.Tensor | None = None, query_slots: int | None = None,
-                 priority: torch.Tensor | None = None):
+                 text_slots: int | None = None, priority: torch.Tensor | None = None):
         self.model = model
         self.ragged = bool(ragged)
         self.query_slots = query_slots
+        self.text_slots = text_slots
         self.adapter = adapter or get_adapter(model)
         self.schedule = schedule
         schedule.check_model(self.adapter.signature())
@@ -383,11 +387,25 @@ class ReductionHandle:
         evidence = {j: k for p in by_count.values() for j, k in p.evidence_layers.items()}
         counts = tuple(max(p.counts[i] for p in by_count.values()) for i in range(len(kinds)))
         self.plan = ReductionPlan(self.num_visual, counts, tuple(prunes), dict(sorted(evidence.items())))
-        # A row of L tokens that dropped d visual ones has L - d left: the widest row sets the width
-        # (independent of the prompts' lengths, so that one padded length keeps every shape).
-        self.widths = {i: self.length - min(v - p.counts[i] for v, p in zip(self.row_visual, self.row_plans))
-                       for i in prunes}
+        self.widths = self._widths(self._row_text(self._token_valid), prunes)
         self.has_pads = self._token_valid is not None and not bool(self._token_valid.all())
+
+    def _row_text(self, token_valid: torch.Tensor | None) -> list[int]:
+        """Each row's real non-visual tokens (prompt text, pads excluded)."""
+        real = ([self.length] * self.batch if token_valid is None
+                else [int(c) for c in token_valid.sum(dim=1)])
+        return [n - v for n, v in zip(real, self.row_visual)]
+
+    def _widths(self, text: list[int], prunes) -> dict[int, int]:
+        """Width after each cut: the widest row's text (or its ``text_slots`` capacity) plus the
+        visual tokens it keeps. (Bounding a row's text by the padded length instead would pad a
+        batch of mixed lengths to nearly its full length after every cut.)"""
+        if self.text_slots is not None:
+            if max(text) > self.text_slots:
+                raise ReductionInputError(f"text_slots={self.text_slots} is less than the {max(text)} text tokens "
+                                          f"of the longest row")
+            text = [min(self.text_slots, self.length - v) for v in self.row_visual]
+        return {i: max(t + p.counts[i] for t, p in zip(text, self.row_plans)) for i in prunes}
 
     def device_const(self, key: tuple, device) -> torch.Tensor:
         """Small host-made tensors of a ragged prefill (per-row counts, selections), copied once per device.
@@ -478,6 +496,11 @@ class ReductionHandle:
                 or (tv is not None and bool(tv.all()) != (not self.has_pads))):
             raise ReductionInputError("rebind needs masks of the same layout (shape, visual counts per row, "
                                       "query slots, padding)")
+        if self.ragged:
+            new_widths = self._widths(self._row_text(tv), list(self.widths))
+            if any(new_widths[i] > w for i, w in self.widths.items()):
+                raise ReductionInputError("rebind: a row's text no longer fits the widths of this layout "
+                                          "(give text_slots to fix a text capacity)")
         q_valid = torch.arange(self.num_query)[None] < qm.sum(dim=1)[:, None]
         self._given = (vm, qm)
         self.visual_mask, self.query_mask, self._q_valid, self._token_valid = vm, qm, q_valid, tv

@@ -63,6 +63,7 @@ import autoprune  # noqa: E402  (installs the mamba-ssm import shim before trans
 from autoprune import RaggedBatch, ReducedPrefill, Schedule  # noqa: E402
 from autoprune.cost.shapes import NEMOTRON_H_8B, ModelShape, TokenLayout, prefill_flops  # noqa: E402
 from autoprune.profiler.monitor import GpuMonitor  # noqa: E402
+from autoprune.profiler.ranges import range_breakdown  # noqa: E402
 
 TINY = ModelShape(name="tiny-cpu", family="nemotron_h", layer_kinds="M-*M-M*M-M*-", hidden_size=64,
                   num_attention_heads=4, num_kv_heads=2, head_dim=16, mamba_num_heads=4, mamba_head_dim=16,
@@ -410,7 +411,8 @@ def serving(model, shape, b: int, args, cuda, dev, dtype, idle_w) -> dict:
     real_tokens = sum(sum(bt.lengths) for bt in batches)
     sec = {"batch_size": b, "requests": n_req, "visual": [bt.row_visual for bt in batches],
            "padded_length": [bt.length for bt in batches], "real_tokens": real_tokens, "runners": {}}
-    first = {}
+    first, kernels = {}, {}
+    want_profile = cuda and b in args.profile_batches
     for name in RUNNERS:
         row = sec["runners"][name] = {}
         runner = None
@@ -439,6 +441,10 @@ def serving(model, shape, b: int, args, cuda, dev, dtype, idle_w) -> dict:
             if all(e is not None for e in energy):
                 row["energy_per_request_j"] = sum(energy) / n_req
             first[name] = torch.cat(logits)
+            if want_profile and name.endswith("-eager"):
+                kernels[name] = kernel_profile(lambda: runner(batches[0]), reps=1)
+                if name.startswith("reduced"):
+                    row["ranges"] = range_breakdown(lambda: runner(batches[0]), cuda=True).to_dict()
             print(f"  b={b:2d} {name:18s} TTFT mean {row['ttft_ms_mean']:9.1f} ms  {row['requests_per_s']:7.2f} req/s  "
                   f"{row['tokens_per_s']:10.0f} tok/s  E/req {row.get('energy_per_request_j') or float('nan'):7.1f} J  "
                   f"mem {row['peak_mem_gib'] or float('nan'):6.1f} GiB  graphed {all(graphed)}", flush=True)
@@ -458,6 +464,12 @@ def serving(model, shape, b: int, args, cuda, dev, dtype, idle_w) -> dict:
             a, ref = first.get(f"{kind}-{stack}"), first.get(f"{kind}-eager")
             if a is not None and ref is not None:
                 sec["runners"][f"{kind}-{stack}"]["agreement_with_eager"] = agreement(a, ref)
+    if "unreduced-eager" in kernels and "reduced-eager" in kernels:
+        # padded to the widest row after each cut: its plan gives the work the batch keeps
+        layout = TokenLayout(prefix=prefix, visual=max(mix[:b] if b > 1 else mix),
+                             query=max(queries[:b] if b > 1 else queries))
+        sec["profile"] = what_is_left(kernels["unreduced-eager"], kernels["reduced-eager"],
+                                      ideal_shares(shape, layout, sched.tokens_per_layer(layout.visual)))
     R = sec["runners"]
     for kind in ("eager", "graphs"):
         u, r = R.get(f"unreduced-{kind}", {}), R.get(f"reduced-{kind}", {})
@@ -481,6 +493,8 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", default=None, help="query lengths cycled over the requests (default 64,48,96,80)")
     ap.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                     help="per-kernel profile of the 16k headline (auto: when below 0.97 of FLOP-ideal)")
+    ap.add_argument("--profile-batches", default="", help="comma-separated batch sizes whose eager runs get a "
+                                                          "per-kernel profile (reduced vs unreduced)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="skip what is left after this many seconds")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available() and not args.tiny
@@ -492,6 +506,7 @@ def main(argv=None) -> int:
     args.mix = ints(args.mix or ("64,16,48,32" if args.tiny else "16384,4096,12288,8192"))
     args.queries = ints(args.queries or ("8,6,12,10" if args.tiny else "64,48,96,80"))
     batches = ints(args.batches)
+    args.profile_batches = ints(args.profile_batches)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -552,19 +567,7 @@ def print_tables(res: dict) -> None:
             e = sec.get(f"energy_{stack}", {})
             if e.get("summary"):
                 print(f"{'':6s} energy ({stack}): {e['summary']}")
-        prof = sec.get("profile")
-        if prof and "families" in prof:
-            print(f"{'':6s} per-kernel profile (graph replays): kernel time unreduced "
-                  f"{prof['kernel_sum_ms']['unreduced']:.1f} ms, reduced {prof['kernel_sum_ms']['reduced']:.1f} ms; "
-                  f"by family, excess = reduced - unreduced x its work share (token-linear "
-                  f"{prof['ideal_shares']['linear']:.3f}, attention {prof['ideal_shares']['attention']:.3f}, "
-                  f"scoring/gather 0):")
-            for f, v in sorted(prof["families"].items(), key=lambda kv: -kv[1]["excess_ms"]):
-                print(f"{'':8s} {f:28s} unreduced {v['unreduced_ms']:8.2f}  reduced {v['reduced_ms']:7.2f}  "
-                      f"ideal {v['ideal_reduced_ms']:7.2f}  excess {v['excess_ms']:+7.2f} ms")
-            print(f"{'':6s} largest excess kernels:")
-            for k in prof["largest_excess"][:8]:
-                print(f"{'':8s} {k['excess_ms']:+7.2f} ms ({k['reduced_launches']}x) {k['kernel']}")
+        print_profile(sec.get("profile"), "graph replays")
     print(f"\nserving on {res['device']}: visual counts mixed {res['args']['mix']}, queries {res['args']['queries']}")
     print(f"{'b':>3s} {'runner':18s} {'TTFT mean':>10s} {'TTFT max':>9s} {'req/s':>7s} {'tok/s':>9s} {'J/req':>7s} "
           f"{'GiB':>6s} {'graphed':>7s} {'top1=':>6s}")
@@ -580,6 +583,11 @@ def print_tables(res: dict) -> None:
             print(f"{sec['batch_size']:3d} {name:18s} {r['ttft_ms_mean']:10.1f} {r['ttft_ms_max']:9.1f} "
                   f"{r['requests_per_s']:7.2f} {r['tokens_per_s']:9.0f} {r.get('energy_per_request_j') or nan:7.1f} "
                   f"{r['peak_mem_gib'] or nan:6.1f} {str(all(r['graphed'])):>7s} {ag.get('top1_equal_share', nan):6.2f}")
+        print_profile(sec.get("profile"), f"eager, batch {sec['batch_size']}")
+        rg = sec["runners"].get("reduced-eager", {}).get("ranges")
+        if rg:
+            print(f"{'':3s} reduced-eager autoprune ranges: " + ", ".join(f"{k} {v:.2f} ms" for k, v in rg["ms"].items())
+                  + f" of {rg['total_ms']:.1f} ms of kernels")
         gains = [f"{k.replace('_', ' ')} {sec[k]:.2f}x" for k in ("throughput_gain_eager", "throughput_gain_graphs",
                                                                   "energy_gain_eager", "energy_gain_graphs") if k in sec]
         if gains:
@@ -587,6 +595,22 @@ def print_tables(res: dict) -> None:
     for s in res["skipped"]:
         print(f"skipped: {s}")
     print("\nREADME rows:\n" + "\n".join(markdown_rows(res)))
+
+
+def print_profile(prof: dict | None, what: str) -> None:
+    if not prof or "families" not in prof:
+        return
+    print(f"{'':6s} per-kernel profile ({what}): kernel time unreduced "
+          f"{prof['kernel_sum_ms']['unreduced']:.1f} ms, reduced {prof['kernel_sum_ms']['reduced']:.1f} ms; "
+          f"by family, excess = reduced - unreduced x its work share (token-linear "
+          f"{prof['ideal_shares']['linear']:.3f}, attention {prof['ideal_shares']['attention']:.3f}, "
+          f"scoring/gather 0):")
+    for f, v in sorted(prof["families"].items(), key=lambda kv: -kv[1]["excess_ms"]):
+        print(f"{'':8s} {f:28s} unreduced {v['unreduced_ms']:8.2f}  reduced {v['reduced_ms']:7.2f}  "
+              f"ideal {v['ideal_reduced_ms']:7.2f}  excess {v['excess_ms']:+7.2f} ms")
+    print(f"{'':6s} largest excess kernels:")
+    for k in prof["largest_excess"][:8]:
+        print(f"{'':8s} {k['excess_ms']:+7.2f} ms ({k['reduced_launches']}x) {k['kernel']}")
 
 
 def markdown_rows(res: dict) -> list[str]:

@@ -201,3 +201,55 @@ def test_decoding_a_ragged_prefill_through_the_handle_points_to_reduced_prefill(
     with autoprune.reduce(model, schedule(model), visual_mask=vm, ragged=True, token_valid=tv):
         with pytest.raises(ReductionInputError, match="ReducedPrefill"):
             model.generate(input_ids=ids, attention_mask=tv.long(), max_new_tokens=2, do_sample=False, use_cache=True)
+
+
+def _long_and_short():
+    """A long row (prefix 3, 40 visual, query 5) and a short one (prefix 2, 8 visual, query 3)."""
+    rows, masks = [], []
+    for P, V, Q in ((3, 40, 5), (2, 8, 3)):
+        rows.append(torch.randint(0, 64, (P + V + Q,), generator=torch.Generator().manual_seed(V)))
+        m = torch.zeros(P + V + Q, dtype=torch.bool)
+        m[P:P + V] = True
+        masks.append(m)
+    return rows, masks
+
+
+@torch.no_grad()
+def test_after_a_cut_rows_are_repadded_to_the_widest_rows_real_tokens_not_to_the_padded_length():
+    model = tiny_nemotron_h()
+    sched = schedule(model)
+    rows, masks = _long_and_short()
+    ids, vm, tv, pos = left_pad(rows, masks)
+    with autoprune.reduce(model, sched, visual_mask=vm, ragged=True, token_valid=tv) as h:
+        model(input_ids=ids, attention_mask=tv.long(), position_ids=pos)
+    for layer, width in h.widths.items():
+        kept = [p.counts[layer] for p in h.row_plans]
+        assert width == max(8 + kept[0], 5 + kept[1]), layer  # text + kept visual of each row
+        assert width < ids.shape[1] - (8 - kept[1])  # what bounding the short row's text by L gave
+    assert h.last.pos.shape[1] == h.widths[max(h.widths)]
+
+
+@torch.no_grad()
+def test_text_slots_fix_the_widths_for_prompts_of_other_lengths_and_refuse_a_longer_text():
+    model = tiny_nemotron_h()
+    sched = schedule(model)
+    rows, masks = _long_and_short()
+    ids, vm, tv, pos = left_pad(rows, masks)
+    with autoprune.reduce(model, sched, visual_mask=vm, ragged=True, token_valid=tv, text_slots=12) as h:
+        L = ids.shape[1]
+        for layer, width in h.widths.items():  # a row's text capacity: the slots, or what its length leaves
+            assert width == max(min(12, L - v) + p.counts[layer] for v, p in zip(h.row_visual, h.row_plans))
+    with pytest.raises(ReductionInputError, match="text_slots=4 is less than the 8 text tokens"):
+        autoprune.reduce(model, sched, visual_mask=vm, ragged=True, token_valid=tv, text_slots=4)
+
+
+def test_rebind_refuses_rows_whose_text_no_longer_fits_the_widths():
+    model = tiny_nemotron_h()
+    rows, masks = _long_and_short()
+    _, vm, tv, _ = left_pad(rows, masks)
+    longer = tv.clone()
+    first = int((~tv[1]).sum())
+    longer[1, first - 30:first] = True  # 30 of the short row's pads taken for text: now the widest row
+    with autoprune.reduce(model, schedule(model), visual_mask=vm, ragged=True, token_valid=tv, query_slots=8) as h:
+        with pytest.raises(ReductionInputError, match="no longer fits"):
+            h.rebind(vm, token_valid=longer)

@@ -8,7 +8,8 @@
     tokens = prefill.generate(out, max_new_tokens=64)     # greedy continuation
 
 What a call does: the batch is left-padded to the smallest length bucket that holds it; the
-first call of a shape (batch size, bucket, visual tokens per row, query slots, padding or not)
+first call of a shape (batch size, bucket, visual tokens per row, query slots, text slots, padding
+or not)
 runs the prefill eagerly twice (compiling the hook-free blocks, warming up) and captures it in a
 CUDA graph; later calls of that shape copy their inputs and masks into the graph's buffers and
 replay it. A length outside every bucket runs eagerly, and says so once. Without CUDA, or with
@@ -98,8 +99,8 @@ class ReducedPrefill:
     ``triton_conv``: the mixers' causal conv by autoprune's Triton kernel; ``graphs``: one CUDA
     graph per prefill shape (each ``None`` = on where the model is on CUDA). ``buckets``:
     padded lengths (ascending) to capture; ``None`` = one graph per exact length. ``query_pad``:
-    query rows are padded to a multiple of this, so that questions of other lengths replay the same
-    graph. ``max_graphs``: graphs kept (least recently used dropped). ``use_cache``: keep the cache
+    query rows, and each row's text capacity after a cut, are padded to a multiple of this, so
+    that questions of other lengths replay the same graph. ``max_graphs``: graphs kept (least recently used dropped). ``use_cache``: keep the cache
     for decoding. ``use_kernels``: as for :func:`autoprune.reduce`. ``warmup``: eager runs before a
     capture (the first compiles and autotunes; cuBLAS sets up its workspace on the capture stream).
     """
@@ -209,8 +210,16 @@ class ReducedPrefill:
         rounded = self.query_pad * math.ceil(batch.num_query / self.query_pad)
         return max(batch.num_query, min(rounded, batch.length - max(batch.row_visual)))
 
+    def _text_slots(self, batch: RaggedBatch) -> int:
+        """The rows' text rounded up to ``query_pad``, at most what the padded length leaves
+        (``L − min V``): the text capacity a captured ragged prefill's widths are sized for."""
+        text = max(n - v for n, v in zip(batch.lengths, batch.row_visual))
+        rounded = self.query_pad * math.ceil(text / self.query_pad)
+        return min(rounded, batch.length - min(batch.row_visual))
+
     def _key(self, batch: RaggedBatch) -> tuple:
         return (batch.batch_size, batch.length, batch.row_visual, batch.has_pads, self._query_slots(batch),
+                self._text_slots(batch),
                 batch.inputs.dtype, tuple(batch.inputs.shape[2:]))
 
     @contextlib.contextmanager
@@ -221,13 +230,15 @@ class ReducedPrefill:
             yield
 
     # ---------------------------------------------------------------- eager
-    def _handle(self, batch: RaggedBatch, query_slots: int | None) -> tuple[ReductionHandle | None, bool]:
+    def _handle(self, batch: RaggedBatch, query_slots: int | None,
+                text_slots: int | None = None) -> tuple[ReductionHandle | None, bool]:
         ragged = batch.has_pads or len(set(batch.row_visual)) > 1
         sched = self.schedule if self.schedule is not None else (self._identity if ragged else None)
         if sched is None:
             return None, False
         h = ReductionHandle(self.model, sched, batch.visual_mask, batch.query_mask, ragged=ragged,
                             token_valid=batch.token_valid if ragged else None, query_slots=query_slots,
+                            text_slots=text_slots if ragged else None,
                             use_kernels=self.use_kernels, adapter=self.adapter)
         return h, ragged
 
@@ -251,7 +262,9 @@ class ReducedPrefill:
     def _eager(self, batch: RaggedBatch) -> PrefillOutput:
         self.stats["eager"] += 1
         with torch.no_grad(), self.stack():
-            handle, ragged = self._handle(batch, None)
+            # the text capacity a capture of this batch would have: eager and graph runs of a batch
+            # then compute at the same widths (the same numbers)
+            handle, ragged = self._handle(batch, None, self._text_slots(batch))
             try:
                 out = self.model(**self._kwargs(batch))
             finally:
@@ -272,7 +285,7 @@ class ReducedPrefill:
         handle = None
         try:
             with torch.no_grad(), self.stack():
-                handle, ragged = self._handle(static, self._query_slots(static))
+                handle, ragged = self._handle(static, self._query_slots(static), self._text_slots(static))
                 kw = self._kwargs(static)
 
                 def body():
