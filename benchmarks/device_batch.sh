@@ -13,8 +13,11 @@
 #   bash benchmarks/device_batch.sh 8     # scaling baseline on a cold machine (Triton compiles in it), runtime GPU tests
 #   bash benchmarks/device_batch.sh 9     # scaling baseline on a cold machine, hf omni on 4 videos x 3 questions
 #   bash benchmarks/device_batch.sh 10    # scaling baseline alone, 8 trials (what a session's last minutes allow)
+#   bash benchmarks/device_batch.sh 11    # serving (headline 16k, ragged 4 and 8, batch-4 kernel profile), Qwen3.5
+#                                         # with fla and profiled scoring share, ragged/serving GPU tests
+#   bash benchmarks/device_batch.sh 12    # latency few-shot at 16k and 64k (per-prune-point correction)
 set -uo pipefail
-part="${1:?part 1 to 10}"
+part="${1:?part 1 to 12}"
 . scripts/device_env.sh
 export PYTHONPATH="$PWD:/tmp/site"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT/run"
@@ -82,6 +85,16 @@ elif [ "$part" = 9 ]; then
 elif [ "$part" = 10 ]; then
   step search_scaling 280 python3 -P benchmarks/search_scaling.py --measure --trials 8 \
       --out "$R/search_scaling_h200.json"
+elif [ "$part" = 11 ]; then
+  step serving 250 python3 -P benchmarks/serving.py --out "$R/serving.json" --headline 16384 --batches 4,8 \
+      --profile-batches 4 --budget-s 200
+  step prefill_speed_linear 170 python3 -P benchmarks/prefill_speed_linear.py --shape qwen3.5-9b --visual 16384 \
+      --rep-ms 800 --out "$R/prefill_speed_linear.json"
+  step gpu_serving_tests 130 python3 -P -m pytest -v --import-mode=append -p no:cacheprovider \
+      tests/test_gpu_serving.py tests/test_runtime_ragged.py tests/profiler/test_ranges.py
+elif [ "$part" = 12 ]; then
+  step latency_quick_16k 200 python3 -P benchmarks/latency_model.py --visual 16384 --no-energy --repeats 3 --budget 170 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
+  step latency_quick_64k 200 python3 -P benchmarks/latency_model.py --visual 65536 --no-energy --repeats 2 --budget 170 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
 else
   step latency_quick_64k 160 python3 -P benchmarks/latency_model.py --visual 65536 --no-energy --repeats 2 --budget 140 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
   step search_scaling 130 python3 -P benchmarks/search_scaling.py --measure --trials 16 \
