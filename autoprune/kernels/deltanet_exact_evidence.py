@@ -210,11 +210,12 @@ def _finish(ev, lam, visual_index, head_agg):
 
 def _deltanet_exact_evidence(q, k, beta, lam, query_index, visual_index, *, head_agg="mean", query_valid=None,
                              out=None, chunk=None, block_q=None, precision=None, num_warps=None,
-                             num_stages=None) -> torch.Tensor:
+                             num_stages=None, num_warps_inv=None) -> torch.Tensor:
     """Launch the kernels; ``out (b, V)`` fp32, written in full (allocated if None).
 
     Knobs: ``chunk`` (``C``, a power of two ≥ 16), ``block_q`` (rows per program, ≥ 16),
-    ``precision`` of the scan's dots (``"ieee"``, ``"tf32x3"``, ``"tf32"``).
+    ``precision`` of the scan's dots (``"ieee"``, ``"tf32x3"``, ``"tf32"``), the scan's
+    ``num_warps``/``num_stages`` and the chunk inverses' ``num_warps_inv``.
     """
     check_head_agg(head_agg)
     _check(q, k, beta, lam, query_index, visual_index)
@@ -247,7 +248,9 @@ def _deltanet_exact_evidence(q, k, beta, lam, query_index, visual_index, *, head
         k, beta, tmat, L, DK, H // G,
         *k.stride(), *beta.stride(), *tmat.stride(),
         C=C, BLOCK_N=block_n, PREC="tf32" if is16 else "ieee", UPCAST=upcast,
-        num_warps=4,
+        # few warps: the C sequential row steps reduce over a C × C tile, within a warp's
+        # shuffles rather than across warps through shared memory, and more programs fit an SM
+        num_warps=num_warps_inv or 2,
     )
     n_qb = triton.cdiv(Qn, block_q)
     # zeros: positions after a block's last row are never written (and never visual)
