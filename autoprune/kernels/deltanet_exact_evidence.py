@@ -40,13 +40,14 @@ Launches:
 Precision: ``U``, ``T`` and every accumulation are fp32. ``K Kᵀ`` is a dot of the input dtype
 (bf16/fp16 products are exact in fp32). The three scan dots have fp32 operands (``k`` upcast):
 ``input_precision="ieee"`` for fp32 inputs, ``"tf32x3"`` (three tensor-core passes, ~fp32 error)
-for 16-bit inputs; the error in ``U`` is carried through every earlier chunk, which one-pass tf32
-(~1e-3 per dot) would let build up.
+for 16-bit inputs: the error in ``U`` is carried through every earlier chunk, where one-pass tf32
+(~1e-3 per dot) could build up (``precision="tf32"`` is a knob; the GPU benchmark checks it).
 
 Limits: ``U`` and a chunk's keys live in registers, ``(BLOCK_Q + C) × dk`` fp32 per program; the
 op takes ``dk ≤ MAX_DK`` (256) and refuses wider heads, which dispatch sends to the reference.
 ``Q`` is tiled (``BLOCK_Q`` rows per program), so it has no limit. Every visual position must be
-before every query row of its batch row (the decay factorisation at ``q0``).
+before every query row of its batch row (the decay factorisation at ``q0``). So far checked
+under Triton's interpreter only; :mod:`benchmarks.kernels_gpu` compiles, checks and times it on a GPU.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ from ._common import (
 
 __all__ = ["MAX_DK", "deltanet_exact_evidence", "deltanet_exact_evidence_ref"]
 
-#: Widest key head the op takes: ``U`` (``BLOCK_Q × dk``) and a chunk's keys (``C × dk``) are
-#: register tiles; at 256 with the default blocks they already spill on an H100/H200.
+#: Widest key head the op takes: ``U`` (``BLOCK_Q × dk``) and a chunk's keys (``C × dk``) are fp32
+#: register tiles, 128 registers a thread at dk = 256 with the default blocks and 4 warps, half
+#: the per-thread limit before the dots' operands; wider heads would spill (an estimate: the
+#: kernel has not been compiled at that width).
 MAX_DK = 256
 
 
@@ -248,8 +251,9 @@ def _deltanet_exact_evidence(q, k, beta, lam, query_index, visual_index, *, head
         k, beta, tmat, L, DK, H // G,
         *k.stride(), *beta.stride(), *tmat.stride(),
         C=C, BLOCK_N=block_n, PREC="tf32" if is16 else "ieee", UPCAST=upcast,
-        # few warps: the C sequential row steps reduce over a C × C tile, within a warp's
-        # shuffles rather than across warps through shared memory, and more programs fit an SM
+        # few warps: each of the C sequential row steps reduces over a C × C tile, and the fewer
+        # warps share it the less of that goes through shared memory; more programs fit an SM
+        # (a guess for benchmarks/kernels_gpu.py's sweep to settle)
         num_warps=num_warps_inv or 2,
     )
     n_qb = triton.cdiv(Qn, block_q)
