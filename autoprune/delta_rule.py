@@ -28,7 +28,9 @@ factorises at ``q0 = min Q`` as ``exp(G_t − G_s) = exp(λ_t)·exp(λ_s)`` (bot
 with ``u`` arriving at the chunk's end, ``d = (I + M)^{-1} K u`` with ``M[s, r] = β_r k_s·k_r`` for
 ``r > s`` (a unit upper-triangular solve) and ``u ← u − Kᵀ(β ⊙ d)`` — the WY form of the chunk's
 product, the same solve transformers' chunked kernel does forwards. Cost: ``O(L·Q·dk)`` per head
-and ``L/C`` sequential chunk steps (``delta_correction=True``; there is no Triton kernel for it).
+and ``L/C`` sequential chunk steps (``delta_correction=True``): the torch scan
+:func:`gated_deltanet_exact_evidence`, and on CUDA :mod:`autoprune.kernels.deltanet_exact_evidence`
+(Triton: every chunk's solve in parallel, then the scan in one launch).
 
 **Proxies** (switches the search tunes, :class:`~autoprune.schedule.ScorerConfig`):
 
@@ -47,7 +49,7 @@ import torch.nn.functional as F
 
 from .errors import ReductionInputError
 from .kernels import dispatch
-from .kernels._common import aggregate_heads
+from .kernels.deltanet_exact_evidence import deltanet_exact_evidence_ref
 
 __all__ = [
     "gated_deltanet_alpha",
@@ -157,52 +159,18 @@ def gated_deltanet_alpha(q, k, beta, g, rows: torch.Tensor, *, decay: bool = Tru
 
 def gated_deltanet_exact_evidence(q, k, beta, g, query_index, visual_index, *, decay: bool = True,
                                   head_agg: str = "mean", query_valid=None, chunk: int = 64) -> torch.Tensor:
-    """``e(v) = agg_h Σ_{t∈Q} |w^h[t, v]|`` with the delta-rule products kept (``delta_correction``).
+    """``e(v) = agg_h Σ_{t∈Q} |w^h[t, v]|`` with the delta-rule products kept (``delta_correction``), in torch.
 
     Shapes as :func:`gated_deltanet_evidence`; the scan of the module docstring: sequential over
-    the query span, chunked (``chunk``) over the positions before every row's first query token.
+    the query span, chunked (``chunk``) over the positions before every row's first query token
+    (:func:`autoprune.kernels.deltanet_exact_evidence.deltanet_exact_evidence_ref`, whatever the
+    device; :func:`gated_deltanet_evidence` is the entry that runs the Triton kernel on CUDA).
     Returns ``(b, V)`` fp32 (float64 for float64 inputs).
     """
-    b, L, Hk, dk = k.shape
-    hpg = _heads(q, beta)
-    Hv = beta.shape[2]
     f = torch.float64 if q.dtype == torch.float64 else torch.float32
-    kh = k.to(f).repeat_interleave(hpg, dim=2).transpose(1, 2)  # (b, Hv, L, dk)
-    be = beta.to(f).transpose(1, 2)  # (b, Hv, L)
-    Qn = query_index.shape[1]
-    qr = torch.gather(q.to(f).repeat_interleave(hpg, dim=2).transpose(1, 2), 2,
-                      query_index[:, None, :, None].expand(-1, Hv, -1, dk))  # (b, Hv, Q, dk)
-    lam = None
-    if decay:
-        lam = log_decay_from_q0(g.to(f), query_index).transpose(1, 2)  # (b, Hv, L)
-        qr = qr * torch.exp(torch.gather(lam, 2, query_index[:, None, :].expand(-1, Hv, -1)))[..., None]
-    if query_valid is not None:
-        qr = qr * query_valid[:, None, :, None].to(f)
-    ev = torch.zeros(b, Hv, L, dtype=f, device=q.device)  # Σ_t |w[t, s]| per head (before λ_s)
-    U = torch.zeros_like(qr)
-    lo = int(query_index.min())
-    hi = int(query_index.max())
-    for r in range(hi, lo - 1, -1):  # query span: rows join at their own position
-        U = torch.where((query_index == r)[:, None, :, None], qr, U)
-        kr = kh[:, :, r]
-        d = be[:, :, r, None] * (U * kr[:, :, None, :]).sum(-1)  # (b, Hv, Q)
-        ev[:, :, r] = d.abs().sum(-1)
-        U = U - d[..., None] * kr[:, :, None, :]
-    for c1 in range(lo, 0, -chunk):  # every row active: chunked backward scan
-        c0 = max(0, c1 - chunk)
-        K = kh[:, :, c0:c1]  # (b, Hv, C, dk)
-        bc = be[:, :, c0:c1]
-        C = c1 - c0
-        M = (K @ K.transpose(-1, -2)) * bc[:, :, None, :]
-        M = torch.triu(M, diagonal=1) + torch.eye(C, dtype=f, device=q.device)
-        d = torch.linalg.solve_triangular(M, K @ U.transpose(-1, -2), upper=True, unitriangular=True)  # (b,Hv,C,Q)
-        wc = bc[..., None] * d
-        ev[:, :, c0:c1] = wc.abs().sum(-1)
-        U = U - wc.transpose(-1, -2) @ K
-    per_head = torch.gather(ev, 2, visual_index[:, None, :].expand(-1, Hv, -1))
-    if decay:
-        per_head = per_head * torch.exp(torch.gather(lam, 2, visual_index[:, None, :].expand(-1, Hv, -1)))
-    return aggregate_heads(per_head, head_agg)
+    lam = log_decay_from_q0(g.to(f), query_index) if decay else None
+    return deltanet_exact_evidence_ref(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
+                                       query_valid=query_valid, chunk=chunk)
 
 
 def gated_deltanet_evidence(q, k, beta, g, query_index, visual_index, *, decay: bool = False,
@@ -217,13 +185,13 @@ def gated_deltanet_evidence(q, k, beta, g, query_index, visual_index, *, decay: 
       products (both: the exact form);
     - ``query_valid (b, Q)`` or None: rows marked False add nothing.
 
-    Without ``correction``: the Triton kernel or its torch reference as
-    :func:`autoprune.kernels.dispatch.deltanet_evidence` picks them; with it, the torch scan
-    :func:`gated_deltanet_exact_evidence`.
+    The Triton kernel or its torch reference as :func:`autoprune.kernels.dispatch.deltanet_evidence`
+    (without ``correction``) or :func:`~autoprune.kernels.dispatch.deltanet_exact_evidence` (with it)
+    picks them.
     """
-    if correction:
-        return gated_deltanet_exact_evidence(q, k, beta, g, query_index, visual_index, decay=decay,
-                                             head_agg=head_agg, query_valid=query_valid)
     lam = log_decay_from_q0(g.float() if g.dtype != torch.float64 else g, query_index) if decay else None
+    if correction:
+        return dispatch.deltanet_exact_evidence(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
+                                                query_valid=query_valid, use_kernels=use_kernels)
     return dispatch.deltanet_evidence(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
                                       query_valid=query_valid, use_kernels=use_kernels)

@@ -6,15 +6,19 @@
 1. Ceilings: device-to-device copy bandwidth, bf16 / tf32 / fp32 matrix-product rates.
 2. Checks: each kernel against its torch reference on several shapes (odd sizes, GQA, groups,
    padding, mean/max, decay on/off, small V that splits heads/groups over programs, paper
-   scale), fp32 and bf16; Mamba2 references in float64 on upcast inputs, attention's in fp32
-   (the reference computes attention in fp32 whatever it gets), with TF32 off. Outputs are
+   scale), fp32 and bf16; Mamba2 and Gated DeltaNet exact-form references in float64 on upcast
+   inputs, attention's in fp32 (the reference computes attention in fp32 whatever it gets), with
+   TF32 off. Outputs are
    poisoned with NaN before each call. Tolerances (‖out − ref‖/‖ref‖): fp32 1e-4
    (fp32 dots use input_precision="ieee"), bf16 5e-3.
 3. Timing (triton.testing.do_bench, median with 20/80 % quantiles; it flushes L2 before every
    call) of kernel vs torch reference at NemotronH-8B sizes: L = 16384+96 and 65536+96,
-   V = L − 96, Q = 64; attention H=32, Hkv=8, d=128; Mamba2 H=128, G=8, N=128. Floors from
+   V = L − 96, Q = 64; attention H=32, Hkv=8, d=128; Mamba2 H=128, G=8, N=128; and the Gated
+   DeltaNet exact form (``delta_correction``) at Qwen3.5-9B widths, Hk=16, Hv=32, dk=128, Q=96,
+   V = L − 96, against the torch scan it replaces. Floors from
    bytes (each input read once) / measured copy bandwidth, FLOPs / measured matmul rate, and
-   exponentials / the spec rate of the special-function units; achieved fraction = floor / time.
+   exponentials / the spec rate of the special-function units; achieved fraction = floor / time
+   (the DeltaNet scan is sequential over L/C chunks per program, which no floor here models).
 4. A small sweep of launch configurations at L = 65k, bf16.
 
 Prints a short table last; writes JSON to $OUT/kernels_gpu.json if $OUT is set, else to
@@ -217,7 +221,7 @@ def _record_check(B, kernel, name, shape, opts, err, msg, info):
                opts=opts, rel_err=err, tol=tol, ok=ok, informational=info, error=msg)
     B.checks.append(row)
     flag = "ok " if ok else ("info" if info else "FAIL")
-    print(f"[check {flag}] {kernel:9s} {name:28s} {dtype:8s} rel_err={err:.2e} (tol {tol:.0e}) {msg}", flush=True)
+    print(f"[check {flag}] {kernel:14s} {name:28s} {dtype:8s} rel_err={err:.2e} (tol {tol:.0e}) {msg}", flush=True)
 
 
 # ---------------------------------------------------------------------------- mamba2
@@ -257,6 +261,103 @@ def check_mamba(B: Bench, K, name, *, decay, head_agg="mean", pad=False, knobs=N
         traceback.print_exc()
     _record_check(B, "mamba2", name, shape, dict(decay=decay, head_agg=head_agg, pad=pad, **(knobs or {})),
                   err, msg, info)
+
+
+# ------------------------------------------------------------------- deltanet exact
+def deltanet_inputs(B: Bench, *, b, L, Hk, Hv, dk, Q, V, dtype, pad, seed, decay=True, correlated=False):
+    """Qwen3.5-like inputs: q, k L2-normalised (q times dk^-1/2), β = sigmoid(·), per-head log-decay
+    rates from 1e-4 to 1e-1 per token. ``correlated``: keys near one shared direction per head and
+    β near 1 (strong overwrites: the chunk solves' hard case)."""
+    torch = B.torch
+    from autoprune import delta_rule
+
+    g = B.gen(seed)
+    q = B.randn(b, L, Hk, dk, gen=g)
+    k = B.randn(b, L, Hk, dk, gen=g)
+    if correlated:
+        k = 0.3 * k + B.randn(1, 1, Hk, dk, gen=g)
+    q = (delta_rule.l2norm(q) * dk ** -0.5).to(dtype)
+    k = delta_rule.l2norm(k).to(dtype)
+    beta = torch.sigmoid(B.randn(b, L, Hv, gen=g) + (3.0 if correlated else 0.0))
+    rate = torch.logspace(-4, -1, Hv, device=B.device)
+    gate = -torch.rand(b, L, Hv, generator=g, device=B.device) * rate
+    prefix = L - V - Q
+    if prefix < 0:
+        raise ValueError("L must be at least V + Q")
+    qi = torch.arange(L - Q, L, device=B.device)[None].repeat(b, 1)
+    vi = torch.arange(prefix, prefix + V, device=B.device)[None].repeat(b, 1)
+    lam = delta_rule.log_decay_from_q0(gate, qi) if decay else None
+    valid = None
+    if pad:
+        valid = torch.ones(b, Q, dtype=torch.bool, device=B.device)
+        valid[0, : max(1, Q // 4)] = False
+    return q, k, beta, lam, qi, vi, valid
+
+
+def check_deltanet_exact(B: Bench, K, name, *, decay, head_agg="mean", pad=False, correlated=False, knobs=None,
+                         info=False, **shape):
+    from autoprune.kernels.deltanet_exact_evidence import _deltanet_exact_evidence
+
+    torch = B.torch
+    q, k, beta, lam, qi, vi, valid = deltanet_inputs(B, pad=pad, seed=len(B.checks) + 1, decay=decay,
+                                                     correlated=correlated, **shape)
+    out = torch.full((shape["b"], shape["V"]), float("nan"), device=B.device)
+    err, msg = math.inf, ""
+    try:
+        _deltanet_exact_evidence(q, k, beta, lam, qi, vi, head_agg=head_agg, query_valid=valid, out=out,
+                                 **(knobs or {}))
+        ref = K.deltanet_exact_evidence_ref(q.double(), k.double(), beta.double(),
+                                            None if lam is None else lam.double(), qi, vi, head_agg=head_agg,
+                                            query_valid=valid)
+        err = rel_err(out, ref)
+    except Exception as e:
+        msg = f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    _record_check(B, "deltanet_exact", name, shape, dict(decay=decay, head_agg=head_agg, pad=pad,
+                                                           correlated=correlated, **(knobs or {})), err, msg, info)
+
+
+def deltanet_exact_floor(B: Bench, *, b, L, Hk, Hv, dk, Q, V, dtype, chunk=32, block_q=32, precision=None):
+    """Bytes: k once, T written and read, the per-position sums written and read; FLOPs: K·Kᵀ and
+    the three scan dots per chunk, at the rate of the scan dots' precision."""
+    es = 2 if dtype != B.torch.float32 else 4
+    n_qb = -(-Q // block_q)
+    nbytes = b * L * Hk * dk * es + 2 * b * Hv * L * chunk * 4 + 2 * b * Hv * n_qb * L * 4 + b * L * Hv * 8
+    nbytes += b * (Q + V) * 8 + b * V * 4
+    f_t = 2 * b * Hv * L * chunk * dk
+    f_scan = b * Hv * L * (4 * Q * dk + 2 * chunk * Q)
+    prec = precision or ("tf32x3" if es == 2 else "ieee")
+    rate = {"ieee": B.ceil["fp32_TFLOPs"], "tf32": B.ceil["tf32_TFLOPs"],
+            "tf32x3": B.ceil["tf32_TFLOPs"] / 3}[prec]
+    t_flops = f_t / ((B.ceil["bf16_TFLOPs"] if es == 2 else B.ceil["fp32_TFLOPs"]) * 1e12) + f_scan / (rate * 1e12)
+    t = dict(bytes=nbytes / (B.ceil["copy_GBps"] * 1e9) * 1e3, flops=t_flops * 1e3, exp=0.0)
+    return t, dict(bytes=nbytes, flops=f_t + f_scan, exps=b * Hv * (Q + V))
+
+
+def time_deltanet_exact(B: Bench, K, name, *, decay=True, with_ref=True, knobs=None, **shape):
+    from autoprune.kernels.deltanet_exact_evidence import _deltanet_exact_evidence
+
+    q, k, beta, lam, qi, vi, _ = deltanet_inputs(B, pad=False, seed=3000 + len(B.times), decay=decay, **shape)
+    out = B.torch.empty(shape["b"], shape["V"], device=B.device)
+    kn = knobs or {}
+    tk = B.time(lambda: _deltanet_exact_evidence(q, k, beta, lam, qi, vi, out=out, **kn))
+    tr = B.time(lambda: K.deltanet_exact_evidence_ref(q, k, beta, lam, qi, vi)) if with_ref else None
+    floor, counts = deltanet_exact_floor(B, **{x: kn[x] for x in ("chunk", "block_q", "precision") if x in kn},
+                                         **shape)
+    return _record_time(B, "deltanet_exact", name, shape, dict(decay=decay, **kn), tk, tr, floor, counts)
+
+
+#: Qwen3.5-9B's Gated DeltaNet layers.
+QWEN35_9B = dict(Hk=16, Hv=32, dk=128)
+
+
+def _dn_widths(B: Bench):
+    # under the interpreter the scan is a Python loop per program and position: Qwen widths take minutes
+    return dict(Hk=2, Hv=4, dk=32) if B.smoke else QWEN35_9B
+
+
+def _dn_tag(B: Bench):
+    return "narrow" if B.smoke else "Qwen3.5-9B"
 
 
 def check_dispatch(B: Bench):
@@ -316,6 +417,20 @@ def run_checks(B: Bench, K, paper_L):
                 **m_small)
     check_mamba(B, K, "fp32 C.B tf32x3", decay=True, dtype=f32, knobs=dict(precision="tf32x3"), info=True,
                 **m_small)
+    d_small = dict(b=2, L=3001, Hk=2, Hv=4, dk=96, Q=37, V=2500)
+    d_odd = dict(b=1, L=257, Hk=1, Hv=1, dk=48, Q=1, V=1)
+    d_paper = dict(b=1, L=16384 + 96, Q=96, V=16384, **QWEN35_9B)
+    for dtype in (f32, bf16):
+        for decay in (False, True):
+            tag = "decay" if decay else "nodecay"
+            check_deltanet_exact(B, K, f"dk96 hpg2 mean {tag}", decay=decay, dtype=dtype, **d_small)
+            check_deltanet_exact(B, K, f"dk96 hpg2 max pad {tag}", decay=decay, head_agg="max", pad=True,
+                                 dtype=dtype, **d_small)
+        check_deltanet_exact(B, K, "correlated keys beta~1", decay=True, correlated=True, dtype=dtype, **d_small)
+        check_deltanet_exact(B, K, "Q=1 V=1", decay=True, dtype=dtype, **d_odd)
+        check_deltanet_exact(B, K, "Qwen3.5-9B L=16480 decay", decay=True, dtype=dtype, **d_paper)
+    check_deltanet_exact(B, K, "bf16 scan dots tf32", decay=True, dtype=bf16, knobs=dict(precision="tf32"),
+                         info=True, **d_small)
     check_dispatch(B)
 
 
@@ -366,7 +481,7 @@ def _record_time(B, kernel, name, shape, opts, t_kernel, t_ref, floor, counts):
                clock_event_reasons=clock_event_reasons())
     B.times.append(row)
     ref = "" if t_ref is None else f" ref {t_ref[0]:8.3f} ms ({t_ref[0] / t_kernel[0]:6.1f}x)"
-    print(f"[time] {kernel:9s} {name:34s} kernel {t_kernel[0]:7.3f} ms [{t_kernel[1]:.3f}, {t_kernel[2]:.3f}]"
+    print(f"[time] {kernel:14s} {name:34s} kernel {t_kernel[0]:7.3f} ms [{t_kernel[1]:.3f}, {t_kernel[2]:.3f}]"
           f"{ref} floor {fl:.3f} ms ({bound}) -> {row['fraction_of_floor']:.0%}", flush=True)
     return row
 
@@ -407,6 +522,9 @@ def run_timing(B: Bench, K, lengths):
                 tag = "decay" if decay else "nodecay"
                 time_mamba(B, K, f"L={L} {dn} {tag}", decay=decay, b=1, L=L, G=8, H=128, N=128, Q=64, V=V,
                            dtype=dtype)
+    for L in lengths:
+        time_deltanet_exact(B, K, f"{_dn_tag(B)} L={L} bf16 decay", b=1, L=L, Q=96, V=L - 96, dtype=torch.bfloat16,
+                            **_dn_widths(B))
     # Attention pass-1 share: the same keys with 64 visual tokens leaves pass 3 almost empty.
     L = lengths[-1]
     time_attention(B, K, f"L={L} bf16 V=64 (~pass 1 only)", with_ref=False, b=1, H=32, Hkv=8, d=128, Q=64, L=L,
@@ -444,6 +562,12 @@ def run_sweep(B: Bench, K, L):
                 continue
             B.sweep.append(time_mamba(B, K, f"sweep {cfg or 'default'}", decay=decay, with_ref=False, knobs=cfg,
                                       **mam))
+    dn = dict(b=1, L=L, Q=96, V=L - 96, dtype=torch.bfloat16, **_dn_widths(B))
+    dn_cfgs = [{}, dict(chunk=16), dict(chunk=64), dict(block_q=16), dict(block_q=64), dict(num_warps=8),
+               dict(num_warps=2), dict(num_stages=3), dict(num_warps_inv=1), dict(num_warps_inv=4),
+               dict(chunk=64, num_warps_inv=4), dict(precision="tf32"), dict(precision="ieee")]
+    for cfg in dn_cfgs:
+        B.sweep.append(time_deltanet_exact(B, K, f"sweep {cfg or 'default'}", with_ref=False, knobs=cfg, **dn))
     # fp32 inputs: exact FMA dots ("ieee", the default) against 3-pass tf32 on the tensor cores.
     att32, mam32 = {**att, "dtype": torch.float32}, {**mam, "dtype": torch.float32}
     B.sweep.append(time_attention(B, K, "sweep fp32 tf32x3", with_ref=False, knobs=dict(precision="tf32x3"),
@@ -474,20 +598,20 @@ def summary_table(B: Bench) -> str:
         lines.append(f"  FAIL: {r['kernel']} {r['name']} {r['dtype']}: rel err {r['rel_err']:.2e} > {r['tol']:.0e} "
                      f"{r['error']}")
     lines.append("")
-    lines.append(f"{'kernel':9s} {'case':24s} {'kernel ms':>9s} {'ref ms':>9s} {'speedup':>7s} "
+    lines.append(f"{'kernel':14s} {'case':24s} {'kernel ms':>9s} {'ref ms':>9s} {'speedup':>7s} "
                  f"{'floor ms':>8s} {'by':5s} {'of floor':>8s}")
     for r in B.times:
         if r in B.sweep:
             continue
         ref = f"{r['ref_ms']:9.3f}" if r["ref_ms"] is not None else f"{'-':>9s}"
         sp = f"{r['ref_ms'] / r['kernel_ms']:6.1f}x" if r["ref_ms"] is not None else f"{'-':>7s}"
-        lines.append(f"{r['kernel']:9s} {r['name']:24.24s} {r['kernel_ms']:9.3f} {ref} {sp} "
+        lines.append(f"{r['kernel']:14s} {r['name']:24.24s} {r['kernel_ms']:9.3f} {ref} {sp} "
                      f"{r['floor_ms']:8.3f} {r['floor_by']:5s} {r['fraction_of_floor']:8.0%}")
     if B.sweep:
         lines.append("")
         lines.append("sweep at the largest L, bf16 (best first within each kernel; fp32 rows: see JSON):")
-        for kern in ("attention", "mamba2"):
-            for decay in ((None,) if kern == "attention" else (True, False)):
+        for kern in ("attention", "mamba2", "deltanet_exact"):
+            for decay in ((True, False) if kern == "mamba2" else (None,)):
                 rows = [r for r in B.sweep if r["kernel"] == kern and r["dtype"] == "bfloat16"
                         and (decay is None or r["opts"]["decay"] == decay)]
                 rows.sort(key=lambda r: r["kernel_ms"])
@@ -576,6 +700,8 @@ def _smoke_checks(B: Bench, K):
         check_attention(B, K, "smoke", dtype=dtype, head_agg="max", pad=True, b=2, H=4, Hkv=2, d=32, Q=9, L=200,
                         V=150)
         check_mamba(B, K, "smoke", decay=True, dtype=dtype, pad=True, b=2, L=200, G=2, H=8, N=32, Q=9, V=150)
+        check_deltanet_exact(B, K, "smoke", decay=True, dtype=dtype, pad=True, b=2, L=200, Hk=2, Hv=4, dk=32, Q=9,
+                             V=150)
     # (no dispatch check: scoring dispatches to the kernels for CUDA tensors only)
 
 

@@ -15,6 +15,7 @@ from .attention_evidence import (
 )
 from .causal_conv import causal_conv1d_act, causal_conv1d_act_ref
 from .deltanet_evidence import deltanet_evidence, deltanet_evidence_ref
+from .deltanet_exact_evidence import deltanet_exact_evidence, deltanet_exact_evidence_ref
 from .mamba2_evidence import mamba2_evidence, mamba2_evidence_ref
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "causal_conv1d_act_ref",
     "deltanet_evidence",
     "deltanet_evidence_ref",
+    "deltanet_exact_evidence",
+    "deltanet_exact_evidence_ref",
     "mamba2_evidence",
     "mamba2_evidence_ref",
 ]

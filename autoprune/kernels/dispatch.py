@@ -12,7 +12,8 @@ they refuse inputs they do not take. ``use_kernels`` means the same everywhere:
   the reference (float64, which is what the oracle tests run, and CPU tensors).
 
 ``key_valid`` (padding keys) exists only in the attention reference: a call with it takes the
-reference whatever ``use_kernels`` says.
+reference whatever ``use_kernels`` says. Likewise Gated DeltaNet heads wider than the exact
+kernel's register tiles (``dk > DELTANET_EXACT_MAX_DK``) take the exact form's reference.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ from .causal_conv import causal_conv1d_act as causal_conv1d_act_triton
 from .causal_conv import causal_conv1d_act_ref
 from .deltanet_evidence import deltanet_evidence as deltanet_evidence_triton
 from .deltanet_evidence import deltanet_evidence_ref
+from .deltanet_exact_evidence import MAX_DK as DELTANET_EXACT_MAX_DK
+from .deltanet_exact_evidence import deltanet_exact_evidence as deltanet_exact_evidence_triton
+from .deltanet_exact_evidence import deltanet_exact_evidence_ref
 from .mamba2_evidence import mamba2_evidence as mamba2_evidence_triton
 from .mamba2_evidence import mamba2_evidence_ref
 
 __all__ = ["SIXTEEN_BIT", "use_triton", "attention_evidence", "mamba2_evidence", "deltanet_evidence",
-           "causal_conv1d_act"]
+           "deltanet_exact_evidence", "causal_conv1d_act"]
 
 #: Dtypes for which the evidence kernels run by default. With fp32 operands they use exact
 #: (non-tf32) dots and are slower than torch's tf32 matmuls in the reference.
@@ -77,6 +81,16 @@ def deltanet_evidence(q, k, beta, lam, query_index, visual_index, *, head_agg="m
                                         query_valid=query_valid)
     return deltanet_evidence_ref(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
                                  query_valid=query_valid)
+
+
+def deltanet_exact_evidence(q, k, beta, lam, query_index, visual_index, *, head_agg="mean", query_valid=None,
+                            use_kernels: bool | None = None) -> torch.Tensor:
+    """:func:`~autoprune.kernels.deltanet_exact_evidence.deltanet_exact_evidence` or its reference: ``(b, V)``."""
+    if q.shape[-1] <= DELTANET_EXACT_MAX_DK and use_triton(q, use_kernels):
+        return deltanet_exact_evidence_triton(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
+                                              query_valid=query_valid)
+    return deltanet_exact_evidence_ref(q, k, beta, lam, query_index, visual_index, head_agg=head_agg,
+                                       query_valid=query_valid)
 
 
 def causal_conv1d_act(x, weight, bias=None, activation: str | None = "silu", *,
