@@ -66,6 +66,12 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
 
 
+def _rsqrt_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``rsqrt(Σ x² + eps)`` over the last axis in fp32, read from 16-bit ``x`` without an fp32 copy."""
+    n = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+    return torch.rsqrt(n * n + eps)
+
+
 def _heads(q: torch.Tensor, beta: torch.Tensor) -> int:
     Hk, Hv = q.shape[2], beta.shape[2]
     if Hv % Hk:
@@ -74,7 +80,7 @@ def _heads(q: torch.Tensor, beta: torch.Tensor) -> int:
 
 
 def gated_deltanet_inputs(parts, captured: tuple, valid: torch.Tensor | None = None,
-                          use_kernels: bool | None = None):
+                          use_kernels: bool | None = None, rows: torch.Tensor | None = None):
     """``q, k (b, L, Hk, dk)`` as the recurrence consumes them, ``beta, g (b, L, Hv)``.
 
     ``captured``: the outputs of ``parts.projections`` in order; ``parts.split(captured)``
@@ -82,6 +88,10 @@ def gated_deltanet_inputs(parts, captured: tuple, valid: torch.Tensor | None = N
     is recomputed on those channels only. ``q`` and ``k`` keep the conv weight's dtype before the
     L2 norm, as in the layer, which normalises in fp32 (float64 stays float64); they are returned in
     the activations' dtype when that is 16-bit, else fp32. ``q`` carries ``dk^{-1/2}``; ``beta``, ``g`` fp32.
+
+    ``rows (b, R)``: the only positions where ``q`` is read (the query rows); ``q`` is then
+    computed there alone and is 0 elsewhere. The evidence reads ``q`` at the query rows only, so
+    this skips normalising ``q`` over the whole sequence.
     """
     qk, b_raw, a_raw = parts.split(captured)
     Hk, dk = parts.num_k_heads, parts.head_k_dim
@@ -92,12 +102,25 @@ def gated_deltanet_inputs(parts, captured: tuple, valid: torch.Tensor | None = N
     if valid is not None:
         out = out * valid[..., None].to(out.dtype)
     bsz, n, _ = out.shape
-    q = l2norm(out[..., : Hk * dk].reshape(bsz, n, Hk, dk).to(f)) * dk ** -0.5
-    k = l2norm(out[..., Hk * dk:].reshape(bsz, n, Hk, dk).to(f))
-    if qk.dtype in (torch.bfloat16, torch.float16):
-        # normalised in fp32 as the layer does, then back to the activations' dtype: the proxy
-        # kernel's dots run on the tensor cores (a ranking needs no more precision).
-        q, k = q.to(qk.dtype), k.to(qk.dtype)
+    sixteen = qk.dtype in (torch.bfloat16, torch.float16)
+    kx = out[..., Hk * dk:].reshape(bsz, n, Hk, dk)
+    if sixteen:
+        # normalised in fp32 as the layer does, stored in the activations' dtype (the proxy
+        # kernel's dots run on the tensor cores; a ranking needs no more precision) — in one
+        # pass: the product is computed in fp32 and rounded as it is written.
+        k = torch.empty_like(kx)
+        torch.mul(kx, _rsqrt_norm(kx), out=k)
+    else:
+        k = l2norm(kx.to(f))
+    if rows is None:
+        q = l2norm(out[..., : Hk * dk].reshape(bsz, n, Hk, dk).to(f)) * dk ** -0.5
+        if sixteen:
+            q = q.to(qk.dtype)
+    else:
+        qr = torch.gather(out[..., : Hk * dk], 1, rows[..., None].expand(-1, -1, Hk * dk))
+        qr = (l2norm(qr.reshape(bsz, -1, Hk, dk).to(f)) * dk ** -0.5).to(k.dtype)
+        q = torch.zeros_like(k)
+        q.scatter_(1, rows[:, :, None, None].expand(-1, -1, Hk, dk), qr)
     beta = torch.sigmoid(b_raw.to(f))
     g = -torch.exp(parts.A_log.to(f)) * F.softplus(a_raw.to(f) + parts.dt_bias.to(f))
     return q, k, beta, g

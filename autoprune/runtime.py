@@ -956,8 +956,9 @@ class ReductionHandle:
             del pf.pending_dn[j]
             with torch.no_grad(), record_function(EVIDENCE):
                 sc = self.schedule.scorer
-                q, k, beta, g = delta_rule.gated_deltanet_inputs(parts, tuple(got), pf.valid, self.use_kernels)
                 q_idx, q_valid, v_idx = pf.indices()
+                q, k, beta, g = delta_rule.gated_deltanet_inputs(parts, tuple(got), pf.valid, self.use_kernels,
+                                                                 rows=q_idx)
                 ev = delta_rule.gated_deltanet_evidence(
                     q, k, beta, g, q_idx, v_idx, decay=sc.mamba_decay, correction=sc.delta_correction,
                     head_agg=sc.head_agg, query_valid=q_valid, use_kernels=self.use_kernels,

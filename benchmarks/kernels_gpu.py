@@ -347,6 +347,30 @@ def time_deltanet_exact(B: Bench, K, name, *, decay=True, with_ref=True, knobs=N
     return _record_time(B, "deltanet_exact", name, shape, dict(decay=decay, **kn), tk, tr, floor, counts)
 
 
+def deltanet_proxy_floor(B: Bench, *, b, L, Hk, Hv, dk, Q, V, dtype, decay):
+    """Bytes: k and β (and λ) at the visual tokens, q at the query rows; FLOPs: one q·k per (row,
+    token, key head), and with decay the λ-weighted contraction per value head."""
+    es = 2 if dtype != B.torch.float32 else 4
+    nbytes = b * (V * Hk * dk + Q * Hk * dk) * es + b * V * Hv * 4 * (2 if decay else 1) + b * V * 4
+    flops = 2 * b * Q * V * Hk * dk + (2 * b * Q * V * Hv if decay else 0)
+    rate = B.ceil["bf16_TFLOPs"] if es == 2 else B.ceil["fp32_TFLOPs"]
+    t = dict(bytes=nbytes / (B.ceil["copy_GBps"] * 1e9) * 1e3, flops=flops / (rate * 1e12) * 1e3, exp=0.0)
+    return t, dict(bytes=nbytes, flops=flops, exps=b * Hv * (Q + V) if decay else 0)
+
+
+def time_deltanet_proxy(B: Bench, K, name, *, decay, with_ref=True, knobs=None, **shape):
+    """The proxy kernel (no delta correction) with and without the gate decay."""
+    from autoprune.kernels.deltanet_evidence import _deltanet_evidence
+
+    q, k, beta, lam, qi, vi, _ = deltanet_inputs(B, pad=False, seed=4000 + len(B.times), decay=decay, **shape)
+    out = B.torch.empty(shape["b"], shape["V"], device=B.device)
+    kn = knobs or {}
+    tk = B.time(lambda: _deltanet_evidence(q, k, beta, lam, qi, vi, out=out, **kn))
+    tr = B.time(lambda: K.deltanet_evidence_ref(q, k, beta, lam, qi, vi)) if with_ref else None
+    floor, counts = deltanet_proxy_floor(B, decay=decay, **shape)
+    return _record_time(B, "deltanet_proxy", name, shape, dict(decay=decay, **kn), tk, tr, floor, counts)
+
+
 #: Qwen3.5-9B's Gated DeltaNet layers.
 QWEN35_9B = dict(Hk=16, Hv=32, dk=128)
 
@@ -525,6 +549,9 @@ def run_timing(B: Bench, K, lengths):
     for L in lengths:
         time_deltanet_exact(B, K, f"{_dn_tag(B)} L={L} bf16 decay", b=1, L=L, Q=96, V=L - 96, dtype=torch.bfloat16,
                             **_dn_widths(B))
+        for decay in (False, True):
+            time_deltanet_proxy(B, K, f"{_dn_tag(B)} L={L} bf16 {'decay' if decay else 'nodecay'}", decay=decay, b=1,
+                                L=L, Q=96, V=L - 96, dtype=torch.bfloat16, **_dn_widths(B))
     # Attention pass-1 share: the same keys with 64 visual tokens leaves pass 3 almost empty.
     L = lengths[-1]
     time_attention(B, K, f"L={L} bf16 V=64 (~pass 1 only)", with_ref=False, b=1, H=32, Hkv=8, d=128, Q=64, L=L,
@@ -568,6 +595,10 @@ def run_sweep(B: Bench, K, L):
                dict(chunk=64, num_warps_inv=4), dict(precision="tf32"), dict(precision="ieee")]
     for cfg in dn_cfgs:
         B.sweep.append(time_deltanet_exact(B, K, f"sweep {cfg or 'default'}", with_ref=False, knobs=cfg, **dn))
+    for cfg in ({}, dict(num_warps=4), dict(block_v=128), dict(block_v=32, num_warps=4), dict(block_q=32),
+                dict(group_splits=1), dict(group_splits=4), dict(num_stages=3)):
+        B.sweep.append(time_deltanet_proxy(B, K, f"sweep proxy {cfg or 'default'}", decay=True, with_ref=False,
+                                           knobs=cfg, **dn))
     # fp32 inputs: exact FMA dots ("ieee", the default) against 3-pass tf32 on the tensor cores.
     att32, mam32 = {**att, "dtype": torch.float32}, {**mam, "dtype": torch.float32}
     B.sweep.append(time_attention(B, K, "sweep fp32 tf32x3", with_ref=False, knobs=dict(precision="tf32x3"),

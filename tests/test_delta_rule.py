@@ -58,6 +58,24 @@ def test_the_exact_form_rebuilds_the_layers_own_output(family, make):
     assert (torch.einsum("bhts,bshd->bthd", w_proxy, v) - own).abs().max() > 1e-2 * own.abs().max()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@torch.no_grad()
+def test_inputs_at_the_query_rows_only_give_the_same_q_there_and_the_same_k(dtype):
+    model = tiny_qwen3_5_lm(dtype=dtype)
+    ids = torch.randint(0, 50, (2, 23), generator=torch.Generator().manual_seed(0))
+    parts, outs, _, hs = _capture(model, 1)
+    model(input_ids=ids)
+    for h in hs:
+        h.remove()
+    rows = torch.tensor([[17, 19, 22], [18, 20, 21]])
+    q, k, beta, g = delta_rule.gated_deltanet_inputs(parts, tuple(outs))
+    qr, kr, br, gr = delta_rule.gated_deltanet_inputs(parts, tuple(outs), rows=rows)
+    assert torch.equal(k, kr) and torch.equal(beta, br) and torch.equal(g, gr) and qr.dtype == q.dtype
+    at = rows[:, :, None, None].expand(-1, -1, *q.shape[2:])
+    torch.testing.assert_close(torch.gather(qr, 1, at), torch.gather(q, 1, at))  # the norm's sum, reordered
+    assert not qr.scatter(1, at, 0.0).any()  # nothing written elsewhere
+
+
 def _random_inputs(b=2, L=29, Hk=2, Hv=4, dk=8, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     q = delta_rule.l2norm(torch.randn(b, L, Hk, dk, generator=g, dtype=dtype)) * dk ** -0.5

@@ -232,7 +232,7 @@ def _linear_scoring_setup(ctx: _Ctx, block, decay: bool, correction: bool):
         def fn(i):
             with torch.inference_mode():
                 q, k, beta, g = delta_rule.gated_deltanet_inputs(parts, tuple(o[i] for o in outs),
-                                                                 use_kernels=ctx.use_kernels)
+                                                                 use_kernels=ctx.use_kernels, rows=q_idx)
                 ev = delta_rule.gated_deltanet_evidence(q, k, beta, g, q_idx, v_idx, decay=decay,
                                                         correction=correction, use_kernels=ctx.use_kernels)
                 state.update(ev, 1.0)
