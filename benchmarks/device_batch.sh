@@ -16,7 +16,7 @@
 #   bash benchmarks/device_batch.sh 11    # serving (headline 16k, ragged 4 and 8, batch-4 kernel profile), Qwen3.5
 #                                         # with fla and profiled scoring share, ragged/serving GPU tests
 #   bash benchmarks/device_batch.sh 12    # Qwen3.5 prefill (fla, DeltaNet exact-form kernel), kernels_gpu (checks, timings)
-#   bash benchmarks/device_batch.sh 13    # latency few-shot at 16k (per-prune-point correction), GPU serving tests
+#   bash benchmarks/device_batch.sh 13    # Qwen3.5 prefill again, latency few-shot at 16k (per-prune-point correction), GPU serving tests
 set -uo pipefail
 part="${1:?part 1 to 13}"
 . scripts/device_env.sh
@@ -98,8 +98,10 @@ elif [ "$part" = 12 ]; then
       --rep-ms 800 --out "$R/prefill_speed_linear.json"
   step kernels_gpu 230 env OUT="$R" python3 -P benchmarks/kernels_gpu.py --sweep-after-s 100
 elif [ "$part" = 13 ]; then
-  step latency_quick_16k 200 python3 -P benchmarks/latency_model.py --visual 16384 --no-energy --repeats 3 --budget 170 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
-  step gpu_serving_tests 250 python3 -P -m pytest -v --import-mode=append -p no:cacheprovider tests/test_gpu_serving.py
+  step prefill_speed_linear 160 python3 -P benchmarks/prefill_speed_linear.py --shape qwen3.5-9b --visual 16384 \
+      --rep-ms 600 --out "$R/prefill_speed_linear.json"
+  step latency_quick_16k 190 python3 -P benchmarks/latency_model.py --visual 16384 --no-energy --repeats 3 --budget 170 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
+  step gpu_serving_tests 170 python3 -P -m pytest -v --import-mode=append -p no:cacheprovider tests/test_gpu_serving.py
 else
   step latency_quick_64k 160 python3 -P benchmarks/latency_model.py --visual 65536 --no-energy --repeats 2 --budget 140 --quick-from autoprune/data/profiles/measured/h100-sxm5-80gb/nemotron-h-8b.json --out "$R"
   step search_scaling 130 python3 -P benchmarks/search_scaling.py --measure --trials 16 \

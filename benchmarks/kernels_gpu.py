@@ -326,7 +326,7 @@ def deltanet_exact_floor(B: Bench, *, b, L, Hk, Hv, dk, Q, V, dtype, chunk=32, b
     nbytes += b * (Q + V) * 8 + b * V * 4
     f_t = 2 * b * Hv * L * chunk * dk
     f_scan = b * Hv * L * (4 * Q * dk + 2 * chunk * Q)
-    prec = precision or ("tf32x3" if es == 2 else "ieee")
+    prec = precision or ("tf32" if es == 2 else "ieee")
     rate = {"ieee": B.ceil["fp32_TFLOPs"], "tf32": B.ceil["tf32_TFLOPs"],
             "tf32x3": B.ceil["tf32_TFLOPs"] / 3}[prec]
     t_flops = f_t / ((B.ceil["bf16_TFLOPs"] if es == 2 else B.ceil["fp32_TFLOPs"]) * 1e12) + f_scan / (rate * 1e12)
@@ -453,7 +453,7 @@ def run_checks(B: Bench, K, paper_L):
         check_deltanet_exact(B, K, "correlated keys beta~1", decay=True, correlated=True, dtype=dtype, **d_small)
         check_deltanet_exact(B, K, "Q=1 V=1", decay=True, dtype=dtype, **d_odd)
         check_deltanet_exact(B, K, "Qwen3.5-9B L=16480 decay", decay=True, dtype=dtype, **d_paper)
-    check_deltanet_exact(B, K, "bf16 scan dots tf32", decay=True, dtype=bf16, knobs=dict(precision="tf32"),
+    check_deltanet_exact(B, K, "bf16 scan dots tf32x3", decay=True, dtype=bf16, knobs=dict(precision="tf32x3"),
                          info=True, **d_small)
     check_dispatch(B)
 
