@@ -539,8 +539,10 @@ def calibrate_prefills(few_shot: FewShot, prefills: Sequence[QuickPrefill], shap
 
     The layer model leaves out what a prune point costs beyond its gather (hook dispatch, the
     selection's small kernels, re-slicing per-token inputs); prefills with different numbers of
-    prune points fit that cost, by least squares on the relative error, kept ``≥ 0``. Prefills
-    that cannot separate the two (one prefill, or equal prune counts) fit the scale alone,
+    prune points fit that cost, by least squares on the relative error, kept ``≥ 0``. An
+    unreduced prefill among them fixes the scale by itself (speedups are relative to it) and the
+    reduced ones fit the cost; without one both are fitted together. Prefills that cannot
+    separate the two (one prefill, or equal prune counts) fit the scale alone,
     ``exp(mean log(measured / predicted))``. The unreduced prefill has no prune point, so the
     baseline is only scaled. The residuals after the correction join the few-shot residuals of
     the interval (:meth:`FewShot.prefill_residuals`)."""
@@ -563,7 +565,15 @@ def calibrate_prefills(few_shot: FewShot, prefills: Sequence[QuickPrefill], shap
         counts.append(b.prune_points)
     scale = math.exp(sum(math.log(p.ms / q) for p, q in zip(prefills, preds)) / len(prefills))
     per_prune = 0.0
-    if len(set(counts)) > 1:
+    plain = [i for i, n in enumerate(counts) if n == 0]
+    if plain and len(plain) < len(prefills):
+        # the unreduced prefill fixes the scale (every speedup is relative to it); the prune cost
+        # is fitted on the reduced ones: min Σ ((s·q + c·n) / m − 1)² over c alone
+        scale = math.exp(sum(math.log(prefills[i].ms / preds[i]) for i in plain) / len(plain))
+        rest = [(preds[i] / prefills[i].ms, counts[i] / prefills[i].ms) for i in range(len(prefills)) if i not in plain]
+        c_fit = sum(y * (1 - scale * x) for x, y in rest) / sum(y * y for _, y in rest)
+        per_prune = max(0.0, c_fit)
+    elif len(set(counts)) > 1:
         # min Σ ((s·q + c·n) / m − 1)²: normal equations of the 2×2 system in (s, c)
         a = [(q / p.ms, n / p.ms) for p, q, n in zip(prefills, preds, counts)]
         sxx = sum(x * x for x, _ in a)

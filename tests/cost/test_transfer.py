@@ -169,6 +169,21 @@ def test_prefills_with_different_prune_counts_recover_a_known_cost_per_prune_poi
     assert m.baseline_ms() == pytest.approx(truth_scale * plain.baseline_ms())  # no prune point: scaled only
 
 
+def test_an_unreduced_prefill_fixes_the_scale_and_the_reduced_ones_fit_the_prune_cost(source_table):
+    fs = fit_few_shot(source_table, H100, H200, quick_points(target_truth()))
+    plain = LatencyModel(SHAPE, TokenLayout(32, 4096, 64), H200, few_shot=fs)
+    base = plain.baseline_breakdown().total_ms
+    keeps = [_stepped(SHAPE.num_layers, 2), _stepped(SHAPE.num_layers, 6)]
+    reduced = [plain.breakdown(Schedule(keep=k)) for k in keeps]
+    noisy = [QuickPrefill(keep=(1.0,) * SHAPE.num_layers, visual=4096, ms=1.05 * base)]
+    noisy += [QuickPrefill(keep=k, visual=4096, ms=(1.10 + 0.01 * i) * b.total_ms + 0.3 * b.prune_points)
+              for i, (k, b) in enumerate(zip(keeps, reduced))]
+    fitted = calibrate_prefills(fs, noisy, SHAPE)
+    assert fitted.prefill_scale == pytest.approx(1.05)  # the baseline's own measurement, whatever the others say
+    assert fitted.prune_point_ms > 0.3  # the reduced prefills' excess over 1.05x goes to their prune points
+    assert LatencyModel(SHAPE, TokenLayout(32, 4096, 64), H200, few_shot=fitted).baseline_ms() == pytest.approx(1.05 * base)
+
+
 def test_prefills_that_cannot_separate_the_two_terms_fit_the_scale_alone(source_table):
     fs = fit_few_shot(source_table, H100, H200, quick_points(target_truth()))
     layout = TokenLayout(32, 4096, 64)
