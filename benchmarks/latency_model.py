@@ -305,7 +305,7 @@ def main(argv=None) -> int:
                      "seconds": phases["quick_s"]}
         print(f"quick profile: {len(qp.points)} layer timings + {len(qp.prefills)} prefills in {phases['quick_s']} s; "
               f"gpu scale {few_shot.describe()['gpu_scale']}, prefill scale {few_shot.prefill_scale:.4f}, "
-              f"{few_shot.prune_point_ms:.3f} ms per prune point", flush=True)
+              f"{few_shot.prune_point_ms:.3f} host ms per prune point", flush=True)
 
     lo, hi = (float(x) for x in args.mean_keep.split(","))
     schedules = random_schedules(shape.num_layers, args.schedules, seed=args.seed, mean_keep=(lo, hi))

@@ -288,6 +288,6 @@ def _quick(args: argparse.Namespace, shape, device: str, gpu_id: str) -> int:
         em = "-" if c["memory"] is None else f"{c['memory']:.3f}"
         print(f"  {name:<10} {c['host_ms']:8.3f} {c['gpu_floor_ms']:9.3f} {ec:>6} {em:>6} {c['beta']:5.1f} "
               f"{fs.gpu_scale[c['letter']]:9.3f}")
-    print(f"  whole-prefill correction: scale {fs.prefill_scale:.4f}, {fs.prune_point_ms:.3f} ms per prune point "
-          f"(fitted on {len(qp.prefills)} measured prefills)")
+    print(f"  whole-prefill correction: scale {fs.prefill_scale:.4f}, {fs.prune_point_ms:.3f} ms of host time per "
+          f"prune point (fitted on {len(qp.prefills)} measured prefills)")
     return 0

@@ -116,7 +116,23 @@ class LatencyBreakdown:
     # uncalibrated roofline).
     layer_gpu_ms: tuple[float, ...] | None = None
     layer_host_ms: tuple[float, ...] | None = None
-    prune_points: int = 0
+    prune_layers: tuple[int, ...] = ()
+
+    @property
+    def prune_points(self) -> int:
+        return len(self.prune_layers)
+
+    def with_prune_cost(self, per_prune_ms: float) -> float:
+        """The total with ``per_prune_ms`` more host work at every prune layer: in a pipelined
+        prediction it delays the GPU only where the host is the bottleneck (few tokens), else it adds."""
+        if not self.prune_layers or per_prune_ms == 0.0:
+            return self.total_ms
+        if self.layer_gpu_ms is None:
+            return self.total_ms + per_prune_ms * len(self.prune_layers)
+        host = list(self.layer_host_ms)
+        for i in self.prune_layers:
+            host[i] += per_prune_ms
+        return pipeline_ms(self.layer_gpu_ms, host)
 
     @property
     def total_ms(self) -> float:
@@ -437,7 +453,7 @@ class LatencyModel:
                                 head_ms=0.0 if self.pipelined else head, extrapolated=extrap or ex,
                                 layer_gpu_ms=tuple(gpu) if self.pipelined else None,
                                 layer_host_ms=tuple(host) if self.pipelined else None,
-                                prune_points=len(plan.prune_layers))
+                                prune_layers=tuple(plan.prune_layers))
 
     def baseline_breakdown(self) -> LatencyBreakdown:
         return self.breakdown(Schedule.identity(self.shape.num_layers))
@@ -451,7 +467,7 @@ class LatencyModel:
         """A breakdown's total after the quick prefills' correction (few-shot), else the total."""
         if self.few_shot is None:
             return b.total_ms
-        return self.few_shot.corrected_ms(b.total_ms, b.prune_points)
+        return self.few_shot.prefill_scale * b.with_prune_cost(self.few_shot.prune_point_ms)
 
     def estimate(self, schedule: Schedule) -> LatencyEstimate:
         """:class:`LatencyEstimate` of ``schedule`` and of the unreduced model (``speedup`` = ratio)."""
@@ -535,56 +551,62 @@ def calibrate_prefills(few_shot: FewShot, prefills: Sequence[QuickPrefill], shap
     """``few_shot`` with its whole-prefill correction fitted on ``prefills`` (at most 3) measured
     on the target, applied to every prediction (schedule and baseline alike)::
 
-        measured = prefill_scale · predicted + prune_point_ms · (prune points of the schedule)
+        measured = prefill_scale · predicted(host work + prune_point_ms at every prune layer)
 
-    The layer model leaves out what a prune point costs beyond its gather (hook dispatch, the
-    selection's small kernels, re-slicing per-token inputs); prefills with different numbers of
-    prune points fit that cost, by least squares on the relative error, kept ``≥ 0``. An
-    unreduced prefill among them fixes the scale by itself (speedups are relative to it) and the
-    reduced ones fit the cost; without one both are fitted together. Prefills that cannot
-    separate the two (one prefill, or equal prune counts) fit the scale alone,
-    ``exp(mean log(measured / predicted))``. The unreduced prefill has no prune point, so the
-    baseline is only scaled. The residuals after the correction join the few-shot residuals of
-    the interval (:meth:`FewShot.prefill_residuals`)."""
+    The layer model leaves out host work a prune point costs beyond its gather (hook dispatch,
+    the selection's small kernels, re-slicing per-token inputs). It is host time: in the
+    pipelined prediction it delays the GPU only where the host is the bottleneck (layers of few
+    tokens), so a schedule's cost depends on where it cuts, not only on how often. An unreduced
+    prefill among the prefills fixes the scale by itself (speedups are relative to it; it has no
+    prune point); the prune cost is then fitted on the reduced ones by least squares on the
+    relative error (a bounded 1-D search, ``≥ 0``); without an unreduced prefill the scale is
+    fitted with it. Prefills without a prune point, or one alone, fit the scale alone,
+    ``exp(mean log(measured / predicted))``. The residuals after the correction join the
+    few-shot residuals of the interval (:meth:`FewShot.prefill_residuals`)."""
     import math
 
     prefills = tuple(prefills)
     if len(prefills) > 3:
         raise ConfigError(f"few-shot calibration takes at most 3 whole prefills, got {len(prefills)}")
+    bare = dict(prefill_scale=1.0, prune_point_ms=0.0, prefills=(), prefill_prune_points=(),
+                prefill_corrected_ms=())
     if not prefills:
-        return dataclasses.replace(few_shot, prefill_scale=1.0, prune_point_ms=0.0, prefills=(),
-                                   prefill_prune_points=())
-    unscaled = dataclasses.replace(few_shot, prefill_scale=1.0, prune_point_ms=0.0, prefills=(),
-                                   prefill_prune_points=())
-    preds, counts = [], []
+        return dataclasses.replace(few_shot, **bare)
+    unscaled = dataclasses.replace(few_shot, **bare)
+    bds = []
     for p in prefills:
         m = LatencyModel(shape, TokenLayout(prefix=prefix, visual=p.visual, query=query), unscaled.gpu,
                          few_shot=unscaled, residuals=ResidualSet(residuals={}))
-        b = m.breakdown(Schedule(keep=p.keep))
-        preds.append(b.total_ms)
-        counts.append(b.prune_points)
-    scale = math.exp(sum(math.log(p.ms / q) for p, q in zip(prefills, preds)) / len(prefills))
+        bds.append(m.breakdown(Schedule(keep=p.keep)))
+    preds = [b.total_ms for b in bds]
+    counts = [b.prune_points for b in bds]
+    meas = [p.ms for p in prefills]
+    scale = math.exp(sum(math.log(m / q) for m, q in zip(meas, preds)) / len(prefills))
     per_prune = 0.0
     plain = [i for i, n in enumerate(counts) if n == 0]
-    if plain and len(plain) < len(prefills):
-        # the unreduced prefill fixes the scale (every speedup is relative to it); the prune cost
-        # is fitted on the reduced ones: min Σ ((s·q + c·n) / m − 1)² over c alone
-        scale = math.exp(sum(math.log(prefills[i].ms / preds[i]) for i in plain) / len(plain))
-        rest = [(preds[i] / prefills[i].ms, counts[i] / prefills[i].ms) for i in range(len(prefills)) if i not in plain]
-        c_fit = sum(y * (1 - scale * x) for x, y in rest) / sum(y * y for _, y in rest)
-        per_prune = max(0.0, c_fit)
-    elif len(set(counts)) > 1:
-        # min Σ ((s·q + c·n) / m − 1)²: normal equations of the 2×2 system in (s, c)
-        a = [(q / p.ms, n / p.ms) for p, q, n in zip(prefills, preds, counts)]
-        sxx = sum(x * x for x, _ in a)
-        sxy = sum(x * y for x, y in a)
-        syy = sum(y * y for _, y in a)
-        sx, sy = sum(x for x, _ in a), sum(y for _, y in a)
-        det = sxx * syy - sxy * sxy
-        if det > 0:
-            s_fit, c_fit = (syy * sx - sxy * sy) / det, (sxx * sy - sxy * sx) / det
-            if c_fit > 0 and s_fit > 0:
-                scale, per_prune = s_fit, c_fit
-            # c < 0 would make prune points faster than free: the scale alone stands
+    if any(counts) and (plain or len(set(counts)) > 1):
+        anchor = math.exp(sum(math.log(meas[i] / preds[i]) for i in plain) / len(plain)) if plain else None
+
+        def fit(c: float) -> tuple[float, float]:
+            x = [b.with_prune_cost(c) / m for b, m in zip(bds, meas)]
+            s = anchor if anchor is not None else sum(x) / sum(v * v for v in x)
+            return sum((s * v - 1.0) ** 2 for v in x), s
+
+        # the loss is smooth and unimodal in practice: a grid, then golden-section refinement
+        hi = max(meas) / max(1, max(counts))
+        grid = [hi * i / 200 for i in range(201)]
+        best = min(grid, key=lambda c: fit(c)[0])
+        a, b = max(0.0, best - hi / 200), min(hi, best + hi / 200)
+        r = (math.sqrt(5) - 1) / 2
+        for _ in range(60):
+            c1, c2 = b - r * (b - a), a + r * (b - a)
+            if fit(c1)[0] <= fit(c2)[0]:
+                b = c2
+            else:
+                a = c1
+        per_prune = (a + b) / 2
+        scale = fit(per_prune)[1]
+    corrected = tuple(scale * b.with_prune_cost(per_prune) for b in bds)
     return dataclasses.replace(few_shot, prefill_scale=scale, prune_point_ms=per_prune, prefills=prefills,
-                               prefill_predicted_ms=tuple(preds), prefill_prune_points=tuple(counts))
+                               prefill_predicted_ms=tuple(preds), prefill_prune_points=tuple(counts),
+                               prefill_corrected_ms=corrected)

@@ -210,8 +210,8 @@ class FewShot:
     form's, fitted per kind; ``host_ms[letter]``: the target's host floor per kind (its
     quick point on the floor, else the source's); ``host_ratio``: the median ratio, applied
     to the overheads' floors; ``prefill_scale`` and ``prune_point_ms``: the whole-prefill
-    correction ``measured = prefill_scale · predicted + prune_point_ms · (prune points)`` fitted
-    on the quick prefills (:func:`autoprune.cost.latency.calibrate_prefills`).
+    correction, a scale and the host time of a prune point, fitted on the quick prefills
+    (:func:`autoprune.cost.latency.calibrate_prefills`).
     """
 
     source: ProfileTable
@@ -226,6 +226,7 @@ class FewShot:
     prefill_predicted_ms: tuple[float, ...] = ()  # the unscaled prediction of each prefill
     prune_point_ms: float = 0.0
     prefill_prune_points: tuple[int, ...] = ()  # prune points of each quick prefill
+    prefill_corrected_ms: tuple[float, ...] = ()  # each quick prefill's prediction after the correction
 
     def __post_init__(self):
         if not (isinstance(self.prefill_scale, (int, float)) and 0 < self.prefill_scale < math.inf):
@@ -244,15 +245,10 @@ class FewShot:
     def gpu(self) -> str:
         return self.target_forms.gpu
 
-    def corrected_ms(self, predicted_ms: float, prune_points: int) -> float:
-        """A whole prefill's prediction after the quick prefills' correction."""
-        return self.prefill_scale * predicted_ms + self.prune_point_ms * prune_points
-
     def prefill_residuals(self) -> list[float]:
         """``log(measured / corrected prediction)`` of the quick prefills."""
-        counts = self.prefill_prune_points or (0,) * len(self.prefills)
-        return [math.log(p.ms / self.corrected_ms(q, n))
-                for p, q, n in zip(self.prefills, self.prefill_predicted_ms, counts)]
+        corrected = self.prefill_corrected_ms or tuple(self.prefill_scale * q for q in self.prefill_predicted_ms)
+        return [math.log(p.ms / c) for p, c in zip(self.prefills, corrected)]
 
     def ratio(self, letter: str, tokens: float) -> float:
         """Target GPU time over source GPU time of one ``letter`` layer at ``tokens``."""

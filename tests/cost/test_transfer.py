@@ -152,21 +152,34 @@ def test_prefills_with_different_prune_counts_recover_a_known_cost_per_prune_poi
     layout = TokenLayout(32, 4096, 64)
     plain = LatencyModel(SHAPE, layout, H200, few_shot=fs)
     keeps = [(1.0,) * SHAPE.num_layers, _stepped(SHAPE.num_layers, 2), _stepped(SHAPE.num_layers, 6)]
-    truth_scale, truth_prune = 1.07, 0.4
+    truth_scale, truth_prune = 1.07, 4.0  # enough host time per cut to show past the GPU work it overlaps
     measured = []
     for k in keeps:
         b = plain.breakdown(Schedule(keep=k))
-        measured.append(QuickPrefill(keep=k, visual=4096, ms=truth_scale * b.total_ms + truth_prune * b.prune_points))
+        measured.append(QuickPrefill(keep=k, visual=4096, ms=truth_scale * b.with_prune_cost(truth_prune)))
     assert len({plain.breakdown(Schedule(keep=k)).prune_points for k in keeps}) == 3
     fitted = calibrate_prefills(fs, measured, SHAPE)
-    assert fitted.prefill_scale == pytest.approx(truth_scale, rel=1e-9)
-    assert fitted.prune_point_ms == pytest.approx(truth_prune, rel=1e-9)
-    assert fitted.prefill_residuals() == pytest.approx([0.0] * 3, abs=1e-9)
+    assert fitted.prefill_scale == pytest.approx(truth_scale, rel=1e-9)  # the unreduced prefill's own ratio
+    assert fitted.prune_point_ms == pytest.approx(truth_prune, rel=1e-4)
+    assert fitted.prefill_residuals() == pytest.approx([0.0] * 3, abs=1e-5)
     m = LatencyModel(SHAPE, layout, H200, few_shot=fitted)
     other = Schedule(keep=_stepped(SHAPE.num_layers, 4, keep=0.4))
     b = plain.breakdown(other)
-    assert m.estimate(other).latency_ms == pytest.approx(truth_scale * b.total_ms + truth_prune * b.prune_points)
+    assert m.estimate(other).latency_ms == pytest.approx(truth_scale * b.with_prune_cost(truth_prune), rel=1e-5)
     assert m.baseline_ms() == pytest.approx(truth_scale * plain.baseline_ms())  # no prune point: scaled only
+
+
+def test_a_prune_points_host_time_delays_only_a_host_bound_pipeline():
+    from autoprune.cost.latency import LatencyBreakdown
+
+    def bd(gpu, host):
+        return LatencyBreakdown(tokens=(1,) * len(gpu), layers_ms=tuple(gpu), scoring_ms=0.0, gather_ms=0.0,
+                                head_ms=0.0, extrapolated=False, layer_gpu_ms=tuple(gpu), layer_host_ms=tuple(host),
+                                prune_layers=(1, 2))
+    gpu_bound = bd([5.0, 5.0, 5.0], [0.1, 0.1, 0.1])
+    assert gpu_bound.with_prune_cost(1.0) == pytest.approx(gpu_bound.total_ms)  # hidden behind the GPU's 15 ms
+    host_bound = bd([0.2, 0.2, 0.2], [1.0, 1.0, 1.0])
+    assert host_bound.with_prune_cost(1.0) == pytest.approx(host_bound.total_ms + 2.0)  # both prune layers show
 
 
 def test_an_unreduced_prefill_fixes_the_scale_and_the_reduced_ones_fit_the_prune_cost(source_table):
@@ -176,11 +189,14 @@ def test_an_unreduced_prefill_fixes_the_scale_and_the_reduced_ones_fit_the_prune
     keeps = [_stepped(SHAPE.num_layers, 2), _stepped(SHAPE.num_layers, 6)]
     reduced = [plain.breakdown(Schedule(keep=k)) for k in keeps]
     noisy = [QuickPrefill(keep=(1.0,) * SHAPE.num_layers, visual=4096, ms=1.05 * base)]
-    noisy += [QuickPrefill(keep=k, visual=4096, ms=(1.10 + 0.01 * i) * b.total_ms + 0.3 * b.prune_points)
+    noisy += [QuickPrefill(keep=k, visual=4096, ms=(1.10 + 0.01 * i) * b.total_ms)
               for i, (k, b) in enumerate(zip(keeps, reduced))]
     fitted = calibrate_prefills(fs, noisy, SHAPE)
     assert fitted.prefill_scale == pytest.approx(1.05)  # the baseline's own measurement, whatever the others say
-    assert fitted.prune_point_ms > 0.3  # the reduced prefills' excess over 1.05x goes to their prune points
+    assert fitted.prune_point_ms > 0  # the reduced prefills' excess over 1.05x goes to their prune points
+    corrected = fitted.prefill_corrected_ms
+    assert all(abs(c / p.ms - 1) < abs(1.05 * q / p.ms - 1)
+               for c, q, p in zip(corrected[1:], fitted.prefill_predicted_ms[1:], noisy[1:]))
     assert LatencyModel(SHAPE, TokenLayout(32, 4096, 64), H200, few_shot=fitted).baseline_ms() == pytest.approx(1.05 * base)
 
 
@@ -196,8 +212,8 @@ def test_prefills_that_cannot_separate_the_two_terms_fit_the_scale_alone(source_
     # prune points that look faster than free are not believed: the scale alone stands
     base = plain.baseline_breakdown().total_ms
     faster = [QuickPrefill(keep=(1.0,) * SHAPE.num_layers, visual=4096, ms=base),
-              QuickPrefill(keep=k, visual=4096, ms=b.total_ms - 0.5 * b.prune_points)]
-    assert calibrate_prefills(fs, faster, SHAPE).prune_point_ms == 0.0
+              QuickPrefill(keep=k, visual=4096, ms=0.9 * b.total_ms)]
+    assert calibrate_prefills(fs, faster, SHAPE).prune_point_ms == pytest.approx(0.0, abs=1e-6)
 
 
 def test_more_than_twelve_layer_timings_is_not_few_shot(source_table):
