@@ -127,3 +127,20 @@ def combine_splits(partial: torch.Tensor, out: torch.Tensor, agg_max: bool) -> t
     if agg_max:
         return torch.amax(partial, dim=0, out=out)
     return torch.sum(partial, dim=0, out=out)
+
+
+def check_deltanet_inputs(q, k, beta, lam, query_index, visual_index) -> None:
+    """Shapes and devices of the Gated DeltaNet evidence ops' inputs (the proxy's and the exact form's)."""
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ReductionInputError(f"q and k must both be (b, L, Hk, dk); got {tuple(q.shape)}, {tuple(k.shape)}")
+    b, L, Hk, _ = q.shape
+    if beta.dim() != 3 or beta.shape[:2] != (b, L) or beta.shape[2] % Hk:
+        raise ReductionInputError(f"beta must be (b={b}, L={L}, Hv) with Hv a multiple of {Hk}, "
+                                  f"got {tuple(beta.shape)}")
+    if lam is not None and lam.shape != beta.shape:
+        raise ReductionInputError(f"lam must have beta's shape {tuple(beta.shape)}, got {tuple(lam.shape)}")
+    for name, t in (("k", k), ("beta", beta), ("lam", lam)):
+        if t is not None and t.device != q.device:
+            raise ReductionInputError(f"{name} is on {t.device}, q on {q.device}")
+    check_index("query_index", query_index, b, q.device)
+    check_index("visual_index", visual_index, b, q.device)

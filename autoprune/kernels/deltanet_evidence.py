@@ -33,8 +33,8 @@ from autoprune.errors import ReductionInputError
 from ._common import (
     KERNEL_DTYPES,
     aggregate_heads,
+    check_deltanet_inputs,
     check_head_agg,
-    check_index,
     combine_splits,
     largest_divisor_at_most,
     num_programs_target,
@@ -145,28 +145,12 @@ def _deltanet_evidence_kernel(
     tl.store(out_ptr + gsplit * s_os + b * s_ob + vcols * s_ov, tot, mask=v_ok)
 
 
-def _check(q, k, beta, lam, query_index, visual_index):
-    if q.dim() != 4 or k.shape != q.shape:
-        raise ReductionInputError(f"q and k must both be (b, L, Hk, dk); got {tuple(q.shape)}, {tuple(k.shape)}")
-    b, L, Hk, _ = q.shape
-    if beta.dim() != 3 or beta.shape[:2] != (b, L) or beta.shape[2] % Hk:
-        raise ReductionInputError(f"beta must be (b={b}, L={L}, Hv) with Hv a multiple of {Hk}, "
-                                  f"got {tuple(beta.shape)}")
-    if lam is not None and lam.shape != beta.shape:
-        raise ReductionInputError(f"lam must have beta's shape {tuple(beta.shape)}, got {tuple(lam.shape)}")
-    for name, t in (("k", k), ("beta", beta), ("lam", lam)):
-        if t is not None and t.device != q.device:
-            raise ReductionInputError(f"{name} is on {t.device}, q on {q.device}")
-    check_index("query_index", query_index, b, q.device)
-    check_index("visual_index", visual_index, b, q.device)
-
-
 def _deltanet_evidence(q, k, beta, lam, query_index, visual_index, *, head_agg="mean", query_valid=None,
                        out=None, block_q=None, block_v=None, block_h=None, group_splits=None,
                        num_warps=None, num_stages=None) -> torch.Tensor:
     """Launch the kernel; ``out (b, V)`` fp32, written in full (allocated if None)."""
     agg_max = check_head_agg(head_agg)
-    _check(q, k, beta, lam, query_index, visual_index)
+    check_deltanet_inputs(q, k, beta, lam, query_index, visual_index)
     if q.dtype != k.dtype or q.dtype not in KERNEL_DTYPES:
         raise ReductionInputError(f"q and k must share a dtype in {KERNEL_DTYPES}, got {q.dtype}, {k.dtype}")
     b, L, G, DK = q.shape
@@ -231,7 +215,7 @@ def deltanet_evidence(q, k, beta, lam, query_index, visual_index, *, head_agg: s
 def deltanet_evidence_ref(q, k, beta, lam, query_index, visual_index, *, head_agg: str = "mean",
                           query_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Pure torch, same arguments and function as :func:`deltanet_evidence`; fp32 (float64 stays float64)."""
-    _check(q, k, beta, lam, query_index, visual_index)
+    check_deltanet_inputs(q, k, beta, lam, query_index, visual_index)
     b, L, G, DK = q.shape
     H = beta.shape[2]
     hpg = H // G

@@ -63,8 +63,8 @@ from autoprune.errors import ReductionInputError
 from ._common import (
     KERNEL_DTYPES,
     aggregate_heads,
+    check_deltanet_inputs,
     check_head_agg,
-    check_index,
     pow2_at_least,
     prepare_out,
     upcast_dots,
@@ -187,22 +187,6 @@ def _deltanet_exact_scan_kernel(
         U = U - tl.dot(tl.trans(W), kc, input_precision=PREC)
 
 
-def _check(q, k, beta, lam, query_index, visual_index):
-    if q.dim() != 4 or k.shape != q.shape:
-        raise ReductionInputError(f"q and k must both be (b, L, Hk, dk); got {tuple(q.shape)}, {tuple(k.shape)}")
-    b, L, Hk, _ = q.shape
-    if beta.dim() != 3 or beta.shape[:2] != (b, L) or beta.shape[2] % Hk:
-        raise ReductionInputError(f"beta must be (b={b}, L={L}, Hv) with Hv a multiple of {Hk}, "
-                                  f"got {tuple(beta.shape)}")
-    if lam is not None and lam.shape != beta.shape:
-        raise ReductionInputError(f"lam must have beta's shape {tuple(beta.shape)}, got {tuple(lam.shape)}")
-    for name, t in (("k", k), ("beta", beta), ("lam", lam)):
-        if t is not None and t.device != q.device:
-            raise ReductionInputError(f"{name} is on {t.device}, q on {q.device}")
-    check_index("query_index", query_index, b, q.device)
-    check_index("visual_index", visual_index, b, q.device)
-
-
 def _finish(ev, lam, visual_index, head_agg):
     """``ev (b, H, L)`` (``Σ_t |w[t, s]|`` before ``exp(λ_s)``) → ``(b, V)`` at the visual positions."""
     H = ev.shape[1]
@@ -223,7 +207,7 @@ def _deltanet_exact_evidence(q, k, beta, lam, query_index, visual_index, *, head
     ``num_warps``/``num_stages`` and the chunk inverses' ``num_warps_inv``.
     """
     check_head_agg(head_agg)
-    _check(q, k, beta, lam, query_index, visual_index)
+    check_deltanet_inputs(q, k, beta, lam, query_index, visual_index)
     if q.dtype != k.dtype or q.dtype not in KERNEL_DTYPES:
         raise ReductionInputError(f"q and k must share a dtype in {KERNEL_DTYPES}, got {q.dtype}, {k.dtype}")
     b, L, G, DK = q.shape
@@ -308,7 +292,7 @@ def deltanet_exact_evidence_ref(q, k, beta, lam, query_index, visual_index, *, h
     every batch row at once), then ``chunk`` positions at a time below the first query row of the
     batch, each chunk a unit upper-triangular solve. Python loops, several launches per step.
     """
-    _check(q, k, beta, lam, query_index, visual_index)
+    check_deltanet_inputs(q, k, beta, lam, query_index, visual_index)
     b, L, Hk, dk = k.shape
     Hv = beta.shape[2]
     hpg = Hv // Hk
