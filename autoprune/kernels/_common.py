@@ -129,6 +129,19 @@ def combine_splits(partial: torch.Tensor, out: torch.Tensor, agg_max: bool) -> t
     return torch.sum(partial, dim=0, out=out)
 
 
+def launch_buffers(query_valid, out, batch: int, n_query: int, n_visual: int, length: int, device):
+    """``(valid, out, done)`` of a launcher: the query mask as uint8 (or None), ``out (b, V)`` fp32
+    ready to write, and ``done`` when there is nothing to compute — no visual token or no row
+    (``out`` as it is) or no query / empty sequence (``out`` zeroed): then ``out`` is the result."""
+    valid = valid_as_uint8(query_valid, batch, n_query, device)
+    out = prepare_out(out, batch, n_visual, device)
+    if n_visual == 0 or batch == 0:
+        return valid, out, True
+    if n_query == 0 or length == 0:
+        return valid, out.zero_(), True
+    return valid, out, False
+
+
 def check_deltanet_inputs(q, k, beta, lam, query_index, visual_index) -> None:
     """Shapes and devices of the Gated DeltaNet evidence ops' inputs (the proxy's and the exact form's)."""
     if q.dim() != 4 or k.shape != q.shape:

@@ -46,11 +46,10 @@ from ._common import (
     check_index,
     combine_splits,
     largest_divisor_at_most,
+    launch_buffers,
     num_programs_target,
     pow2_at_least,
-    prepare_out,
     upcast_dots,
-    valid_as_uint8,
 )
 
 __all__ = ["attention_evidence", "attention_evidence_ref", "attention_query_probs"]
@@ -272,12 +271,9 @@ def _attention_evidence(
     if query_index.shape[1] != Qn:
         raise ReductionInputError(f"query_index has {query_index.shape[1]} rows, q has {Qn}")
     V = visual_index.shape[1]
-    valid = valid_as_uint8(query_valid, b, Qn, device)
-    out = prepare_out(out, b, V, device)
-    if V == 0 or b == 0:
+    valid, out, done = launch_buffers(query_valid, out, b, Qn, V, L, device)
+    if done:
         return out
-    if Qn == 0 or L == 0:
-        return out.zero_()
 
     rep = H // Hkv
     is16 = q.dtype != torch.float32

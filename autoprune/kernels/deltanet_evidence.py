@@ -37,11 +37,10 @@ from ._common import (
     check_head_agg,
     combine_splits,
     largest_divisor_at_most,
+    launch_buffers,
     num_programs_target,
     pow2_at_least,
-    prepare_out,
     upcast_dots,
-    valid_as_uint8,
 )
 
 __all__ = ["deltanet_evidence", "deltanet_evidence_ref"]
@@ -157,12 +156,9 @@ def _deltanet_evidence(q, k, beta, lam, query_index, visual_index, *, head_agg="
     H = beta.shape[2]
     device = q.device
     Qn, V = query_index.shape[1], visual_index.shape[1]
-    valid = valid_as_uint8(query_valid, b, Qn, device)
-    out = prepare_out(out, b, V, device)
-    if V == 0 or b == 0:
+    valid, out, done = launch_buffers(query_valid, out, b, Qn, V, L, device)
+    if done:
         return out
-    if Qn == 0 or L == 0:
-        return out.zero_()
     hpg = H // G
     is16 = q.dtype != torch.float32
     prec = "tf32" if is16 else "ieee"

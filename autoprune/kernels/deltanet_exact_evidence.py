@@ -65,10 +65,9 @@ from ._common import (
     aggregate_heads,
     check_deltanet_inputs,
     check_head_agg,
+    launch_buffers,
     pow2_at_least,
-    prepare_out,
     upcast_dots,
-    valid_as_uint8,
 )
 
 __all__ = ["MAX_DK", "deltanet_exact_evidence", "deltanet_exact_evidence_ref"]
@@ -217,12 +216,9 @@ def _deltanet_exact_evidence(q, k, beta, lam, query_index, visual_index, *, head
     H = beta.shape[2]
     device = q.device
     Qn, V = query_index.shape[1], visual_index.shape[1]
-    valid = valid_as_uint8(query_valid, b, Qn, device)
-    out = prepare_out(out, b, V, device)
-    if V == 0 or b == 0:
+    valid, out, done = launch_buffers(query_valid, out, b, Qn, V, L, device)
+    if done:
         return out
-    if Qn == 0 or L == 0:
-        return out.zero_()
     C = chunk or 32
     if C < 16 or C & (C - 1):
         raise ReductionInputError(f"chunk must be a power of two ≥ 16 (tl.dot), got {C}")

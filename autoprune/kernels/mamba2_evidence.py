@@ -57,11 +57,10 @@ from ._common import (
     combine_splits,
     heads_per_group,
     largest_divisor_at_most,
+    launch_buffers,
     num_programs_target,
     pow2_at_least,
-    prepare_out,
     upcast_dots,
-    valid_as_uint8,
 )
 
 __all__ = ["mamba2_evidence", "mamba2_evidence_ref"]
@@ -334,12 +333,9 @@ def _mamba2_evidence(
     check_index("query_index", query_index, b, device)
     check_index("visual_index", visual_index, b, device)
     Qn, V = query_index.shape[1], visual_index.shape[1]
-    valid = valid_as_uint8(query_valid, b, Qn, device)
-    out = prepare_out(out, b, V, device)
-    if V == 0 or b == 0:
+    valid, out, done = launch_buffers(query_valid, out, b, Qn, V, L, device)
+    if done:
         return out
-    if Qn == 0 or L == 0:
-        return out.zero_()
 
     hpg = H // G
     is16 = B.dtype != torch.float32

@@ -72,12 +72,10 @@ def range_breakdown(fn: Callable[[], object], *, cuda: bool | None = None) -> Ra
     calls = {n: 0 for n in RANGES}
 
     def own(e) -> float:
-        if cuda:
-            return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
-        return e.cpu_time_total
+        return e.device_time_total if cuda else e.cpu_time_total
 
     for e in events:
-        if e.name not in ms or getattr(e, "device_type", DeviceType.CPU) != DeviceType.CPU:
+        if e.name not in ms or e.device_type != DeviceType.CPU:
             continue
         parent, nested = e.cpu_parent, False
         while parent is not None:
@@ -90,10 +88,7 @@ def range_breakdown(fn: Callable[[], object], *, cuda: bool | None = None) -> Ra
         ms[e.name] += own(e) / 1000.0
         calls[e.name] += 1
     if cuda:
-        total = sum(k.duration for e in events for k in getattr(e, "kernels", ())) / 1000.0
-        if total == 0.0:  # a profiler build that attaches kernels elsewhere: device-side events
-            total = sum(getattr(e, "device_time", 0.0) for e in events
-                        if getattr(e, "device_type", None) == DeviceType.CUDA) / 1000.0
+        total = sum(k.duration for e in events for k in e.kernels) / 1000.0
     else:
         total = sum(e.cpu_time_total for e in events if e.cpu_parent is None) / 1000.0
     return RangeBreakdown(ms=ms, calls=calls, total_ms=total, device="cuda" if cuda else "cpu")

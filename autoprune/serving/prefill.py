@@ -100,9 +100,10 @@ class ReducedPrefill:
     graph per prefill shape (each ``None`` = on where the model is on CUDA). ``buckets``:
     padded lengths (ascending) to capture; ``None`` = one graph per exact length. ``query_pad``:
     query rows, and each row's text capacity after a cut, are padded to a multiple of this, so
-    that questions of other lengths replay the same graph. ``max_graphs``: graphs kept (least recently used dropped). ``use_cache``: keep the cache
-    for decoding. ``use_kernels``: as for :func:`autoprune.reduce`. ``warmup``: eager runs before a
-    capture (the first compiles and autotunes; cuBLAS sets up its workspace on the capture stream).
+    that questions of other lengths replay the same graph. ``max_graphs``: graphs kept (least
+    recently used dropped). ``use_cache``: keep the cache for decoding. ``use_kernels``: as for
+    :func:`autoprune.reduce`. ``warmup``: eager runs before a capture (the first compiles and
+    autotunes; cuBLAS sets up its workspace on the capture stream).
     """
 
     def __init__(self, model: nn.Module, schedule: Schedule | None = None, *, compile: bool | None = None,
